@@ -1,0 +1,81 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class Tier(models.TextChoices):
+    FREE = "free", "Free"
+    PRO = "pro", "Pro"
+
+
+class Agent(models.Model):
+    """An AI agent with an account: its profile, tier and lifetime metered calls.
+
+    DRF puts the authenticated Agent on ``request.user``, hence the two
+    ``is_authenticated``/``is_anonymous`` attributes.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    agent_name = models.CharField(max_length=100)
+    owner_identifier = models.CharField(max_length=255)
+    tier = models.CharField(max_length=8, choices=Tier.choices, default=Tier.FREE)
+    # Only ever changed by single atomic UPDATE statements (see billing.services).
+    calls_total = models.PositiveBigIntegerField(default=0)
+    last_call_at = models.DateTimeField(null=True, blank=True)
+    stripe_customer_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    is_authenticated = True
+    is_anonymous = False
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["agent_name", "owner_identifier"], name="agent_name_owner_unique"
+            ),
+        ]
+        indexes = [
+            # The admin's over-limit filter and usage sort: tier = 'free' AND calls_total >= N.
+            models.Index(fields=["tier", "calls_total"], name="agent_tier_calls_idx"),
+            models.Index(fields=["calls_total"], name="agent_calls_idx"),
+            models.Index(fields=["owner_identifier"], name="agent_owner_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent_name} ({self.owner_identifier})"
+
+
+class AgentEvent(models.Model):
+    """Audit trail for changes to an agent that are not key changes."""
+
+    class Kind(models.TextChoices):
+        REGISTERED = "registered", "Registered"
+        TIER_CHANGED = "tier_changed", "Tier changed"
+        USAGE_RESET = "usage_reset", "Usage reset"
+        PAYMENT_METHOD_SET = "payment_method_set", "Payment method set"
+        PAYMENT_FAILED = "payment_failed", "Payment failed"
+        SUBSCRIPTION_ENDED = "subscription_ended", "Subscription ended"
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Staff user who made the change; empty when the agent or Stripe did.",
+    )
+    reason = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["agent", "-created_at"], name="agentevent_agent_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} at {self.created_at:%Y-%m-%d %H:%M}"

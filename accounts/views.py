@@ -1,0 +1,40 @@
+from rest_framework import status, viewsets
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from accounts.serializers import (
+    AgentProfileSerializer,
+    AgentRegisteredSerializer,
+    AgentRegisterSerializer,
+)
+from accounts.services import agent_register
+from lithtrix.http import client_ip
+
+REGISTERED_MESSAGE = "Store this key securely. It cannot be retrieved again."
+
+
+class RegisterViewSet(viewsets.ViewSet):
+    """POST /v1/register — an agent signs itself up and gets its first key."""
+
+    authentication_classes: list = []
+    permission_classes: list = []
+
+    def create(self, request: Request) -> Response:
+        serializer = AgentRegisterSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        registration = agent_register(**serializer.validated_data, ip=client_ip(request))
+        body = AgentRegisteredSerializer(
+            {
+                "api_key": registration.api_key,
+                "agent_id": registration.agent.id,
+                "message": REGISTERED_MESSAGE,
+            }
+        ).data
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class MeViewSet(viewsets.ViewSet):
+    """GET /v1/me — the authenticated agent's profile."""
+
+    def retrieve(self, request: Request) -> Response:
+        return Response(AgentProfileSerializer(request.user).data)

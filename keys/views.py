@@ -1,0 +1,14 @@
+from rest_framework import viewsets
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from keys.services import api_key_rotate
+from lithtrix.http import client_ip
+
+
+class KeyViewSet(viewsets.ViewSet):
+    """POST /v1/keys/rotate — a new key; the presented one stops working at once."""
+
+    def rotate(self, request: Request) -> Response:
+        new_key = api_key_rotate(api_key=request.auth, ip=client_ip(request))
+        return Response({"api_key": new_key})

@@ -1,0 +1,244 @@
+"""The one error family and the one handler that turns every error into the envelope.
+
+Views and services only raise; nothing else builds an error body by hand.
+
+    {"status": "error", "error_code": "...", "message": "...", ["details": {...}]}
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.http import Http404, HttpRequest, JsonResponse
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.response import Response
+
+logger = logging.getLogger("lithtrix.errors")
+
+
+class ApiError(Exception):
+    """An error the API reports to its caller. Subclasses fix status and code."""
+
+    status_code = 500
+    error_code = "INTERNAL_ERROR"
+    default_message = "An internal error occurred."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        details: dict[str, list[str]] | None = None,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.message = message or self.default_message
+        self.details = details
+        self.extra = extra or {}
+        self.headers = headers or {}
+        super().__init__(self.message)
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "status": "error",
+            "error_code": self.error_code,
+            "message": self.message,
+        }
+        if self.details is not None:
+            body["details"] = self.details
+        body.update(self.extra)
+        return body
+
+
+class ValidationError(ApiError):
+    status_code = 400
+    error_code = "VALIDATION_ERROR"
+    default_message = "The request is invalid."
+
+
+class InvalidApiKeyError(ApiError):
+    status_code = 401
+    error_code = "INVALID_API_KEY"
+    default_message = "The API key is missing, malformed, unknown or no longer valid."
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.headers.setdefault("WWW-Authenticate", "Bearer")
+
+
+class OverLimitError(ApiError):
+    status_code = 402
+    error_code = "OVER_LIMIT"
+    default_message = "Free tier lifetime call limit reached. Upgrade to Pro to continue."
+
+
+class PaymentFailedError(ApiError):
+    status_code = 402
+    error_code = "PAYMENT_FAILED"
+    default_message = "The payment method was declined."
+
+
+class PermissionDeniedError(ApiError):
+    status_code = 403
+    error_code = "FORBIDDEN"
+    default_message = "You do not have permission to perform this action."
+
+
+class NotFoundError(ApiError):
+    status_code = 404
+    error_code = "NOT_FOUND"
+    default_message = "The requested resource was not found."
+
+
+class MethodNotAllowedError(ApiError):
+    status_code = 405
+    error_code = "METHOD_NOT_ALLOWED"
+    default_message = "Method not allowed."
+
+
+class AgentAlreadyExistsError(ApiError):
+    status_code = 409
+    error_code = "AGENT_ALREADY_EXISTS"
+    default_message = (
+        "An agent with this agent_name and owner_identifier already exists. "
+        "Use key rotation to get a new key."
+    )
+
+
+class PayloadTooLargeError(ApiError):
+    status_code = 413
+    error_code = "PAYLOAD_TOO_LARGE"
+    default_message = "The request body is too large."
+
+
+class UnsupportedMediaTypeError(ApiError):
+    status_code = 415
+    error_code = "UNSUPPORTED_MEDIA_TYPE"
+    default_message = "The request body must be JSON (Content-Type: application/json)."
+
+
+class RateLimitExceededError(ApiError):
+    status_code = 429
+    error_code = "RATE_LIMIT_EXCEEDED"
+    default_message = "Per-minute rate limit exceeded. See Retry-After header."
+
+
+class InternalError(ApiError):
+    pass
+
+
+class PaymentProviderError(ApiError):
+    status_code = 502
+    error_code = "PAYMENT_PROVIDER_ERROR"
+    default_message = "The payment provider could not be reached. Nothing was changed; retry later."
+
+
+class BillingUnavailableError(ApiError):
+    status_code = 503
+    error_code = "BILLING_UNAVAILABLE"
+    default_message = "Billing is not configured on this deployment."
+
+
+def _flatten_details(detail: Any) -> dict[str, list[str]]:
+    """DRF's nested error detail -> {"field": ["message", ...]} (dotted names for nesting)."""
+    if isinstance(detail, dict):
+        out: dict[str, list[str]] = {}
+        for field, value in detail.items():
+            name = "non_field_errors" if field == "non_field_errors" else str(field)
+            for sub, messages in _flatten_details(value).items():
+                key = name if sub == "non_field_errors" else f"{name}.{sub}"
+                out.setdefault(key, []).extend(messages)
+        return out
+    if isinstance(detail, list):
+        messages: dict[str, list[str]] = {}
+        for item in detail:
+            for sub, values in _flatten_details(item).items():
+                messages.setdefault(sub, []).extend(values)
+        return messages
+    return {"non_field_errors": [str(detail)]}
+
+
+def to_api_error(exc: BaseException) -> ApiError:
+    """Map any exception to the ApiError that describes it to the caller."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, drf_exceptions.ValidationError):
+        return ValidationError(details=_flatten_details(exc.detail))
+    if isinstance(exc, drf_exceptions.ParseError):
+        return ValidationError(f"Malformed JSON body: {exc.detail}")
+    if isinstance(exc, drf_exceptions.UnsupportedMediaType):
+        return UnsupportedMediaTypeError()
+    if isinstance(exc, drf_exceptions.NotAuthenticated | drf_exceptions.AuthenticationFailed):
+        return InvalidApiKeyError()
+    if isinstance(exc, drf_exceptions.MethodNotAllowed):
+        return MethodNotAllowedError(f"Method {exc.args[0] if exc.args else ''} not allowed.")
+    if isinstance(exc, drf_exceptions.NotFound | Http404):
+        return NotFoundError()
+    if isinstance(exc, drf_exceptions.Throttled):
+        wait = max(1, int(exc.wait or 1))
+        return RateLimitExceededError(headers={"Retry-After": str(wait)})
+    if isinstance(exc, RequestDataTooBig):
+        return PayloadTooLargeError()
+    if isinstance(exc, drf_exceptions.PermissionDenied | PermissionDenied):
+        return PermissionDeniedError()
+    if isinstance(exc, SuspiciousOperation):
+        return ValidationError("The request was rejected as invalid.")
+    if isinstance(exc, drf_exceptions.APIException):
+        error = ApiError(str(exc.detail))
+        error.status_code = exc.status_code
+        error.error_code = str(exc.default_code).upper()
+        return error
+    return InternalError()
+
+
+def api_error_response(error: ApiError, request: HttpRequest | None = None) -> JsonResponse:
+    """The envelope as a plain Django response (for code outside DRF views)."""
+    response = JsonResponse(error.body(), status=error.status_code)
+    for name, value in error.headers.items():
+        response[name] = value
+    if request is not None and getattr(request, "request_id", None):
+        response["X-Request-Id"] = request.request_id
+    return response
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+    """DRF's EXCEPTION_HANDLER: every exception raised in a view becomes the envelope."""
+    error = to_api_error(exc)
+    request = context.get("request")
+    if isinstance(error, InternalError) and not isinstance(exc, ApiError):
+        logger.exception(
+            "Unhandled error in %s %s",
+            getattr(request, "method", "?"),
+            getattr(request, "path", "?"),
+        )
+    response = Response(error.body(), status=error.status_code, headers=error.headers)
+    if error.status_code >= 500:
+        # Logged above with its traceback and request id; Django need not log it again.
+        response._has_been_logged = True
+    if isinstance(exc, drf_exceptions.MethodNotAllowed) and context.get("view") is not None:
+        response["Allow"] = ", ".join(context["view"].allowed_methods)
+    return response
+
+
+# --- Django-level handlers (urls.py handler404 / handler500, catch-all routes) ---
+
+
+def not_found_view(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return api_error_response(NotFoundError(), request)
+
+
+def server_error_view(request: HttpRequest) -> JsonResponse:
+    return api_error_response(InternalError(), request)
+
+
+def bad_request_view(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    if isinstance(exception, RequestDataTooBig):
+        return api_error_response(PayloadTooLargeError(), request)
+    return api_error_response(ValidationError("The request was rejected as invalid."), request)
+
+
+def permission_denied_view(
+    request: HttpRequest, exception: Exception | None = None
+) -> JsonResponse:
+    return api_error_response(PermissionDeniedError(), request)

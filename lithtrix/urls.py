@@ -1,0 +1,27 @@
+"""/v1 routes. Each maps one path to one viewset action; the rest of /v1 is a 404 envelope."""
+
+from django.contrib import admin
+from django.urls import path, re_path
+
+from accounts.views import MeViewSet, RegisterViewSet
+from keys.views import KeyViewSet
+from lithtrix import errors
+
+v1 = [
+    path("v1/register", RegisterViewSet.as_view({"post": "create"}), name="register"),
+    path("v1/me", MeViewSet.as_view({"get": "retrieve"}), name="me"),
+    path("v1/keys/rotate", KeyViewSet.as_view({"post": "rotate"}), name="keys-rotate"),
+]
+
+urlpatterns = [
+    *v1,
+    path("admin/", admin.site.urls),
+    # Django's technical 404 page would answer here when DEBUG is on; the API never
+    # answers with HTML, so unknown /v1 paths get the envelope in every mode.
+    re_path(r"^v1(?:/.*)?$", errors.not_found_view),
+]
+
+handler400 = errors.bad_request_view
+handler403 = errors.permission_denied_view
+handler404 = errors.not_found_view
+handler500 = errors.server_error_view
