@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from accounts.models import Agent, AgentEvent
 from keys.services import api_key_issue
@@ -38,3 +40,55 @@ def agent_register(
             raise AgentAlreadyExistsError() from None
         raise
     return Registration(agent=agent, api_key=key)
+
+
+@transaction.atomic
+def agent_set_tier(
+    *,
+    agent: Agent,
+    tier: str,
+    actor: AbstractBaseUser | None = None,
+    reason: str = "",
+    data: dict | None = None,
+) -> bool:
+    """Set ``agent``'s tier; returns False (and writes nothing) when it already had it.
+
+    One conditional UPDATE, so repeated or concurrent calls (webhook retries, admin
+    double clicks) change the tier and write the audit row once.
+    """
+    changed = (
+        Agent.objects.filter(pk=agent.pk)
+        .exclude(tier=tier)
+        .update(tier=tier, updated_at=timezone.now())
+    )
+    if changed:
+        AgentEvent.objects.create(
+            agent=agent,
+            kind=AgentEvent.Kind.TIER_CHANGED,
+            actor=actor,
+            reason=reason,
+            data={"tier": tier, **(data or {})},
+        )
+    agent.tier = tier
+    return bool(changed)
+
+
+@transaction.atomic
+def agent_reset_usage(*, agent: Agent, actor: AbstractBaseUser | None, reason: str) -> int:
+    """Set ``agent``'s lifetime call counter to 0; returns the count it had.
+
+    The row is locked so the recorded previous count is exact even while the
+    agent keeps calling.
+    """
+    locked = Agent.objects.select_for_update().get(pk=agent.pk)
+    previous = locked.calls_total
+    Agent.objects.filter(pk=agent.pk).update(calls_total=0, updated_at=timezone.now())
+    AgentEvent.objects.create(
+        agent=agent,
+        kind=AgentEvent.Kind.USAGE_RESET,
+        actor=actor,
+        reason=reason,
+        data={"previous_calls_total": previous},
+    )
+    agent.calls_total = 0
+    return previous

@@ -135,6 +135,12 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 LITHTRIX_MAX_BODY_BYTES = int(os.environ.get("LITHTRIX_MAX_BODY_BYTES", str(64 * 1024)))
 DATA_UPLOAD_MAX_MEMORY_SIZE = LITHTRIX_MAX_BODY_BYTES
 
+# --- Tiers and limits (see billing/tiers.py) ------------------------------------
+LITHTRIX_FREE_CALL_LIMIT = int(os.environ.get("LITHTRIX_FREE_CALL_LIMIT", "300"))
+LITHTRIX_FREE_RATE = os.environ.get("LITHTRIX_FREE_RATE", "60/m")
+LITHTRIX_PRO_RATE = os.environ.get("LITHTRIX_PRO_RATE", "600/m")
+LITHTRIX_REGISTER_RATE = os.environ.get("LITHTRIX_REGISTER_RATE", "10/m")
+
 # Number of reverse proxies of ours in front of the app that append to
 # X-Forwarded-For. 0: the client IP is REMOTE_ADDR and X-Forwarded-For is ignored.
 LITHTRIX_TRUSTED_PROXY_COUNT = int(os.environ.get("LITHTRIX_TRUSTED_PROXY_COUNT", "0"))
