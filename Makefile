@@ -40,3 +40,17 @@ format: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache db.sqlite3 db.sqlite3-*
+
+# --- Production serving ---------------------------------------------------------
+# gunicorn with WORKERS processes on DATABASE_URL and REDIS_URL (see README,
+# "Production"); DJANGO_SECRET_KEY is required (DJANGO_DEBUG is off).
+WORKERS ?= 4
+.PHONY: serve fuzz
+serve: venv
+	$(BIN)/python manage.py collectstatic --noinput -v0
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/gunicorn -c deploy/gunicorn.conf.py --bind $(HOST):$(PORT) --workers $(WORKERS)
+
+# schemathesis against a gunicorn started on a free loopback port, bounded in time.
+fuzz: venv
+	$(BIN)/python deploy/fuzz.py

@@ -1,3 +1,4 @@
+from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -9,6 +10,7 @@ from accounts.serializers import (
 )
 from accounts.services import agent_register
 from lithtrix.http import client_ip
+from lithtrix.openapi import error_response
 
 REGISTERED_MESSAGE = "Store this key securely. It cannot be retrieved again."
 
@@ -19,6 +21,16 @@ class RegisterViewSet(viewsets.ViewSet):
     authentication_classes: list = []
     permission_classes: list = []
 
+    @extend_schema(
+        summary="Register an agent and get its first API key (shown once)",
+        request=AgentRegisterSerializer,
+        responses={
+            201: AgentRegisteredSerializer,
+            409: error_response("AGENT_ALREADY_EXISTS: use key rotation instead."),
+        },
+        extensions={"x-rate-limit": "per client IP"},
+        tags=["accounts"],
+    )
     def create(self, request: Request) -> Response:
         serializer = AgentRegisterSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -36,5 +48,10 @@ class RegisterViewSet(viewsets.ViewSet):
 class MeViewSet(viewsets.ViewSet):
     """GET /v1/me — the authenticated agent's profile."""
 
+    @extend_schema(
+        summary="The authenticated agent's profile",
+        responses={200: AgentProfileSerializer},
+        tags=["accounts"],
+    )
     def retrieve(self, request: Request) -> Response:
         return Response(AgentProfileSerializer(request.user).data)

@@ -140,6 +140,14 @@ class BillingUnavailableError(ApiError):
     default_message = "Billing is not configured on this deployment."
 
 
+class ServiceUnavailableError(ApiError):
+    """/readyz: a dependency (database, cache) cannot be reached."""
+
+    status_code = 503
+    error_code = "SERVICE_UNAVAILABLE"
+    default_message = "The service is not ready."
+
+
 def _flatten_details(detail: Any) -> dict[str, list[str]]:
     """DRF's nested error detail -> {"field": ["message", ...]} (dotted names for nesting)."""
     if isinstance(detail, dict):

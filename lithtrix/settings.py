@@ -177,3 +177,72 @@ LOGGING = {
         "django.request": {"level": "ERROR"},
     },
 }
+
+# --- Production serving: HTTPS, static files, JSON logs, OpenAPI ------------------
+# DJANGO_HTTPS=on says the deployment is reached over TLS: it turns on HSTS, secure
+# cookies and the http->https redirect (each overridable), so `check --deploy` is
+# clean while local plain-http development keeps the defaults.
+HTTPS = env_bool("DJANGO_HTTPS")
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", HTTPS)
+# Probes often speak plain http from inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_HSTS_SECONDS = int(
+    os.environ.get("DJANGO_SECURE_HSTS_SECONDS", str(365 * 24 * 3600 if HTTPS else 0))
+)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", HTTPS)
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", HTTPS)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", HTTPS)
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+# Only behind a proxy of ours that sets this header (and strips a client's copy):
+# e.g. DJANGO_SECURE_PROXY_SSL_HEADER=HTTP_X_FORWARDED_PROTO. Trusting it otherwise
+# would let any client claim https.
+if os.environ.get("DJANGO_SECURE_PROXY_SSL_HEADER"):
+    SECURE_PROXY_SSL_HEADER = (os.environ["DJANGO_SECURE_PROXY_SSL_HEADER"], "https")
+
+# The admin's static files, served by WhiteNoise from STATIC_ROOT (collectstatic).
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Not the manifest variant: it refuses to render a template whose static file
+    # was never collected, which tests and `runserver` would hit.
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+# One JSON object per log line (DJANGO_LOG_FORMAT=plain for human-readable lines),
+# each with the request id; secrets are scrubbed by the formatter.
+LOGGING["formatters"]["json"] = {"()": "lithtrix.logs.JsonFormatter"}
+LOGGING["formatters"]["plain"]["()"] = "lithtrix.logs.PlainFormatter"
+LOGGING["handlers"]["console"]["formatter"] = os.environ.get("DJANGO_LOG_FORMAT", "json")
+# One line per request (method, path, status, duration, agent id); off with WARNING.
+LOGGING["loggers"]["lithtrix.access"] = {
+    "level": os.environ.get("LITHTRIX_ACCESS_LOG_LEVEL", "INFO")
+}
+
+# OpenAPI 3 schema at /v1/openapi.json, docs at /v1/docs (assets from the sidecar
+# package: no CDN).
+INSTALLED_APPS += ["drf_spectacular", "drf_spectacular_sidecar"]
+REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "drf_spectacular.openapi.AutoSchema"
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Lithtrix API",
+    "DESCRIPTION": (
+        "Accounts, API keys, metering and billing for AI agents. Authenticate with "
+        "`Authorization: Bearer ltx_...`; every non-2xx answer is the error envelope."
+    ),
+    "VERSION": "1.0.0",
+    "SCHEMA_PATH_PREFIX": r"/v1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_AUTHENTICATION": [],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "lithtrix.openapi.document_errors_and_headers",
+    ],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}

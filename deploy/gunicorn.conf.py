@@ -1,0 +1,48 @@
+"""gunicorn settings for Lithtrix (`make serve`, bench/, the multi-process tests).
+
+Every value can be overridden on the command line or with GUNICORN_* variables;
+the app itself reads DATABASE_URL, REDIS_URL and the rest from the environment.
+"""
+
+import os
+
+wsgi_app = "lithtrix.wsgi:application"
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("WORKERS", os.environ.get("GUNICORN_WORKERS", "4")))
+# Sync workers: each request holds a worker; the app does no long waits (Stripe
+# calls have timeouts), so processes, not threads, give the parallelism.
+worker_class = "sync"
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = 30
+keepalive = 5
+# Recycle workers now and then so a slow leak cannot grow without bound.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "10000"))
+max_requests_jitter = 1000
+# Behind a proxy of ours only; the app decides what to trust from X-Forwarded-*.
+forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
+# gunicorn's control socket has one default path per user: several instances on
+# one machine (tests, bench) would fight over it. Nothing here uses it.
+no_control_socket = True
+
+# The app logs one JSON access line per request itself (with the request id and the
+# agent); gunicorn's own lines go out as JSON too, on stderr.
+accesslog = None
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "lithtrix.middleware.RequestIdLogFilter"}},
+    "formatters": {"json": {"()": "lithtrix.logs.JsonFormatter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "filters": ["request_id"],
+            "stream": "ext://sys.stderr",
+        }
+    },
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["console"], "propagate": False},
+        # The app's lithtrix.access line replaces gunicorn's access line.
+        "gunicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False},
+    },
+}

@@ -1,0 +1,131 @@
+"""GET /v1/capabilities: what this service is and how an agent uses it, in one read.
+
+A discovery document for agents: service and version, how to authenticate, the
+limits of each tier (from settings, via billing.tiers) and every endpoint (from the
+OpenAPI schema, so it cannot drift from what is served).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+from django.conf import settings
+from rest_framework import serializers
+
+from accounts.models import Tier
+from billing.tiers import tier_limits
+
+SERVICE = "lithtrix"
+_PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_RATE = re.compile(r"^(\d+)/(\d*)([smhd])")
+
+
+def parse_rate(rate: str) -> tuple[int, int]:
+    """django-ratelimit's "60/m", "100/5m" -> (requests, period in seconds)."""
+    match = _RATE.match(rate)
+    if not match:
+        raise ValueError(f"not a rate: {rate!r}")
+    count, multiplier, unit = match.groups()
+    return int(count), int(multiplier or 1) * _PERIOD_SECONDS[unit]
+
+
+def _tier_document(tier: str) -> dict[str, Any]:
+    limits = tier_limits(tier)
+    requests, period = parse_rate(limits.rate)
+    return {
+        "call_limit": limits.call_limit,
+        "rate": limits.rate,
+        "requests_per_period": requests,
+        "period_seconds": period,
+    }
+
+
+@functools.cache
+def _endpoints() -> tuple[dict[str, Any], ...]:
+    from drf_spectacular.generators import SchemaGenerator
+
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    from lithtrix.openapi import _is_keyed
+
+    endpoints = []
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            endpoints.append(
+                {
+                    "method": method.upper(),
+                    "path": path,
+                    "summary": operation.get("summary", ""),
+                    "authentication": "bearer" if _is_keyed(operation) else "none",
+                    "metered": bool(operation.get("x-metered", False)),
+                }
+            )
+    return tuple(endpoints)
+
+
+def capabilities_document() -> dict[str, Any]:
+    return {
+        "service": SERVICE,
+        "version": settings.SPECTACULAR_SETTINGS["VERSION"],
+        "api_version": "v1",
+        "documentation": {"openapi": "/v1/openapi.json", "docs": "/v1/docs"},
+        "authentication": {
+            "type": "http",
+            "scheme": "bearer",
+            "header": "Authorization",
+            "format": "Bearer ltx_...",
+            "obtain": "POST /v1/register",
+            "rotate": "POST /v1/keys/rotate",
+        },
+        "limits": {tier: _tier_document(tier) for tier in Tier.values},
+        "rate_limit_headers": ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"],
+        "endpoints": list(_endpoints()),
+    }
+
+
+class TierLimitsSerializer(serializers.Serializer):
+    call_limit = serializers.IntegerField(
+        allow_null=True, help_text="Lifetime metered calls; null = unlimited."
+    )
+    rate = serializers.CharField(help_text='Requests per period, e.g. "60/m".')
+    requests_per_period = serializers.IntegerField()
+    period_seconds = serializers.IntegerField()
+
+
+class LimitsSerializer(serializers.Serializer):
+    free = TierLimitsSerializer()
+    pro = TierLimitsSerializer()
+
+
+class AuthenticationSerializer(serializers.Serializer):
+    type = serializers.CharField()
+    scheme = serializers.CharField()
+    header = serializers.CharField()
+    format = serializers.CharField()
+    obtain = serializers.CharField()
+    rotate = serializers.CharField()
+
+
+class DocumentationSerializer(serializers.Serializer):
+    openapi = serializers.CharField()
+    docs = serializers.CharField()
+
+
+class EndpointSerializer(serializers.Serializer):
+    method = serializers.CharField()
+    path = serializers.CharField()
+    summary = serializers.CharField(allow_blank=True)
+    authentication = serializers.ChoiceField(choices=["bearer", "none"])
+    metered = serializers.BooleanField()
+
+
+class CapabilitiesSerializer(serializers.Serializer):
+    service = serializers.CharField()
+    version = serializers.CharField()
+    api_version = serializers.CharField()
+    documentation = DocumentationSerializer()
+    authentication = AuthenticationSerializer()
+    limits = LimitsSerializer()
+    rate_limit_headers = serializers.ListField(child=serializers.CharField())
+    endpoints = EndpointSerializer(many=True)

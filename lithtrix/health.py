@@ -1,0 +1,80 @@
+"""Liveness and readiness probes for process managers and load balancers.
+
+Plain Django views: no authentication, no DRF, so a probe costs next to nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import uuid
+from collections.abc import Callable
+
+from django.core.cache import cache
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+
+from lithtrix.errors import MethodNotAllowedError, ServiceUnavailableError, api_error_response
+
+logger = logging.getLogger("lithtrix.health")
+
+
+def require_safe(view: Callable[[HttpRequest], JsonResponse]) -> Callable:
+    """GET and HEAD only; any other method gets the 405 envelope."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest) -> JsonResponse:
+        if request.method not in ("GET", "HEAD"):
+            error = MethodNotAllowedError(
+                f"Method {request.method} not allowed.", headers={"Allow": "GET, HEAD"}
+            )
+            return api_error_response(error, request)
+        return view(request)
+
+    return wrapper
+
+
+@require_safe
+def healthz(request: HttpRequest) -> JsonResponse:
+    """The process is up and answering; touches neither database nor cache."""
+    return JsonResponse({"status": "ok"})
+
+
+def _check_database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+
+
+def _check_cache() -> None:
+    # A round trip through the shared cache: a write, then the read of that write.
+    key = f"readyz:{uuid.uuid4().hex}"
+    cache.set(key, "1", timeout=5)
+    if cache.get(key) != "1":
+        raise RuntimeError("cache did not return the value just written")
+    cache.delete(key)
+
+
+READINESS_CHECKS = {"database": _check_database, "cache": _check_cache}
+
+
+@require_safe
+def readyz(request: HttpRequest) -> JsonResponse:
+    """200 when the database and the cache answer; 503 envelope naming what failed."""
+    checks: dict[str, str] = {}
+    for name, check in READINESS_CHECKS.items():
+        try:
+            check()
+        except Exception as exc:
+            # The exception's class only: its text may carry a host or a URL.
+            logger.warning("readiness check %s failed: %s", name, type(exc).__name__)
+            checks[name] = "unavailable"
+        else:
+            checks[name] = "ok"
+    failed = [name for name, result in checks.items() if result != "ok"]
+    if failed:
+        error = ServiceUnavailableError(
+            f"Not ready: {', '.join(failed)} unreachable.", extra={"checks": checks}
+        )
+        return api_error_response(error, request)
+    return JsonResponse({"status": "ok", "checks": checks})

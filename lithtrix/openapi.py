@@ -1,0 +1,161 @@
+"""OpenAPI 3 (drf-spectacular): the error envelope, the standard headers, Bearer keys.
+
+Views describe their success bodies and the errors only they raise (409, 402...)
+with ``extend_schema``. The post-processing hook adds what every operation shares,
+so an endpoint added later is documented the same way without repeating it:
+
+- 500 on every operation; 400, 413 and 415 on those that take a body;
+  401 and 429 on those that need a key, 429 on those marked ``x-rate-limit``;
+- ``X-Request-Id`` on every answer; ``RateLimit-*`` on every answer to a keyed
+  operation except 401; ``Retry-After`` on 429; ``WWW-Authenticate`` on 401.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers
+
+SECURITY_SCHEME_NAME = "ApiKeyAuth"
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    """``Authorization: Bearer ltx_...`` for keys.authentication.ApiKeyAuthentication."""
+
+    target_class = "keys.authentication.ApiKeyAuthentication"
+    name = SECURITY_SCHEME_NAME
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "ltx_ API key",
+            "description": "An `ltx_` key from POST /v1/register or POST /v1/keys/rotate.",
+        }
+
+
+ERROR_ENVELOPE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Every non-2xx answer, from every endpoint.",
+    "properties": {
+        "status": {"type": "string", "enum": ["error"]},
+        "error_code": {
+            "type": "string",
+            "description": "Stable machine-readable code, e.g. INVALID_API_KEY.",
+            "pattern": "^[A-Z][A-Z0-9_]*$",
+        },
+        "message": {"type": "string", "minLength": 1},
+        "details": {
+            "type": "object",
+            "description": "VALIDATION_ERROR only: messages per field.",
+            "additionalProperties": {"type": "array", "items": {"type": "string"}},
+        },
+        "upgrade_url": {"type": "string", "description": "OVER_LIMIT only."},
+    },
+    "required": ["status", "error_code", "message"],
+}
+
+
+class ErrorEnvelopeSerializer(serializers.Serializer):
+    """For ``extend_schema(responses=...)``; the hook replaces its component with
+    ERROR_ENVELOPE_SCHEMA so there is one definition."""
+
+    status = serializers.CharField()
+    error_code = serializers.CharField()
+    message = serializers.CharField()
+
+    class Meta:
+        ref_name = "ErrorEnvelope"
+
+
+def error_response(description: str) -> OpenApiResponse:
+    return OpenApiResponse(response=ErrorEnvelopeSerializer, description=description)
+
+
+ERROR_DESCRIPTIONS = {
+    "400": "VALIDATION_ERROR: missing or invalid field, malformed JSON, wrong types.",
+    "401": "INVALID_API_KEY: key missing, malformed, unknown, rotated away or revoked.",
+    "402": "OVER_LIMIT (Free lifetime cap reached) or PAYMENT_FAILED.",
+    "404": "NOT_FOUND.",
+    "405": "METHOD_NOT_ALLOWED.",
+    "409": "AGENT_ALREADY_EXISTS.",
+    "413": "PAYLOAD_TOO_LARGE: body over the configured maximum.",
+    "415": "UNSUPPORTED_MEDIA_TYPE: the body is not JSON.",
+    "429": "RATE_LIMIT_EXCEEDED: per-minute limit hit; see Retry-After.",
+    "500": "INTERNAL_ERROR: a bug, logged with the request id.",
+    "502": "PAYMENT_PROVIDER_ERROR.",
+    "503": "BILLING_UNAVAILABLE or SERVICE_UNAVAILABLE.",
+}
+
+
+def _header(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "schema": schema}
+
+
+_INTEGER = {"type": "integer", "minimum": 0}
+HEADERS: dict[str, dict[str, Any]] = {
+    "X-Request-Id": _header(
+        "Id of this request, also on every log line it produced.", {"type": "string"}
+    ),
+    "RateLimit-Limit": _header("Requests allowed in the current window.", _INTEGER),
+    "RateLimit-Remaining": _header("Requests left in the current window.", _INTEGER),
+    "RateLimit-Reset": _header("Whole seconds until the window resets.", _INTEGER),
+    "Retry-After": _header(
+        "Whole seconds to wait before retrying.", {"type": "integer", "minimum": 1}
+    ),
+    "WWW-Authenticate": _header("Always `Bearer`.", {"type": "string"}),
+}
+RATE_LIMIT_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
+
+
+def _ref(name: str, *, required: bool = False) -> dict[str, Any]:
+    # A $ref header object cannot carry `required`; required ones are inlined.
+    if required:
+        return {**HEADERS[name], "required": True}
+    return {"$ref": f"#/components/headers/{name}"}
+
+
+def _is_keyed(operation: dict[str, Any]) -> bool:
+    security = operation.get("security", [])
+    # [{}] (or nothing) means no credentials needed.
+    return any(requirement for requirement in security) and {} not in security
+
+
+def document_errors_and_headers(
+    result: dict[str, Any], generator: Any, request: Any, public: bool
+) -> dict[str, Any]:
+    """drf-spectacular POSTPROCESSING_HOOK: see the module docstring."""
+    components = result.setdefault("components", {})
+    components.setdefault("schemas", {})["ErrorEnvelope"] = ERROR_ENVELOPE_SCHEMA
+    components.setdefault("headers", {}).update(HEADERS)
+    envelope = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}
+
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            keyed = _is_keyed(operation)
+            codes = {"500"}
+            if "requestBody" in operation:
+                codes |= {"400", "413", "415"}
+            if keyed:
+                codes |= {"401", "429"}
+            if operation.get("x-rate-limit"):
+                codes.add("429")
+            responses = operation.setdefault("responses", {})
+            for code in codes:
+                responses.setdefault(
+                    code, {"description": ERROR_DESCRIPTIONS[code], "content": envelope}
+                )
+            for code, response in responses.items():
+                headers = response.setdefault("headers", {})
+                headers["X-Request-Id"] = _ref("X-Request-Id", required=True)
+                if keyed and code != "401":
+                    for name in RATE_LIMIT_HEADERS:
+                        headers[name] = _ref(name)
+                if code == "429":
+                    headers["Retry-After"] = _ref("Retry-After", required=True)
+                if code == "401":
+                    headers["WWW-Authenticate"] = _ref("WWW-Authenticate", required=True)
+            operation["responses"] = dict(sorted(responses.items()))
+    return result

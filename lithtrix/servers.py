@@ -1,0 +1,143 @@
+"""Loopback servers for the multi-process tests, the fuzzer and the benchmark.
+
+gunicorn gets a socket this process already bound to port 0 (``--bind fd://N``),
+so the port is free by construction and known before the server starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+GUNICORN_CONF = BASE_DIR / "deploy" / "gunicorn.conf.py"
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (for servers that must bind it
+    themselves, like nginx; gunicorn gets a bound socket instead)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def bound_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    log_path: Path | None = None
+    _closables: list = field(default_factory=list)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for closable in self._closables:
+            with contextlib.suppress(Exception):
+                closable.close()
+
+
+def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before answering")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"server did not answer {url} within {timeout}s")
+
+
+def app_environment(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The current environment for a production-mode app process, plus ``overrides``."""
+    env = dict(os.environ)
+    env.setdefault("DJANGO_SECRET_KEY", "loopback-only-secret-key-" + "x" * 40)
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env.update(overrides or {})
+    return env
+
+
+def start_gunicorn(
+    *,
+    workers: int,
+    env: Mapping[str, str],
+    log_path: Path | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> Server:
+    """gunicorn with deploy/gunicorn.conf.py on a fresh loopback port; waits for /healthz."""
+    sock = bound_socket()
+    port = sock.getsockname()[1]
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    process = subprocess.Popen(  # noqa: S603 - fixed argv
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            str(GUNICORN_CONF),
+            "--bind",
+            f"fd://{sock.fileno()}",
+            "--workers",
+            str(workers),
+            *extra_args,
+        ],
+        cwd=BASE_DIR,
+        env=dict(env),
+        pass_fds=(sock.fileno(),),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    server = Server(f"http://127.0.0.1:{port}", process, log_path, [sock])
+    if log is not subprocess.DEVNULL:
+        server._closables.append(log)
+    try:
+        wait_until_up(f"{server.url}/healthz", process)
+    except Exception:
+        server.stop()
+        raise
+    return server
+
+
+@contextlib.contextmanager
+def running_gunicorn(**kwargs) -> Iterator[Server]:
+    server = start_gunicorn(**kwargs)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def manage(*args: str, env: Mapping[str, str]) -> None:
+    """``python manage.py ARGS`` in a subprocess (e.g. migrate on the server's database)."""
+    subprocess.run(  # noqa: S603 - fixed argv
+        [sys.executable, "manage.py", *args], cwd=BASE_DIR, env=dict(env), check=True
+    )

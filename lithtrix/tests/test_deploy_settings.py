@@ -1,0 +1,79 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lithtrix.servers import BASE_DIR
+
+PRODUCTION = {
+    "DJANGO_DEBUG": "off",
+    "DJANGO_SECRET_KEY": "k3y-" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789" * 2,
+    "DJANGO_ALLOWED_HOSTS": "api.example.com",
+    "DJANGO_HTTPS": "on",
+    "DJANGO_SECURE_PROXY_SSL_HEADER": "HTTP_X_FORWARDED_PROTO",
+}
+
+
+def run_python(*args, env):
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "LITHTRIX_"))}
+    return subprocess.run(  # noqa: S603 - fixed interpreter, test arguments
+        [sys.executable, *args],
+        cwd=BASE_DIR,
+        env={**base, "DATABASE_URL": "sqlite:///:memory:", **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def run_manage(*args, env):
+    return run_python("manage.py", *args, env=env)
+
+
+def settings_value(name, env):
+    """repr() of a setting as a process started with ``env`` sees it."""
+    code = (
+        "import os, django; os.environ['DJANGO_SETTINGS_MODULE'] = 'lithtrix.settings'; "
+        f"django.setup(); from django.conf import settings; "
+        f"print(repr(getattr(settings, {name!r}, None)))"
+    )
+    result = run_python("-c", code, env=env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_check_deploy_is_clean_with_production_variables():
+    result = run_manage("check", "--deploy", "--fail-level", "WARNING", env=PRODUCTION)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_production_variables_turn_on_https_protections():
+    assert settings_value("SECURE_HSTS_SECONDS", PRODUCTION) == "31536000"
+    assert settings_value("SESSION_COOKIE_SECURE", PRODUCTION) == "True"
+    assert settings_value("CSRF_COOKIE_SECURE", PRODUCTION) == "True"
+    assert settings_value("SECURE_SSL_REDIRECT", PRODUCTION) == "True"
+    assert (
+        settings_value("SECURE_PROXY_SSL_HEADER", PRODUCTION)
+        == "('HTTP_X_FORWARDED_PROTO', 'https')"
+    )
+
+
+@pytest.mark.parametrize("debug", ["on", "off"])
+def test_plain_http_defaults_keep_local_serving_working(debug):
+    env = {"DJANGO_DEBUG": debug, "DJANGO_SECRET_KEY": PRODUCTION["DJANGO_SECRET_KEY"]}
+    assert settings_value("SECURE_SSL_REDIRECT", env) == "False"
+    assert settings_value("SESSION_COOKIE_SECURE", env) == "False"
+    assert settings_value("SECURE_HSTS_SECONDS", env) == "0"
+    # Never trusted unless configured: a client could otherwise claim https.
+    assert settings_value("SECURE_PROXY_SSL_HEADER", env) == "None"
+
+
+def test_check_deploy_flags_a_deployment_without_https():
+    env = {k: v for k, v in PRODUCTION.items() if k != "DJANGO_HTTPS"}
+    result = run_manage("check", "--deploy", "--fail-level", "WARNING", env=env)
+
+    assert result.returncode != 0
+    assert "security.W004" in result.stderr + result.stdout
