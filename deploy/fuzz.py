@@ -21,7 +21,12 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from lithtrix.servers import app_environment, manage, running_gunicorn  # noqa: E402
+from lithtrix.servers import (  # noqa: E402
+    app_environment,
+    fresh_database_url,
+    manage,
+    running_gunicorn,
+)
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "150"))
 HARD_TIMEOUT = int(os.environ.get("FUZZ_TIMEOUT", "150"))
@@ -56,8 +61,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="lithtrix-fuzz-") as tmp:
         tmp_dir = Path(tmp)
         overrides = {"DJANGO_LOG_FORMAT": "json", "LITHTRIX_ACCESS_LOG_LEVEL": "WARNING"}
-        if not os.environ.get("DATABASE_URL"):
-            overrides["DATABASE_URL"] = f"sqlite:///{tmp_dir / 'fuzz.sqlite3'}"
+        overrides["DATABASE_URL"] = fresh_database_url(
+            os.environ.get("DATABASE_URL"), "fuzz", tmp_dir
+        )
         # Fuzzing registers many agents from one IP: give it room.
         overrides.setdefault("LITHTRIX_REGISTER_RATE", "100000/m")
         env = app_environment(overrides)

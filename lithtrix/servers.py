@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -134,6 +135,26 @@ def running_gunicorn(**kwargs) -> Iterator[Server]:
         yield server
     finally:
         server.stop()
+
+
+def fresh_database_url(database_url: str | None, suffix: str, tmp_dir: Path) -> str:
+    """A new, empty database for a throwaway server: ``<database>_<suffix>`` on the
+    PostgreSQL server of ``database_url`` (dropped and created again), else a SQLite
+    file in ``tmp_dir``."""
+    if not database_url or not database_url.startswith(("postgres://", "postgresql://")):
+        return f"sqlite:///{tmp_dir / (suffix + '.sqlite3')}"
+    import psycopg
+    from psycopg import sql
+
+    parts = urllib.parse.urlsplit(database_url)
+    name = f"{parts.path.lstrip('/') or 'lithtrix'}_{suffix}"
+    admin_url = urllib.parse.urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
 
 
 def manage(*args: str, env: Mapping[str, str]) -> None:
