@@ -12,19 +12,20 @@ v1 = [
     path("v1/register", RegisterViewSet.as_view({"post": "create"}), name="register"),
     path("v1/me", MeViewSet.as_view({"get": "retrieve"}), name="me"),
     path("v1/keys/rotate", KeyViewSet.as_view({"post": "rotate"}), name="keys-rotate"),
-    path(
-        "v1/capabilities",
-        CapabilitiesViewSet.as_view({"get": "retrieve"}),
-        name="capabilities",
-    ),
+]
+
+# The service itself: discovery, API description, probes for load balancers.
+service = [
+    path("v1/capabilities", CapabilitiesViewSet.as_view({"get": "retrieve"}), name="capabilities"),
     path("v1/openapi.json", OpenApiSchemaView.as_view(), name="openapi-schema"),
     path("v1/docs", ApiDocsView.as_view(), name="docs"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
 ]
 
 urlpatterns = [
     *v1,
-    path("healthz", health.healthz, name="healthz"),
-    path("readyz", health.readyz, name="readyz"),
+    *service,
     path("admin/", admin.site.urls),
     # Django's technical 404 page would answer here when DEBUG is on; the API never
     # answers with HTML, so unknown /v1 paths get the envelope in every mode.

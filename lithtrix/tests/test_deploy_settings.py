@@ -12,6 +12,8 @@ PRODUCTION = {
     "DJANGO_ALLOWED_HOSTS": "api.example.com",
     "DJANGO_HTTPS": "on",
     "DJANGO_SECURE_PROXY_SSL_HEADER": "HTTP_X_FORWARDED_PROTO",
+    # Production shares rate-limit counters in Redis (nothing connects to it here).
+    "REDIS_URL": "redis://127.0.0.1:6379/15",
 }
 
 
@@ -63,7 +65,11 @@ def test_production_variables_turn_on_https_protections():
 
 @pytest.mark.parametrize("debug", ["on", "off"])
 def test_plain_http_defaults_keep_local_serving_working(debug):
-    env = {"DJANGO_DEBUG": debug, "DJANGO_SECRET_KEY": PRODUCTION["DJANGO_SECRET_KEY"]}
+    env = {
+        "DJANGO_DEBUG": debug,
+        "DJANGO_SECRET_KEY": PRODUCTION["DJANGO_SECRET_KEY"],
+        "REDIS_URL": PRODUCTION["REDIS_URL"],
+    }
     assert settings_value("SECURE_SSL_REDIRECT", env) == "False"
     assert settings_value("SESSION_COOKIE_SECURE", env) == "False"
     assert settings_value("SECURE_HSTS_SECONDS", env) == "0"
