@@ -69,13 +69,17 @@ _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, No
 
 
 class JsonFormatter(logging.Formatter):
-    """``{"time", "level", "logger", "request_id", "message", ...extra, ["exc"]}``."""
+    """``{"time", "level", "logger", "pid", "request_id", "message", ...extra, ["exc"]}``.
+
+    ``pid`` tells which server process wrote the line.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
+            "pid": record.process,
             "request_id": getattr(record, "request_id", "-"),
             "message": record.getMessage(),
         }

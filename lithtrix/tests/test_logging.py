@@ -145,4 +145,4 @@ def test_json_formatter_emits_one_object_with_extras():
     assert line["request_id"] == "rid"
     assert line["message"] == "hello ltx_[redacted]"
     assert line["status"] == 418
-    assert set(line) == {"time", "level", "logger", "request_id", "message", "status"}
+    assert set(line) == {"time", "level", "logger", "pid", "request_id", "message", "status"}
