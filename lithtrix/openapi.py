@@ -6,6 +6,7 @@ so an endpoint added later is documented the same way without repeating it:
 
 - 500 on every operation; 400, 413 and 415 on those that take a body;
   401 and 429 on those that need a key, 429 on those marked ``x-rate-limit``;
+  402 on metered ones (``x-metered``: the Metered permission, /v1/authorize);
 - ``X-Request-Id`` on every answer; ``RateLimit-*`` on every answer to a keyed
   operation except 401; ``Retry-After`` on 429; ``WWW-Authenticate`` on 401.
 """
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.urls import Resolver404, resolve
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 
@@ -110,6 +113,88 @@ HEADERS: dict[str, dict[str, Any]] = {
 RATE_LIMIT_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
 
 
+METERED_PERMISSION = "billing.permissions.Metered"
+
+
+class LithtrixAutoSchema(AutoSchema):
+    """Marks operations of views metered by the Metered permission with ``x-metered``."""
+
+    def get_operation(self, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
+        operation = super().get_operation(*args, **kwargs)
+        if operation is not None and any(
+            f"{cls.__module__}.{cls.__qualname__}" == METERED_PERMISSION
+            for cls in getattr(self.view, "permission_classes", [])
+        ):
+            operation["x-metered"] = True
+        return operation
+
+
+# /v1/authorize is a plain Django view (no DRF on the gateway's hot path), so it is
+# described here; any method is accepted, gateways use GET.
+AUTHORIZE_PATH = "/v1/authorize"
+AUTHORIZE_METHODS = ("get", "post", "put", "patch", "delete")
+AUTHORIZED_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "agent_id": {"type": "string", "format": "uuid"},
+        "tier": {"type": "string", "enum": ["free", "pro"]},
+    },
+    "required": ["agent_id", "tier"],
+}
+
+
+def _authorize_operation(method: str) -> dict[str, Any]:
+    return {
+        "operationId": f"authorize_{method}",
+        "summary": "Forward-auth for gateways: authenticate, rate-limit and meter one call",
+        "description": (
+            "A gateway (nginx `auth_request`, Traefik `ForwardAuth`, Envoy `ext_authz`) "
+            "sends each incoming request's `Authorization` header here first. 200 lets "
+            "the call through: it was authenticated, rate-limited and metered. Any "
+            "method; the body is never read."
+        ),
+        "tags": ["metering"],
+        "security": [{SECURITY_SCHEME_NAME: []}],
+        "x-metered": True,
+        "responses": {
+            "200": {
+                "description": "Let the call through; pass the X-Agent-* headers upstream.",
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/Authorized"}}
+                },
+                "headers": {
+                    "X-Agent-Id": _header("The agent's id.", {"type": "string"})
+                    | {"required": True},
+                    "X-Agent-Tier": _header("free or pro.", {"type": "string"})
+                    | {"required": True},
+                },
+            }
+        },
+    }
+
+
+def _routed(path: str, url_name: str) -> bool:
+    try:
+        return resolve(path).url_name == url_name
+    except Resolver404:
+        return False
+
+
+def add_plain_view_operations(
+    result: dict[str, Any], generator: Any, request: Any, public: bool
+) -> dict[str, Any]:
+    """drf-spectacular POSTPROCESSING_HOOK: operations of the non-DRF views."""
+    if _routed(AUTHORIZE_PATH, "authorize"):
+        result.setdefault("components", {}).setdefault("schemas", {})["Authorized"] = (
+            AUTHORIZED_SCHEMA
+        )
+        result.setdefault("paths", {})[AUTHORIZE_PATH] = {
+            method: _authorize_operation(method) for method in AUTHORIZE_METHODS
+        }
+        result["paths"] = dict(sorted(result["paths"].items()))
+    return result
+
+
 def _ref(name: str, *, required: bool = False) -> dict[str, Any]:
     # A $ref header object cannot carry `required`; required ones are inlined.
     if required:
@@ -142,6 +227,8 @@ def document_errors_and_headers(
                 codes |= {"401", "429"}
             if operation.get("x-rate-limit"):
                 codes.add("429")
+            if operation.get("x-metered"):
+                codes.add("402")
             responses = operation.setdefault("responses", {})
             for code in codes:
                 responses.setdefault(

@@ -225,7 +225,7 @@ LOGGING["loggers"]["lithtrix.access"] = {
 # OpenAPI 3 schema at /v1/openapi.json, docs at /v1/docs (assets from the sidecar
 # package: no CDN).
 INSTALLED_APPS += ["drf_spectacular", "drf_spectacular_sidecar"]
-REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "drf_spectacular.openapi.AutoSchema"
+REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "lithtrix.openapi.LithtrixAutoSchema"
 SPECTACULAR_SETTINGS = {
     "TITLE": "Lithtrix API",
     "DESCRIPTION": (
@@ -240,6 +240,7 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
+        "lithtrix.openapi.add_plain_view_operations",
         "lithtrix.openapi.document_errors_and_headers",
     ],
     "SWAGGER_UI_DIST": "SIDECAR",
