@@ -117,15 +117,20 @@ METERED_PERMISSION = "billing.permissions.Metered"
 
 
 class LithtrixAutoSchema(AutoSchema):
-    """Marks operations of views metered by the Metered permission with ``x-metered``."""
+    """Marks operations of metered views (the Metered permission) with ``x-metered``
+    and those of rate-limited views (any throttle) with ``x-rate-limit``."""
 
     def get_operation(self, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
         operation = super().get_operation(*args, **kwargs)
-        if operation is not None and any(
+        if operation is None:
+            return None
+        if any(
             f"{cls.__module__}.{cls.__qualname__}" == METERED_PERMISSION
             for cls in getattr(self.view, "permission_classes", [])
         ):
             operation["x-metered"] = True
+        if getattr(self.view, "throttle_classes", None):
+            operation.setdefault("x-rate-limit", "per agent; per client IP without a key")
         return operation
 
 

@@ -19,6 +19,8 @@ class CapabilitiesViewSet(viewsets.ViewSet):
 
     authentication_classes: list = []
     permission_classes: list = []
+    # A static document, as cheap to serve as /healthz: not rate-limited.
+    throttle_classes: list = []
 
     @extend_schema(
         summary="What this service offers and how to use it",
@@ -32,8 +34,11 @@ class CapabilitiesViewSet(viewsets.ViewSet):
 class OpenApiSchemaView(SpectacularJSONAPIView):
     """GET /v1/openapi.json: the OpenAPI 3 schema."""
 
+    throttle_classes: list = []
+
 
 class ApiDocsView(SpectacularSwaggerView):
     """GET /v1/docs: Swagger UI over /v1/openapi.json, its assets served locally."""
 
     url_name = "openapi-schema"
+    throttle_classes: list = []
