@@ -10,9 +10,13 @@ import pytest
 from django.conf import settings
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def ratelimit_clock(monkeypatch):
-    """Freeze django-ratelimit's clock (``clock.now``, seconds) so a window never rolls over."""
+    """Freeze django-ratelimit's clock (``clock.now``, seconds) so a window never rolls over.
+
+    Autouse: a test that counts RateLimit-Remaining must not see a window end
+    between two requests. Server subprocesses keep the real clock.
+    """
     # A whole minute starts here for no agent in particular; tests move it on purpose.
     clock = SimpleNamespace(now=1_900_000_000.0)
     monkeypatch.setattr(django_ratelimit.core, "time", SimpleNamespace(time=lambda: clock.now))
