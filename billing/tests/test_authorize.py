@@ -7,6 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Agent
 from accounts.services import agent_set_tier
@@ -193,3 +195,32 @@ def test_concurrent_http_calls_through_the_threaded_server_stop_at_the_cap(
     assert statuses.count(402) == 54
     assert calls_total(registered.agent) == 300
     assert DailyUsage.objects.get(agent=registered.agent).calls == 10
+
+
+@pytest.mark.django_db
+def test_authorize_takes_one_query_to_authenticate_and_one_to_meter(api_client, registered):
+    # The path every proxied call takes stays lean: on PostgreSQL the metering
+    # (cap check, counter and daily row) is one statement; SQLite needs two.
+    with CaptureQueriesContext(connection) as captured:
+        response = api_client.get(AUTHORIZE, **registered.auth)
+    assert response.status_code == 200
+    statements = [
+        q["sql"].split()[0]
+        for q in captured.captured_queries
+        if not q["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))  # the test's transaction
+    ]
+    if connection.vendor == "postgresql":
+        assert statements == ["SELECT", "WITH"]
+    else:
+        assert statements == ["SELECT", "UPDATE", "INSERT"]
+
+
+@pytest.mark.django_db
+def test_authorize_ignores_a_body_over_the_size_limit(api_client, registered, settings):
+    # A gateway may pass the client's Content-Length on; the body is never read.
+    settings.LITHTRIX_MAX_BODY_BYTES = 10
+    response = api_client.generic(
+        "POST", AUTHORIZE, b"x" * 100, content_type="application/octet-stream", **registered.auth
+    )
+    assert response.status_code == 200
+    assert calls_total(registered.agent) == 1
