@@ -1,5 +1,6 @@
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.utils import extend_schema
 from rest_framework import viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -14,6 +15,11 @@ from lithtrix.errors import ApiError, api_error_response
 class BillingViewSet(viewsets.ViewSet):
     """GET /v1/billing — tier, lifetime calls and the cap. Never metered."""
 
+    @extend_schema(
+        summary="Tier, lifetime metered calls and the cap",
+        responses={200: BillingSerializer},
+        tags=["billing"],
+    )
     def retrieve(self, request: Request) -> Response:
         return Response(BillingSerializer(selectors.billing_summary(agent=request.user)).data)
 
@@ -21,6 +27,11 @@ class BillingViewSet(viewsets.ViewSet):
 class UsageViewSet(viewsets.ViewSet):
     """GET /v1/usage — lifetime, this month's and the last 7 days' metered calls."""
 
+    @extend_schema(
+        summary="Metered calls: lifetime, this month, the last 7 UTC days",
+        responses={200: UsageSerializer},
+        tags=["billing"],
+    )
     def retrieve(self, request: Request) -> Response:
         return Response(UsageSerializer(selectors.usage_summary(agent=request.user)).data)
 

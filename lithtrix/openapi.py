@@ -243,8 +243,10 @@ def document_errors_and_headers(
                 headers = response.setdefault("headers", {})
                 headers["X-Request-Id"] = _ref("X-Request-Id", required=True)
                 if keyed and code != "401":
+                    # Once the rate limit has been decided, every answer carries them
+                    # (a 500 may come before it is).
                     for name in RATE_LIMIT_HEADERS:
-                        headers[name] = _ref(name)
+                        headers[name] = _ref(name, required=code != "500")
                 if code == "429":
                     headers["Retry-After"] = _ref("Retry-After", required=True)
                 if code == "401":

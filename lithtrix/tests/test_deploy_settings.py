@@ -19,7 +19,7 @@ PRODUCTION = {
 
 def run_python(*args, env):
     base = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "LITHTRIX_"))}
-    return subprocess.run(  # noqa: S603 - fixed interpreter, test arguments
+    return subprocess.run(
         [sys.executable, *args],
         cwd=BASE_DIR,
         env={**base, "DATABASE_URL": "sqlite:///:memory:", **env},

@@ -89,7 +89,8 @@ def test_keyed_operations_document_rate_limit_headers(schema):
     me = schema["paths"]["/v1/me"]["get"]["responses"]
     for code in ("200", "429"):
         for header in ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"):
-            assert me[code]["headers"][header] == {"$ref": f"#/components/headers/{header}"}
+            assert me[code]["headers"][header]["required"] is True
+            assert me[code]["headers"][header]["schema"] == {"type": "integer", "minimum": 0}
     assert me["429"]["headers"]["Retry-After"]["required"] is True
     assert me["429"]["headers"]["Retry-After"]["schema"] == {"type": "integer", "minimum": 1}
     assert me["401"]["headers"]["WWW-Authenticate"]["required"] is True
@@ -119,3 +120,19 @@ def test_docs_page_loads_its_assets_locally(client):
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in page
     assert "/v1/openapi.json" in page
     assert "cdn" not in page.lower()
+
+
+def test_authorize_is_documented_for_every_method_as_metered(schema):
+    authorize = schema["paths"]["/v1/authorize"]
+    assert set(authorize) == {"get", "post", "put", "patch", "delete"}
+    for operation in authorize.values():
+        assert operation["security"] == [{"ApiKeyAuth": []}]
+        assert operation["x-metered"] is True
+        assert {"200", "401", "402", "429", "500"} <= set(operation["responses"])
+        ok = operation["responses"]["200"]
+        assert ok["headers"]["X-Agent-Id"]["required"] is True
+        assert ok["headers"]["X-Agent-Tier"]["required"] is True
+        assert ok["headers"]["RateLimit-Remaining"]["required"] is True
+        assert operation["responses"]["402"]["content"]["application/json"]["schema"] == (
+            ENVELOPE_REF
+        )

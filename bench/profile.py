@@ -1,0 +1,146 @@
+"""Profile the hot paths in-process with pyinstrument; count SQL and Redis round trips.
+
+    DATABASE_URL=postgres://... REDIS_URL=redis://... .venv/bin/python bench/profile.py \
+        [--requests 3000] [/v1/authorize /v1/me /bench/drf-token ...]
+
+Runs on a fresh <name>_profile database (bench.settings, 1,000 agents and users),
+calls Django's WSGI handler directly (no server, no network: only the app's own
+work is measured) and prints, per path: microseconds per request, SQL queries and
+Redis commands per request, and pyinstrument's call tree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE_DIR))
+
+from lithtrix.servers import app_environment, fresh_database_url, manage  # noqa: E402
+
+DEFAULT_PATHS = ["/bench/bare", "/bench/drf-token", "/v1/me", "/v1/authorize"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("paths", nargs="*", default=DEFAULT_PATHS)
+    args = parser.parse_args()
+
+    tmp_dir = Path(tempfile.mkdtemp(prefix="lithtrix-profile-"))
+    env = app_environment(
+        {
+            "DJANGO_SETTINGS_MODULE": "bench.settings",
+            "DATABASE_URL": fresh_database_url(os.environ.get("DATABASE_URL"), "profile", tmp_dir),
+            "LITHTRIX_CACHE_PREFIX": f"profile{os.getpid()}",
+            "LITHTRIX_FREE_RATE": "100000000/m",
+            "LITHTRIX_FREE_CALL_LIMIT": "100000000",
+            "LITHTRIX_ACCESS_LOG_LEVEL": "WARNING",
+        }
+    )
+    manage("migrate", "--noinput", "-v0", env=env)
+    import subprocess
+
+    agents, users = tmp_dir / "agents.txt", tmp_dir / "users.txt"
+    subprocess.run(  # noqa: S603
+        [
+            sys.executable,
+            "-m",
+            "bench.seed",
+            "--agents=1000",
+            "--users=1000",
+            f"--keys-out={agents}",
+            f"--tokens-out={users}",
+        ],
+        cwd=BASE_DIR,
+        env=env,
+        check=True,
+    )
+    os.environ.update(env)
+
+    import django
+
+    django.setup()
+    import redis
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from pyinstrument import Profiler
+
+    redis_commands = [0]
+    original_execute = redis.Redis.execute_command
+
+    def counting_execute(self, *a, **kw):
+        redis_commands[0] += 1
+        return original_execute(self, *a, **kw)
+
+    redis.Redis.execute_command = counting_execute
+    original_pipeline_execute = redis.client.Pipeline.execute
+
+    def counting_pipeline(self, *a, **kw):
+        redis_commands[0] += 1
+        return original_pipeline_execute(self, *a, **kw)
+
+    redis.client.Pipeline.execute = counting_pipeline
+
+    app = WSGIHandler()
+    keys = agents.read_text().split()
+    tokens = users.read_text().split()
+
+    def call(path: str, n: int) -> str:
+        if path.startswith("/bench/drf"):
+            auth = f"Token {tokens[n % len(tokens)]}"
+        else:
+            auth = f"Bearer {keys[n % len(keys)]}"
+        environ = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": path,
+            "QUERY_STRING": "",
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "8000",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": "127.0.0.1",
+            "HTTP_HOST": "127.0.0.1",
+            "HTTP_AUTHORIZATION": auth,
+            "wsgi.input": io.BytesIO(),
+            "wsgi.url_scheme": "http",
+            "wsgi.errors": sys.stderr,
+        }
+        status: list[str] = []
+        b"".join(app(environ, lambda s, h, *_: status.append(s)))
+        return status[0]
+
+    for path in args.paths:
+        for n in range(200):  # warm-up: connections, caches, imports
+            call(path, n)
+        redis_commands[0] = 0
+        with CaptureQueriesContext(connection) as queries:
+            statuses = {call(path, n) for n in range(100)}
+        sql_per_request = len(queries.captured_queries) / 100
+        redis_per_request = redis_commands[0] / 100
+        profiler = Profiler(interval=0.0002)
+        started = time.perf_counter()
+        profiler.start()
+        for n in range(args.requests):
+            call(path, n)
+        profiler.stop()
+        elapsed = time.perf_counter() - started
+        print(
+            f"\n=== {path}: {elapsed / args.requests * 1e6:.0f} us/request in-process, "
+            f"{sql_per_request:g} SQL queries, {redis_per_request:g} Redis round trips "
+            f"per request, answers {sorted(statuses)}"
+        )
+        for query in queries.captured_queries[:3]:
+            print(f"    SQL: {query['sql'][:160]}")
+        print(profiler.output_text(unicode=False, color=False, show_all=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

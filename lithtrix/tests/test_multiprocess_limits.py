@@ -1,0 +1,118 @@
+"""Limits hold across gunicorn worker processes sharing one Redis and one PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from django.conf import settings
+from django.db import connection
+
+from accounts.models import Agent
+from billing.models import DailyUsage
+from lithtrix.servers import app_environment, running_gunicorn
+
+WORKERS = 4
+pytestmark = [pytest.mark.requires_postgres, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def redis_url() -> str:
+    if not settings.REDIS_URL:
+        if os.environ.get("CI"):
+            pytest.fail("REDIS_URL is not set: CI must run this test against Redis.")
+        pytest.skip("needs Redis (set REDIS_URL)")
+    return settings.REDIS_URL
+
+
+def server_env(redis_url: str, **overrides: str) -> dict[str, str]:
+    """Production settings on the test database and the suite's Redis."""
+    db = connection.settings_dict
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    database_url = (
+        f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    )
+    return app_environment(
+        {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            # The test's cache.clear() must reach the servers' counters: same prefix.
+            "LITHTRIX_CACHE_PREFIX": settings.CACHES["default"].get("KEY_PREFIX", ""),
+            **overrides,
+        }
+    )
+
+
+def burst(url: str, key: str, count: int) -> list[requests.Response]:
+    """``count`` concurrent calls, each on its own connection (so workers share them)."""
+
+    def call(_n: int) -> requests.Response:
+        return requests.get(url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        return list(pool.map(call, range(count)))
+
+
+def serving_pids(server, path: str) -> set[int]:
+    pids = set()
+    for line in server.log().splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if entry.get("logger") == "lithtrix.access" and entry.get("path") == path:
+                pids.add(entry["pid"])
+    return pids
+
+
+def test_per_minute_limit_is_exact_across_four_workers(redis_url, registered, tmp_path):
+    env = server_env(redis_url, LITHTRIX_FREE_RATE="60/m")
+    with running_gunicorn(workers=WORKERS, env=env, log_path=tmp_path / "gunicorn.log") as server:
+        me = f"{server.url}/v1/me"
+        auth = {"Authorization": f"Bearer {registered.api_key}"}
+        first = requests.get(me, headers=auth, timeout=30)
+        if int(first.headers["RateLimit-Reset"]) < 20:
+            # Too close to the end of this agent's window for a burst to fit in it.
+            time.sleep(int(first.headers["RateLimit-Reset"]) + 1)
+            first = requests.get(me, headers=auth, timeout=30)
+        responses = [first, *burst(me, registered.api_key, 99)]
+
+        statuses = Counter(response.status_code for response in responses)
+        pids = serving_pids(server, "/v1/me")
+
+    assert first.status_code == 200
+    assert statuses == {200: 60, 429: 40}
+    # Each allowed call saw its own count: the shared counter never lost an increment.
+    remaining = sorted(
+        int(r.headers["RateLimit-Remaining"]) for r in responses if r.status_code == 200
+    )
+    assert remaining == list(range(60))
+    for response in responses:
+        assert response.headers["RateLimit-Limit"] == "60"
+        if response.status_code == 429:
+            assert response.json()["error_code"] == "RATE_LIMIT_EXCEEDED"
+            assert response.headers["RateLimit-Remaining"] == "0"
+            assert int(response.headers["Retry-After"]) >= 1
+    assert len(pids) >= 2, f"one process served everything: {pids}"
+
+
+def test_free_cap_is_exact_across_four_workers(redis_url, registered, tmp_path):
+    env = server_env(redis_url, LITHTRIX_FREE_CALL_LIMIT="25", LITHTRIX_FREE_RATE="10000/m")
+    with running_gunicorn(workers=WORKERS, env=env, log_path=tmp_path / "gunicorn.log") as server:
+        responses = burst(f"{server.url}/v1/authorize", registered.api_key, 80)
+        pids = serving_pids(server, "/v1/authorize")
+
+    statuses = Counter(response.status_code for response in responses)
+    assert statuses == {200: 25, 402: 55}
+    for response in responses:
+        if response.status_code == 402:
+            body = response.json()
+            assert body["error_code"] == "OVER_LIMIT"
+            assert body["status"] == "error"
+    agent = Agent.objects.get(pk=registered.agent.pk)
+    assert agent.calls_total == 25
+    assert DailyUsage.objects.get(agent=agent).calls == 25
+    assert len(pids) >= 2, f"one process served everything: {pids}"
