@@ -45,7 +45,7 @@ clean:
 # gunicorn with WORKERS processes on DATABASE_URL and REDIS_URL (see README,
 # "Production"); DJANGO_SECRET_KEY is required (DJANGO_DEBUG is off).
 WORKERS ?= 4
-.PHONY: serve fuzz
+.PHONY: serve fuzz bench profile
 serve: venv
 	$(BIN)/python manage.py collectstatic --noinput -v0
 	$(BIN)/python manage.py migrate --noinput
@@ -54,3 +54,12 @@ serve: venv
 # schemathesis against a gunicorn started on a free loopback port, bounded in time.
 fuzz: venv
 	$(BIN)/python deploy/fuzz.py
+
+# wrk against gunicorn (2 sync workers) on PostgreSQL + Redis: needs DATABASE_URL,
+# REDIS_URL and wrk (apt-get install -y wrk). See README, "Benchmark".
+bench: venv
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The hot paths in-process under pyinstrument, with SQL and Redis round trips counted.
+profile: venv
+	$(BIN)/python bench/profile.py $(PROFILE_ARGS)

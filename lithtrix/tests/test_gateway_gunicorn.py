@@ -1,0 +1,185 @@
+"""The production shape end to end: client -> nginx (deploy/nginx/metering.conf,
+auth_request) -> product API, with /v1/authorize served by gunicorn's 4 workers on
+PostgreSQL and Redis. Under concurrent load every call that reaches the product is
+counted exactly once, and every refused call neither reaches it nor is counted.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+
+from accounts.models import Agent
+from billing.models import DailyUsage
+from lithtrix.servers import BASE_DIR, free_port, running_gunicorn
+from lithtrix.tests.test_multiprocess_limits import redis_url, server_env  # noqa: F401
+
+CONFIG = BASE_DIR / "deploy" / "nginx" / "metering.conf"
+pytestmark = [pytest.mark.requires_postgres, pytest.mark.django_db(transaction=True)]
+
+
+class ProductApi(BaseHTTPRequestHandler):
+    """Any product API: records the agent each call arrived with."""
+
+    seen: list[tuple[str, str | None]] = []
+    lock = threading.Lock()
+
+    def do_GET(self) -> None:
+        with self.lock:
+            self.seen.append((self.path, self.headers.get("X-Agent-Id")))
+        payload = b'{"product": "ok"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def nginx_binary() -> str:
+    path = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else "")
+    if not path:
+        if os.environ.get("CI"):
+            pytest.fail("nginx is not installed: .ci/run installs it.")
+        pytest.skip("needs nginx")
+    return path
+
+
+@pytest.fixture
+def product():
+    ProductApi.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ProductApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def start_nginx(
+    tmp_path: Path, lithtrix_url: str, product_port: int
+) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    (tmp_path / "metering.conf").write_text(
+        CONFIG.read_text()
+        .replace("${LITHTRIX_ADDR}", lithtrix_url.removeprefix("http://"))
+        .replace("${PRODUCT_ADDR}", f"127.0.0.1:{product_port}")
+        .replace("${LISTEN}", f"127.0.0.1:{port}")
+    )
+    temp_paths = "\n".join(
+        f"    {name}_temp_path {tmp_path}/{name};"
+        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    (tmp_path / "nginx.conf").write_text(
+        f"""
+daemon off;
+worker_processes 2;
+pid {tmp_path}/nginx.pid;
+error_log {tmp_path}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+{temp_paths}
+    include {tmp_path}/metering.conf;
+}}
+"""
+    )
+    process = subprocess.Popen(
+        [nginx_binary(), "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process, f"http://127.0.0.1:{port}"
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                log = tmp_path / "error.log"
+                pytest.fail(f"nginx did not start: {log.read_text() if log.exists() else ''}")
+            time.sleep(0.05)
+
+
+def burst(url: str, headers: dict[str, str], count: int) -> list[requests.Response]:
+    def call(_n: int) -> requests.Response:
+        return requests.get(url, headers=headers, timeout=60)
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        return list(pool.map(call, range(count)))
+
+
+def through_gateway(tmp_path, env, product, run):
+    with running_gunicorn(workers=4, env=env, log_path=tmp_path / "gunicorn.log") as app:
+        nginx, gateway = start_nginx(tmp_path, app.url, product.server_port)
+        try:
+            return run(gateway)
+        finally:
+            nginx.terminate()
+            nginx.wait(timeout=10)
+
+
+def test_concurrent_calls_over_the_free_cap(redis_url, registered, product, tmp_path):  # noqa: F811
+    env = server_env(redis_url, LITHTRIX_FREE_CALL_LIMIT="20", LITHTRIX_FREE_RATE="10000/m")
+    headers = {"Authorization": f"Bearer {registered.api_key}", "X-Agent-Id": "spoofed"}
+
+    def run(gateway):
+        refused = requests.get(f"{gateway}/search", headers={"X-Agent-Id": "spoofed"}, timeout=10)
+        return refused, burst(f"{gateway}/search?q=1", headers, 50)
+
+    refused, responses = through_gateway(tmp_path, env, product, run)
+
+    assert refused.status_code == 401
+    assert refused.json()["error_code"] == "INVALID_API_KEY"
+    assert Counter(r.status_code for r in responses) == {200: 20, 402: 30}
+    for response in responses:
+        if response.status_code == 200:
+            assert response.json() == {"product": "ok"}
+        else:
+            assert response.json()["error_code"] == "OVER_LIMIT"
+            assert response.json()["upgrade_url"] == "/v1/billing/setup"
+    # Exactly the allowed calls reached the product, each as the agent Lithtrix named.
+    assert ProductApi.seen == [("/search?q=1", str(registered.agent.pk))] * 20
+    agent = Agent.objects.get(pk=registered.agent.pk)
+    assert agent.calls_total == 20
+    assert DailyUsage.objects.get(agent=agent).calls == 20
+
+
+def test_concurrent_calls_over_the_rate_limit(redis_url, registered, product, tmp_path):  # noqa: F811
+    env = server_env(redis_url, LITHTRIX_FREE_RATE="15/m")
+    headers = {"Authorization": f"Bearer {registered.api_key}"}
+
+    def run(gateway):
+        earlier = 0  # calls counted in an earlier window
+        first = requests.get(f"{gateway}/search", headers=headers, timeout=10)
+        if int(first.headers["RateLimit-Reset"]) < 20:
+            # Too close to the end of this agent's window for the burst to fit in it.
+            time.sleep(int(first.headers["RateLimit-Reset"]) + 1)
+            earlier = 1
+            first = requests.get(f"{gateway}/search", headers=headers, timeout=10)
+        return earlier, [first, *burst(f"{gateway}/search", headers, 39)]
+
+    earlier, responses = through_gateway(tmp_path, env, product, run)
+
+    assert Counter(r.status_code for r in responses) == {200: 15, 429: 25}
+    for response in responses:
+        assert response.headers["RateLimit-Limit"] == "15"
+        if response.status_code == 429:
+            assert response.json()["error_code"] == "RATE_LIMIT_EXCEEDED"
+            assert int(response.headers["Retry-After"]) >= 1
+            assert response.headers["RateLimit-Remaining"] == "0"
+    assert len(ProductApi.seen) == 15 + earlier
+    assert Agent.objects.get(pk=registered.agent.pk).calls_total == 15 + earlier
