@@ -31,5 +31,7 @@ class Metered(BasePermission):
         method = request.method.lower()
         if method not in view.http_method_names or not hasattr(view, method):
             return True  # DRF answers 405; a refused method is not a metered call
+        if method == "options":
+            return True  # the view's description, not a call to it
         meter_request(request, agent=agent)
         return True

@@ -12,6 +12,8 @@ follows, errors included.
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,12 +24,17 @@ from rest_framework.throttling import BaseThrottle
 
 from accounts.models import Agent
 from billing.tiers import tier_limits
-from lithtrix.errors import RateLimitExceededError
+from lithtrix.errors import InternalError, RateLimitExceededError
 from lithtrix.http import client_ip
 
 AGENT_GROUP = "lithtrix.agent"
 IP_GROUP = "lithtrix.ip"
 _STATE_ATTR = "lithtrix_rate_limit"
+# One IPv6 client usually holds a whole /64; counting per address would let it
+# register without limit. IPv4 addresses count one by one.
+IPV6_PREFIX = 64
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,10 @@ def _hit(request: HttpRequest, *, group: str, value: str, rate: str) -> RateLimi
     )
     if usage is None:  # RATELIMIT_ENABLE = False
         return None
+    if usage["time_left"] < 0:
+        # django-ratelimit's sign that the counter could not be read or written.
+        logger.error("Rate-limit counter unavailable for group %s", group)
+        raise InternalError()
     # django-ratelimit's windows are whole seconds: the current one covers every
     # second up to ``time_left`` from now and ends when the next second starts, so
     # the time left rounded up is time_left + 1.
@@ -61,6 +72,19 @@ def _hit(request: HttpRequest, *, group: str, value: str, rate: str) -> RateLimi
         reset=max(1, usage["time_left"] + 1),
         limited=usage["should_limit"],
     )
+
+
+def ip_bucket(ip: str | None) -> str:
+    """The rate-limit bucket of a client address: itself, or its /64 for IPv6."""
+    if not ip:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/{IPV6_PREFIX}", strict=False))
+    return str(address)
 
 
 def _django_request(request: HttpRequest) -> HttpRequest:
@@ -86,7 +110,7 @@ def rate_limit(request: HttpRequest, *, agent: Agent | None) -> RateLimitState |
             state = _hit(
                 django_request,
                 group=IP_GROUP,
-                value=client_ip(django_request) or "unknown",
+                value=ip_bucket(client_ip(django_request)),
                 rate=settings.LITHTRIX_REGISTER_RATE,
             )
         setattr(django_request, _STATE_ATTR, state)

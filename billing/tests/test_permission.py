@@ -59,3 +59,10 @@ def test_wrong_method_is_405_and_not_metered(api_client, registered):
     response = api_client.post(METERED, {}, format="json", **registered.auth)
     assert_envelope(response, 405, "METHOD_NOT_ALLOWED")
     assert calls_total(registered.agent) == 0
+
+
+def test_options_is_rate_limited_but_not_metered(api_client, registered):
+    response = api_client.options(METERED, **registered.auth)
+    assert response.status_code == 200
+    assert rate_headers(response)[:2] == (60, 59)
+    assert calls_total(registered.agent) == 0
