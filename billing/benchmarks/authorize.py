@@ -1,0 +1,117 @@
+"""Throughput of ANY /v1/authorize (and GET /v1/me for comparison) under gunicorn + wrk.
+
+Not a test: it prints figures. Needs PostgreSQL, Redis and wrk:
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/lithtrix_bench \\
+    REDIS_URL=redis://127.0.0.1:6379/15 \\
+    .venv/bin/python -m billing.benchmarks.authorize [--workers 4] [--seconds 10]
+
+It migrates that database, registers a Pro agent (no cap) and serves the app with
+gunicorn; the per-minute rate is raised so the limiter counts but never refuses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=4, help="wrk threads")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
+    parser.add_argument("--seconds", type=int, default=10)
+    args = parser.parse_args()
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        if not os.environ.get(name):
+            sys.exit(f"{name} must be set (see the docstring)")
+    wrk = shutil.which("wrk") or sys.exit("wrk is not installed")
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "lithtrix.settings",
+        "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY", "bench-" + "x" * 50),
+        "DJANGO_DEBUG": "",
+        "LITHTRIX_PRO_RATE": "100000000/m",
+        "DJANGO_LOG_LEVEL": "WARNING",
+    }
+    python = sys.executable
+    subprocess.run(  # noqa: S603
+        [python, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=BASE_DIR, env=env, check=True
+    )
+    register = (
+        "import uuid;"
+        "from accounts.services import agent_register, agent_set_tier;"
+        "r = agent_register(agent_name='bench-' + uuid.uuid4().hex[:8], owner_identifier='bench');"
+        "agent_set_tier(agent=r.agent, tier='pro');"
+        "print(r.api_key)"
+    )
+    api_key = (
+        subprocess.run(  # noqa: S603
+            [python, "manage.py", "shell", "-c", register],
+            cwd=BASE_DIR,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    port = _free_port()
+    server = subprocess.Popen(  # noqa: S603
+        [
+            python, "-m", "gunicorn", "lithtrix.wsgi", "--workers", str(args.workers),
+            "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
+        ],
+        cwd=BASE_DIR,
+        env=env,
+    )  # fmt: skip
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        print(f"gunicorn workers={args.workers}; wrk -t{args.threads} -c{args.connections}")
+        for path in ("/v1/authorize", "/v1/me"):
+            out = subprocess.run(  # noqa: S603
+                [
+                    wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{args.seconds}s",
+                    "--latency", "-H", f"Authorization: Bearer {api_key}",
+                    f"http://127.0.0.1:{port}{path}",
+                ],
+                check=True, capture_output=True, text=True,
+            ).stdout  # fmt: skip
+            rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+            p50 = re.search(r"50%\s+(\S+)", out)
+            p99 = re.search(r"99%\s+(\S+)", out)
+            non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+            print(
+                f"{path:15} {rps.group(1) if rps else '?':>9} req/s  "
+                f"p50 {p50.group(1) if p50 else '?':>8}  p99 {p99.group(1) if p99 else '?':>8}  "
+                f"non-2xx {non2xx.group(1) if non2xx else 0}"
+            )
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
