@@ -103,7 +103,7 @@ http {{
 }}
 """
     )
-    process = subprocess.Popen(  # noqa: S603
+    process = subprocess.Popen(
         [nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,

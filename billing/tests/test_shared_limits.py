@@ -44,7 +44,7 @@ def _server_env(**extra: str) -> dict[str, str]:
 def _start_server(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     log = open(log_path, "wb")  # noqa: SIM115 - closed with the process
-    process = subprocess.Popen(  # noqa: S603
+    process = subprocess.Popen(
         [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
         cwd=BASE_DIR,
         env=env,
