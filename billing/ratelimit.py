@@ -54,18 +54,24 @@ class RateLimitState:
 
 def _hit(request: HttpRequest, *, group: str, value: str, rate: str) -> RateLimitState | None:
     """Count one request in ``value``'s bucket of ``group``; None when limits are disabled."""
-    usage = get_usage(
-        request, group=group, key=lambda _group, _request: value, rate=rate, increment=True
-    )
-    if usage is None:  # RATELIMIT_ENABLE = False
-        return None
-    if usage["time_left"] < 0:
-        # django-ratelimit's sign that the counter could not be read or written.
+    for _attempt in range(2):
+        usage = get_usage(
+            request, group=group, key=lambda _group, _request: value, rate=rate, increment=True
+        )
+        if usage is None:  # RATELIMIT_ENABLE = False
+            return None
+        # A counted request makes the count at least 1; 0 is django-ratelimit's sign
+        # that the cache failed (e.g. the key expired between its add and incr, when
+        # nothing was counted: trying again is safe).
+        if usage["count"]:
+            break
+    else:
         logger.error("Rate-limit counter unavailable for group %s", group)
         raise InternalError()
     # django-ratelimit's windows are whole seconds: the current one covers every
     # second up to ``time_left`` from now and ends when the next second starts, so
-    # the time left rounded up is time_left + 1.
+    # the time left rounded up is time_left + 1. (A request that straddled the end
+    # of its window sees a negative time_left: the next window starts within 1 s.)
     return RateLimitState(
         limit=usage["limit"],
         remaining=max(0, usage["limit"] - usage["count"]),

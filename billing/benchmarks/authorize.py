@@ -6,8 +6,11 @@ Not a test: it prints figures. Needs PostgreSQL, Redis and wrk:
     REDIS_URL=redis://127.0.0.1:6379/15 \\
     .venv/bin/python -m billing.benchmarks.authorize [--workers 4] [--seconds 10]
 
-It migrates that database, registers a Pro agent (no cap) and serves the app with
-gunicorn; the per-minute rate is raised so the limiter counts but never refuses.
+It migrates that database, registers an agent (Pro by default: no cap) and serves
+the app with gunicorn; the per-minute rates are raised so the limiter counts but
+never refuses. With ``--tier free`` it also shows the cap holding under that load:
+exactly LITHTRIX_FREE_CALL_LIMIT answers are 200, the rest 402, and the agent's
+calls_total ends at the limit.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="wrk threads")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--tier", choices=["pro", "free"], default="pro")
     args = parser.parse_args()
     for name in ("DATABASE_URL", "REDIS_URL"):
         if not os.environ.get(name):
@@ -48,6 +52,7 @@ def main() -> None:
         "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY", "bench-" + "x" * 50),
         "DJANGO_DEBUG": "",
         "LITHTRIX_PRO_RATE": "100000000/m",
+        "LITHTRIX_FREE_RATE": "100000000/m",
         "DJANGO_LOG_LEVEL": "WARNING",
     }
     python = sys.executable
@@ -58,10 +63,10 @@ def main() -> None:
         "import uuid;"
         "from accounts.services import agent_register, agent_set_tier;"
         "r = agent_register(agent_name='bench-' + uuid.uuid4().hex[:8], owner_identifier='bench');"
-        "agent_set_tier(agent=r.agent, tier='pro');"
-        "print(r.api_key)"
+        f"agent_set_tier(agent=r.agent, tier={args.tier!r});"
+        "print(r.agent.pk, r.api_key)"
     )
-    api_key = (
+    registered = (
         subprocess.run(  # noqa: S603
             [python, "manage.py", "shell", "-c", register],
             cwd=BASE_DIR,
@@ -73,6 +78,7 @@ def main() -> None:
         .stdout.strip()
         .splitlines()[-1]
     )
+    agent_id, api_key = registered.split()
     port = _free_port()
     server = subprocess.Popen(  # noqa: S603
         [
@@ -89,7 +95,10 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.1)
-        print(f"gunicorn workers={args.workers}; wrk -t{args.threads} -c{args.connections}")
+        print(
+            f"gunicorn workers={args.workers}; wrk -t{args.threads} -c{args.connections}; "
+            f"{args.tier} agent"
+        )
         for path in ("/v1/authorize", "/v1/me"):
             out = subprocess.run(  # noqa: S603
                 [
@@ -99,6 +108,7 @@ def main() -> None:
                 ],
                 check=True, capture_output=True, text=True,
             ).stdout  # fmt: skip
+            total = re.search(r"(\d+) requests in", out)
             rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
             p50 = re.search(r"50%\s+(\S+)", out)
             p99 = re.search(r"99%\s+(\S+)", out)
@@ -106,8 +116,18 @@ def main() -> None:
             print(
                 f"{path:15} {rps.group(1) if rps else '?':>9} req/s  "
                 f"p50 {p50.group(1) if p50 else '?':>8}  p99 {p99.group(1) if p99 else '?':>8}  "
+                f"requests {total.group(1) if total else '?'}  "
                 f"non-2xx {non2xx.group(1) if non2xx else 0}"
             )
+        show = (
+            "from accounts.models import Agent;"
+            f"print(Agent.objects.get(pk='{agent_id}').calls_total)"
+        )
+        calls_total = subprocess.run(  # noqa: S603
+            [python, "manage.py", "shell", "-c", show],
+            cwd=BASE_DIR, env=env, check=True, capture_output=True, text=True,
+        ).stdout.strip().splitlines()[-1]  # fmt: skip
+        print(f"calls_total after the run: {calls_total}")
     finally:
         server.terminate()
         server.wait(timeout=10)
