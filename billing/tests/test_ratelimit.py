@@ -250,3 +250,13 @@ def test_request_that_straddles_the_window_end_is_answered(api_client, registere
     response = api_client.get("/v1/me", **registered.auth)
     assert response.status_code == 200
     assert rate_headers(response) == (60, 55, 1)
+
+
+@pytest.mark.django_db
+@pytest.mark.urls("billing.tests.urls")
+@pytest.mark.parametrize("path", ["/v1/test/decorated", "/v1/test/decorated-plain"])
+def test_django_ratelimit_decorator_refusal_is_the_429_envelope(client, path):
+    assert client.get(path).status_code == 200
+    response = client.get(path)
+    assert_envelope(response, 429, "RATE_LIMIT_EXCEEDED")
+    assert int(response["Retry-After"]) >= 1
