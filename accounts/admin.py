@@ -87,6 +87,8 @@ class LargeTableAdmin(admin.ModelAdmin):
 
     paginator = LargeTablePaginator
     show_full_result_count = False
+    # Facet counts would COUNT(*) every filter choice over the whole table.
+    show_facets = admin.ShowFacets.NEVER
     list_per_page = 50
 
     def get_changelist(self, request, **kwargs):
@@ -227,8 +229,10 @@ class AgentAdmin(LargeTableAdmin):
             .order_by("-created_at", "-id")[:DETAIL_ROWS]
         )
         filtered = urlencode({"agent__id__exact": agent.pk})
+        daily_usage = agent_daily_usage(agent=agent, days=USAGE_DAYS)
         return {
-            "daily_usage": agent_daily_usage(agent=agent, days=USAGE_DAYS),
+            "daily_usage": daily_usage,
+            "usage_total": sum(day.calls for day in daily_usage),
             "usage_days": USAGE_DAYS,
             "api_keys": api_keys,
             "key_events": key_events,

@@ -1,0 +1,205 @@
+"""Support actions in the admin: effect, audit row naming the staff user, key shown once."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.contrib.admin.models import LogEntry
+from django.contrib.messages import get_messages
+
+from accounts.models import Agent, AgentEvent, Tier
+from accounts.services import agent_set_tier
+from accounts.tests.conftest import agent_url, set_calls
+from keys.crypto import hash_key, is_well_formed
+from keys.models import ApiKey, KeyEvent
+from keys.selectors import active_api_key_with_agent
+
+
+@pytest.mark.django_db
+def test_reissue_key_page_asks_for_confirmation_first(admin_client, registered):
+    response = admin_client.get(agent_url(registered.agent, "reissue-key"))
+
+    assert response.status_code == 200
+    assert "Reissue API key" in response.content.decode()
+    assert ApiKey.objects.get(agent=registered.agent).revoked_at is None
+
+
+@pytest.mark.django_db
+def test_reissue_key_revokes_the_old_key_and_shows_the_new_one_once(
+    admin_client, admin_user, registered, api_client, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    response = admin_client.post(
+        agent_url(registered.agent, "reissue-key"), {"reason": "owner lost the key"}
+    )
+
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    new_key = response.context["api_key"]
+    assert is_well_formed(new_key)
+    html = response.content.decode()
+    assert html.count(new_key) == 1
+    assert 'id="new-api-key"' in html and f">{new_key}</code>" in html
+    # Database: old key revoked, new one active, only its hash stored.
+    old, new = (
+        ApiKey.objects.get(hashed_key=hash_key(registered.api_key)),
+        ApiKey.objects.get(hashed_key=hash_key(new_key)),
+    )
+    assert old.revoked_at is not None and new.revoked_at is None
+    assert active_api_key_with_agent(key=registered.api_key) is None
+    assert active_api_key_with_agent(key=new_key).agent == registered.agent
+    # The API agrees.
+    assert api_client.get("/v1/me", HTTP_AUTHORIZATION=f"Bearer {new_key}").status_code == 200
+    assert (
+        api_client.get("/v1/me", HTTP_AUTHORIZATION=f"Bearer {registered.api_key}").status_code
+        == 401
+    )
+    # Audit: both key events name the staff user and the reason.
+    events = KeyEvent.objects.filter(agent=registered.agent, actor=admin_user)
+    assert sorted((e.kind, e.api_key_id, e.reason) for e in events) == sorted(
+        [("revoked", old.pk, "owner lost the key"), ("issued", new.pk, "owner lost the key")]
+    )
+    # The key is in that one response body only: no message, session, log or history.
+    assert list(get_messages(response.wsgi_request)) == []
+    assert new_key not in str(dict(admin_client.session))
+    assert new_key not in caplog.text
+    assert all(new_key not in entry.change_message for entry in LogEntry.objects.all())
+    assert LogEntry.objects.filter(object_id=str(registered.agent.pk)).count() == 1
+    page_again = admin_client.get(agent_url(registered.agent))
+    assert new_key not in page_again.content.decode()
+    assert f"{new_key[:12]}…" in page_again.content.decode()
+
+
+@pytest.mark.django_db
+def test_revoke_key_revokes_it_with_audit_row(admin_client, admin_user, registered):
+    api_key = ApiKey.objects.get(agent=registered.agent)
+    url = agent_url(registered.agent, f"keys/{api_key.pk}/revoke")
+
+    response = admin_client.post(url, {"reason": "leaked in a public repo"})
+
+    assert response.status_code == 302
+    assert response["Location"] == agent_url(registered.agent)
+    api_key.refresh_from_db()
+    assert api_key.revoked_at is not None
+    event = KeyEvent.objects.get(api_key=api_key, kind="revoked")
+    assert (event.actor, event.reason) == (admin_user, "leaked in a public repo")
+    # Revoked means no key is left: no new one is issued.
+    assert not ApiKey.objects.filter(agent=registered.agent, revoked_at__isnull=True).exists()
+
+    again = admin_client.post(url, {"reason": "twice"}, follow=True)
+    assert "was already revoked" in again.content.decode()
+    assert KeyEvent.objects.filter(api_key=api_key, kind="revoked").count() == 1
+
+
+@pytest.mark.django_db
+def test_revoke_key_of_another_agent_is_404(admin_client, make_agent):
+    mine, theirs = make_agent().agent, make_agent()
+    their_key = ApiKey.objects.get(agent=theirs.agent)
+
+    response = admin_client.post(agent_url(mine, f"keys/{their_key.pk}/revoke"), {})
+
+    assert response.status_code == 404
+    their_key.refresh_from_db()
+    assert their_key.revoked_at is None
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("start", "target"), [("free", "pro"), ("pro", "free")], ids=["grant", "remove"]
+)
+def test_set_tier_by_hand_with_audit_row(admin_client, admin_user, registered, start, target):
+    agent_set_tier(agent=registered.agent, tier=start)
+
+    page = admin_client.get(agent_url(registered.agent, "set-tier"), {"tier": target})
+    response = admin_client.post(
+        agent_url(registered.agent, "set-tier"), {"tier": target, "reason": "goodwill"}
+    )
+
+    assert page.status_code == 200
+    assert f"Set tier to {Tier(target).label}" in page.content.decode()
+    assert response.status_code == 302
+    assert Agent.objects.get(pk=registered.agent.pk).tier == target
+    event = AgentEvent.objects.filter(agent=registered.agent, kind="tier_changed").first()
+    assert (event.actor, event.reason, event.data) == (
+        admin_user,
+        "goodwill",
+        {"tier": target, "source": "admin"},
+    )
+
+
+@pytest.mark.django_db
+def test_set_tier_twice_writes_one_audit_row(admin_client, registered):
+    url = agent_url(registered.agent, "set-tier")
+
+    admin_client.post(url, {"tier": "pro"})
+    again = admin_client.post(url, {"tier": "pro"}, follow=True)
+
+    assert "already on Pro" in again.content.decode()
+    assert AgentEvent.objects.filter(agent=registered.agent, kind="tier_changed").count() == 1
+
+
+@pytest.mark.django_db
+def test_set_tier_refuses_an_unknown_tier(admin_client, registered):
+    response = admin_client.post(agent_url(registered.agent, "set-tier"), {"tier": "gold"})
+
+    assert response.status_code == 200  # the form again, with its error
+    assert response.context["form"].errors["tier"]
+    assert Agent.objects.get(pk=registered.agent.pk).tier == "free"
+
+
+@pytest.mark.django_db
+def test_reset_usage_needs_a_reason(admin_client, registered):
+    set_calls(registered.agent, 500)
+
+    response = admin_client.post(agent_url(registered.agent, "reset-usage"), {"reason": "  "})
+
+    assert response.status_code == 200
+    assert response.context["form"].errors["reason"] == ["This field is required."]
+    assert Agent.objects.get(pk=registered.agent.pk).calls_total == 500
+    assert not AgentEvent.objects.filter(kind="usage_reset").exists()
+
+
+@pytest.mark.django_db
+def test_reset_usage_sets_counter_to_zero_with_audit_row(admin_client, admin_user, registered):
+    set_calls(registered.agent, 500)
+
+    response = admin_client.post(
+        agent_url(registered.agent, "reset-usage"),
+        {"reason": "billing bug on our side"},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    assert "Usage counter reset from 500 to 0" in response.content.decode()
+    assert Agent.objects.get(pk=registered.agent.pk).calls_total == 0
+    event = AgentEvent.objects.get(agent=registered.agent, kind="usage_reset")
+    assert (event.actor, event.reason, event.data) == (
+        admin_user,
+        "billing bug on our side",
+        {"previous_calls_total": 500},
+    )
+
+
+@pytest.mark.django_db
+def test_actions_on_an_unknown_agent_are_404(admin_client):
+    response = admin_client.post(
+        "/admin/accounts/agent/00000000-0000-0000-0000-000000000000/reset-usage/", {"reason": "x"}
+    )
+
+    assert response.status_code == 404
+
+
+@pytest.mark.django_db
+def test_key_list_revoke_action_revokes_with_actor(admin_client, admin_user, make_agent):
+    keys = [ApiKey.objects.get(agent=make_agent().agent) for _ in range(2)]
+
+    response = admin_client.post(
+        "/admin/keys/apikey/",
+        {"action": "revoke_keys", "_selected_action": [k.pk for k in keys]},
+        follow=True,
+    )
+
+    assert "Revoked 2 key(s)." in response.content.decode()
+    assert ApiKey.objects.filter(revoked_at__isnull=True).count() == 0
+    assert KeyEvent.objects.filter(kind="revoked", actor=admin_user).count() == 2
