@@ -25,7 +25,7 @@ from django.urls import NoReverseMatch, path, reverse
 from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html_join
 
-from accounts.forms import ReasonForm, TierForm
+from accounts.forms import ReasonForm, ReissueKeyForm, TierForm
 from accounts.models import Agent, AgentEvent, Tier
 from accounts.selectors import agent_daily_usage
 from accounts.services import agent_reset_usage, agent_set_tier
@@ -307,8 +307,25 @@ class AgentAdmin(LargeTableAdmin):
 
     def reissue_key_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         agent = self._agent_for_action(request, object_id, "accounts.reissue_key")
-        form = ReasonForm(request.POST if request.method == "POST" else None)
+        active_keys = ",".join(
+            str(pk)
+            for pk in ApiKey.objects.filter(agent=agent, revoked_at__isnull=True)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        form = ReissueKeyForm(
+            request.POST if request.method == "POST" else None,
+            initial={"active_keys": active_keys},
+        )
         if request.method == "POST" and form.is_valid():
+            if form.cleaned_data["active_keys"] != active_keys:
+                self.message_user(
+                    request,
+                    "The agent's keys changed since that page was opened (a second click or a "
+                    "reload?), so nothing was done. Reissue again if a new key is still needed.",
+                    messages.WARNING,
+                )
+                return HttpResponseRedirect(self._change_url(agent))
             new_key = api_key_reissue(
                 agent=agent,
                 actor=request.user,

@@ -22,3 +22,10 @@ class ReasonForm(forms.Form):
 
 class TierForm(ReasonForm):
     tier = forms.ChoiceField(choices=Tier.choices, widget=forms.HiddenInput)
+
+
+class ReissueKeyForm(ReasonForm):
+    # The agent's active keys when the page was shown: a second submission (double
+    # click, reload of the new-key page) finds them changed and does nothing, instead
+    # of revoking the key just handed out.
+    active_keys = forms.CharField(widget=forms.HiddenInput, required=False)

@@ -16,6 +16,12 @@ from keys.models import ApiKey, KeyEvent
 from keys.selectors import active_api_key_with_agent
 
 
+def active_keys(agent) -> str:
+    """The reissue form's hidden field, as the confirmation page fills it in."""
+    ids = ApiKey.objects.filter(agent=agent, revoked_at__isnull=True).order_by("pk")
+    return ",".join(str(pk) for pk in ids.values_list("pk", flat=True))
+
+
 @pytest.mark.django_db
 def test_reissue_key_page_asks_for_confirmation_first(admin_client, registered):
     response = admin_client.get(agent_url(registered.agent, "reissue-key"))
@@ -31,7 +37,8 @@ def test_reissue_key_revokes_the_old_key_and_shows_the_new_one_once(
 ):
     caplog.set_level(logging.DEBUG)
     response = admin_client.post(
-        agent_url(registered.agent, "reissue-key"), {"reason": "owner lost the key"}
+        agent_url(registered.agent, "reissue-key"),
+        {"reason": "owner lost the key", "active_keys": active_keys(registered.agent)},
     )
 
     assert response.status_code == 200
@@ -69,6 +76,23 @@ def test_reissue_key_revokes_the_old_key_and_shows_the_new_one_once(
     page_again = admin_client.get(agent_url(registered.agent))
     assert new_key not in page_again.content.decode()
     assert f"{new_key[:12]}…" in page_again.content.decode()
+
+
+@pytest.mark.django_db
+def test_reissue_key_submitted_twice_reissues_once(admin_client, registered):
+    url = agent_url(registered.agent, "reissue-key")
+    form = admin_client.get(url).context["form"]
+    data = {"reason": "lost", "active_keys": form["active_keys"].value()}
+
+    first = admin_client.post(url, data)
+    second = admin_client.post(url, data, follow=True)  # double click, or a reload
+
+    assert first.status_code == 200 and "api_key" in first.context
+    assert "nothing was done" in second.content.decode()
+    assert "api_key" not in second.context
+    active = ApiKey.objects.get(agent=registered.agent, revoked_at__isnull=True)
+    assert active.hashed_key == hash_key(first.context["api_key"])
+    assert ApiKey.objects.filter(agent=registered.agent).count() == 2
 
 
 @pytest.mark.django_db

@@ -17,7 +17,10 @@ ACTION_BUTTONS = ("Reissue key", "Grant Pro", "Reset usage", ">Revoke<")
 def action_posts(agent: Agent) -> dict[str, tuple[str, dict]]:
     key = ApiKey.objects.get(agent=agent)
     return {
-        "accounts.reissue_key": (agent_url(agent, "reissue-key"), {"reason": "x"}),
+        "accounts.reissue_key": (
+            agent_url(agent, "reissue-key"),
+            {"reason": "x", "active_keys": str(key.pk)},
+        ),
         "keys.revoke_apikey": (agent_url(agent, f"keys/{key.pk}/revoke"), {"reason": "x"}),
         "accounts.change_tier": (agent_url(agent, "set-tier"), {"tier": "pro", "reason": "x"}),
         "accounts.reset_usage": (agent_url(agent, "reset-usage"), {"reason": "x"}),
