@@ -9,9 +9,13 @@ links. On PostgreSQL a full COUNT(*) reads the whole table, so:
   (SELECT COUNT(*) FROM (... LIMIT n)), so pages past the cap are not linked.
 
 The pagination template says "about N" / "more than N" when either applies.
+Either way pages stop at ``COUNT_CAP`` rows: OFFSET 999,950 would read a million
+index entries, and nobody pages that far instead of filtering or searching.
 """
 
 from __future__ import annotations
+
+import math
 
 from django.core.paginator import Paginator
 from django.db import connections
@@ -39,6 +43,10 @@ class LargeTablePaginator(Paginator):
             self.count_is_capped = True
             return self.COUNT_CAP
         return count
+
+    @cached_property
+    def num_pages(self) -> int:
+        return min(super().num_pages, max(1, math.ceil(self.COUNT_CAP / self.per_page)))
 
 
 def _estimated_rows(alias: str, table: str) -> int | None:

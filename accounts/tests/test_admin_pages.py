@@ -363,3 +363,20 @@ def test_filter_facet_counts_are_off(admin_client, make_agent):
     assert response.status_code == 200
     assert "Show counts" not in response.content.decode()
     assert response.context["cl"].add_facets is False
+
+
+@pytest.mark.django_db
+def test_pages_stop_at_the_count_cap(admin_client, make_agent, monkeypatch):
+    from accounts.admin import AgentAdmin
+
+    monkeypatch.setattr(LargeTablePaginator, "COUNT_CAP", 2)
+    monkeypatch.setattr(AgentAdmin, "list_per_page", 1)
+    for n in range(4):
+        make_agent(name=f"paged-{n}")
+
+    second = admin_client.get(AGENTS_URL, {"p": "2"})
+    third = admin_client.get(AGENTS_URL, {"p": "3"})
+
+    assert second.status_code == 200 and len(second.context["cl"].result_list) == 1
+    assert second.context["cl"].paginator.num_pages == 2
+    assert third.status_code == 302 and third["Location"].endswith("?e=1")
