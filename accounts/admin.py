@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 
 from django.apps import apps
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
@@ -38,6 +39,8 @@ from lithtrix.paginators import LargeTablePaginator
 
 # How many recent keys and audit rows the agent page shows; the rest are one link away.
 DETAIL_ROWS = 50
+# Most agents one bulk action may change: each is one service call and audit row.
+BULK_LIMIT = 100
 USAGE_DAYS = 30
 
 
@@ -67,8 +70,18 @@ class OverLimitFilter(admin.SimpleListFilter):
 
 
 class LargeTableChangeList(ChangeList):
+    def get_ordering_field(self, field_name):
+        # Headers outside sortable_by have no link, but ?o= could still name them;
+        # an ordering no index serves would sort the whole table.
+        if field_name not in self.sortable_by:
+            return None
+        return super().get_ordering_field(field_name)
+
     def get_ordering(self, request, queryset):
         ordering = super().get_ordering(request, queryset)
+        if ordering in (["-pk"], ["pk"]) and self.model_admin.get_ordering(request):
+            # ?o= named nothing sortable: the default ordering, not the primary key's.
+            ordering = [*self.model_admin.get_ordering(request), "-pk"]
         # Django breaks ties with "-pk" whatever the direction; going the first
         # column's way instead lets one (column, id) index serve both directions,
         # where "calls_total ASC, id DESC" would sort every agent with 0 calls.
@@ -131,7 +144,7 @@ class AgentAdmin(LargeTableAdmin):
     # Only orderings an index serves: (calls_total, id), created_at, (agent_name, owner).
     sortable_by = ("agent_name", "calls_total", "created_at")
     ordering = ("-created_at",)
-    actions = None
+    actions = ("grant_pro", "remove_pro", "reset_usage")
     readonly_fields = (
         "id",
         "agent_name",
@@ -434,6 +447,94 @@ class AgentAdmin(LargeTableAdmin):
             intro=f"Sets the lifetime call counter ({agent.calls_total:,} calls) back to 0. "
             "Daily usage history is kept.",
         )
+
+    # --- the same actions on agents selected in the list ------------------------------
+
+    def has_change_tier_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("accounts.change_tier")
+
+    def has_reset_usage_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("accounts.reset_usage")
+
+    @admin.action(description="Grant Pro to the selected agents", permissions=["change_tier"])
+    def grant_pro(self, request, queryset):
+        return self._bulk_set_tier(request, queryset, Tier.PRO)
+
+    @admin.action(description="Remove Pro from the selected agents", permissions=["change_tier"])
+    def remove_pro(self, request, queryset):
+        return self._bulk_set_tier(request, queryset, Tier.FREE)
+
+    def _bulk_set_tier(self, request, queryset, tier: str):
+        def perform(agent: Agent, reason: str) -> bool:
+            return agent_set_tier(
+                agent=agent, tier=tier, actor=request.user, reason=reason, data={"source": "admin"}
+            )
+
+        label = Tier(tier).label
+        return self._bulk_action(
+            request,
+            queryset,
+            title=f"Set tier to {label}",
+            intro="Changes the tier here only: nothing is charged or refunded in Stripe.",
+            perform=perform,
+            done=f"Tier set to {label} by hand",
+        )
+
+    @admin.action(
+        description="Reset the usage counter of the selected agents", permissions=["reset_usage"]
+    )
+    def reset_usage(self, request, queryset):
+        def perform(agent: Agent, reason: str) -> bool:
+            agent_reset_usage(agent=agent, actor=request.user, reason=reason)
+            return True
+
+        return self._bulk_action(
+            request,
+            queryset,
+            title="Reset usage counters",
+            intro="Sets each lifetime call counter back to 0. Daily usage history is kept.",
+            perform=perform,
+            done="Usage counter reset to 0",
+            reason_required=True,
+        )
+
+    def _bulk_action(
+        self, request, queryset, *, title, intro, perform, done, reason_required=False
+    ) -> TemplateResponse | None:
+        """Ask for confirmation (and a reason), then run ``perform`` on each agent.
+
+        Returning None sends the admin back to the list, with the message.
+        """
+        if queryset.order_by().values("pk")[: BULK_LIMIT + 1].count() > BULK_LIMIT:
+            self.message_user(
+                request,
+                f"Select at most {BULK_LIMIT} agents for this action; filter the list first.",
+                messages.ERROR,
+            )
+            return None
+        confirmed = "confirm" in request.POST
+        form = ReasonForm(request.POST if confirmed else None, reason_required=reason_required)
+        if confirmed and form.is_valid():
+            changed = 0
+            for agent in queryset:
+                if perform(agent, form.cleaned_data["reason"]):
+                    changed += 1
+                    self.log_change(request, agent, done)
+            self.message_user(request, f"{done}: {changed} agent(s).", messages.SUCCESS)
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": title,
+            "intro": intro,
+            "form": form,
+            "agents": list(queryset),
+            "action": request.POST["action"],
+            "selected": request.POST.getlist(ACTION_CHECKBOX_NAME),
+            "select_across": request.POST.get("select_across", "0"),
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/accounts/agent/confirm_bulk_action.html", context)
 
 
 def stripe_admin_links(customer_id: str | None) -> list[tuple[str, str]]:

@@ -227,3 +227,59 @@ def test_key_list_revoke_action_revokes_with_actor(admin_client, admin_user, mak
     assert "Revoked 2 key(s)." in response.content.decode()
     assert ApiKey.objects.filter(revoked_at__isnull=True).count() == 0
     assert KeyEvent.objects.filter(kind="revoked", actor=admin_user).count() == 2
+
+
+def bulk(client, action: str, agents, **extra):
+    data = {"action": action, "_selected_action": [str(a.pk) for a in agents], **extra}
+    return client.post("/admin/accounts/agent/", data, follow="confirm" in extra)
+
+
+@pytest.mark.django_db
+def test_bulk_grant_pro_confirms_then_sets_tier_with_audit_rows(
+    admin_client, admin_user, make_agent
+):
+    chosen = [make_agent().agent for _ in range(2)]
+    bystander = make_agent().agent
+
+    confirm_page = bulk(admin_client, "grant_pro", chosen)
+    assert confirm_page.status_code == 200
+    assert {a.pk for a in confirm_page.context["agents"]} == {a.pk for a in chosen}
+    assert Agent.objects.filter(tier="pro").count() == 0  # nothing yet
+
+    done = bulk(admin_client, "grant_pro", chosen, confirm="yes", reason="partner programme")
+
+    assert "Tier set to Pro by hand: 2 agent(s)." in done.content.decode()
+    assert set(Agent.objects.filter(tier="pro")) == set(chosen)
+    assert Agent.objects.get(pk=bystander.pk).tier == "free"
+    events = AgentEvent.objects.filter(kind="tier_changed")
+    assert sorted((e.agent_id, e.actor, e.reason) for e in events) == sorted(
+        (a.pk, admin_user, "partner programme") for a in chosen
+    )
+
+
+@pytest.mark.django_db
+def test_bulk_reset_usage_needs_a_reason(admin_client, admin_user, make_agent):
+    agents = [set_calls(make_agent().agent, 700) for _ in range(2)]
+
+    refused = bulk(admin_client, "reset_usage", agents, confirm="yes", reason="")
+    assert refused.status_code == 200 and refused.context["form"].errors["reason"]
+    assert list(Agent.objects.values_list("calls_total", flat=True)) == [700, 700]
+
+    done = bulk(admin_client, "reset_usage", agents, confirm="yes", reason="incident 42")
+
+    assert "Usage counter reset to 0: 2 agent(s)." in done.content.decode()
+    assert list(Agent.objects.values_list("calls_total", flat=True)) == [0, 0]
+    assert AgentEvent.objects.filter(kind="usage_reset", actor=admin_user).count() == 2
+
+
+@pytest.mark.django_db
+def test_bulk_actions_refuse_more_than_the_limit(admin_client, make_agent, monkeypatch):
+    from accounts import admin as agent_admin
+
+    monkeypatch.setattr(agent_admin, "BULK_LIMIT", 2)
+    agents = [make_agent().agent for _ in range(3)]
+
+    response = bulk(admin_client, "grant_pro", agents, confirm="yes", reason="all of them")
+
+    assert "Select at most 2 agents" in response.content.decode()
+    assert not Agent.objects.filter(tier="pro").exists()

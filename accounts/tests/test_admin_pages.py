@@ -380,3 +380,17 @@ def test_pages_stop_at_the_count_cap(admin_client, make_agent, monkeypatch):
     assert second.status_code == 200 and len(second.context["cl"].result_list) == 1
     assert second.context["cl"].paginator.num_pages == 2
     assert third.status_code == 302 and third["Location"].endswith("?e=1")
+
+
+@pytest.mark.django_db
+def test_columns_outside_sortable_by_cannot_be_ordered_by_url(admin_client, make_agent):
+    make_agent()
+    columns = list(admin_client.get(AGENTS_URL).context["cl"].list_display)
+
+    response = admin_client.get(AGENTS_URL, {"o": str(columns.index("last_call_at"))})
+
+    # Falls back to the default, indexed ordering instead of sorting by last_call_at.
+    assert response.context["cl"].get_ordering(None, Agent.objects.none()) == [
+        "-created_at",
+        "-pk",
+    ]

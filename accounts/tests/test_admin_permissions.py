@@ -138,3 +138,38 @@ def test_anonymous_is_sent_to_login(client, registered):
     assert response.status_code == 302
     assert response["Location"].startswith("/admin/login/")
     assert ApiKey.objects.get(agent=registered.agent).revoked_at is None
+
+
+@pytest.mark.django_db
+def test_support_user_has_no_bulk_actions(support_client, make_agent):
+    agent = set_calls(make_agent().agent, 42)
+
+    page = support_client.get(AGENTS_URL)
+    response = support_client.post(
+        AGENTS_URL,
+        {
+            "action": "reset_usage",
+            "_selected_action": [str(agent.pk)],
+            "confirm": "yes",
+            "reason": "x",
+        },
+    )
+
+    assert 'name="action"' not in page.content.decode()
+    assert response.status_code in (200, 302)
+    assert nothing_changed(agent)
+
+
+@pytest.mark.django_db
+def test_bulk_tier_action_needs_change_tier(staff_client_with, make_agent):
+    agent = set_calls(make_agent().agent, 42)
+    client, _ = staff_client_with("accounts.reset_usage")
+
+    page = client.get(AGENTS_URL).content.decode()
+    client.post(
+        AGENTS_URL,
+        {"action": "grant_pro", "_selected_action": [str(agent.pk)], "confirm": "yes"},
+    )
+
+    assert 'value="reset_usage"' in page and 'value="grant_pro"' not in page
+    assert Agent.objects.get(pk=agent.pk).tier == "free"
