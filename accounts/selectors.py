@@ -19,7 +19,7 @@ def utc_today() -> dt.date:
 
 
 @dataclass(frozen=True)
-class UsageSummary:
+class UsageOverview:
     agents_by_tier: dict[str, int]
     over_limit: int
     calls_today: int
@@ -31,7 +31,7 @@ class UsageSummary:
         return sum(self.agents_by_tier.values())
 
 
-def usage_summary() -> UsageSummary:
+def usage_overview() -> UsageOverview:
     """Agents per tier, over-limit agents, metered calls and registrations (four queries).
 
     Each query is an index-only or index range scan: (tier, calls_total) for the
@@ -42,7 +42,7 @@ def usage_summary() -> UsageSummary:
     calls = DailyUsage.objects.filter(date__gte=today - dt.timedelta(days=6)).aggregate(
         week=Sum("calls"), today=Sum("calls", filter=Q(date=today))
     )
-    return UsageSummary(
+    return UsageOverview(
         agents_by_tier={tier: counts.get(tier, 0) for tier in Tier.values},
         over_limit=Agent.objects.filter(over_limit_condition()).count(),
         calls_today=calls["today"] or 0,
@@ -54,13 +54,13 @@ def usage_summary() -> UsageSummary:
 
 
 @dataclass(frozen=True)
-class DayUsage:
+class DailyCalls:
     date: dt.date
     calls: int
     percent: int  # of the busiest day in the period, for the bar chart
 
 
-def agent_daily_usage(*, agent: Agent, days: int = 30) -> list[DayUsage]:
+def agent_daily_usage(*, agent: Agent, days: int = 30) -> list[DailyCalls]:
     """Metered calls per UTC day for the last ``days`` days, oldest first, zeros filled in."""
     today = utc_today()
     first = today - dt.timedelta(days=days - 1)
@@ -71,7 +71,7 @@ def agent_daily_usage(*, agent: Agent, days: int = 30) -> list[DayUsage]:
     )
     busiest = max(calls.values(), default=0)
     return [
-        DayUsage(
+        DailyCalls(
             date=day,
             calls=calls.get(day, 0),
             percent=round(100 * calls.get(day, 0) / busiest) if busiest else 0,
