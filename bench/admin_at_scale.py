@@ -9,6 +9,12 @@ Each page is fetched through Django's test client, logged in as a superuser (the
 whole request: middleware, admin, queries, template), once to warm up, then
 ``--repeat`` times. Prints the median and worst time and the number of SQL queries;
 ``--explain`` prints the plan (EXPLAIN ANALYZE) of each page's main queries.
+
+Measured on PostgreSQL 15, 1,000,000 agents (2 vCPUs, shared with other work),
+``--repeat 5``, median / worst ms: index 114/121; changelist 44/52; over-limit
+filter 58/128; search by name 25/30, by owner 70/73, by key prefix 13/18, by agent
+id 17/26; agent page 44/49. 4 queries per list page (8 on the agent page), whatever
+the page size or table size.
 """
 
 from __future__ import annotations

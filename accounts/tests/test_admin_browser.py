@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.utils import timezone
 from playwright.sync_api import Page, expect
 
+from accounts.models import Agent
 from accounts.services import agent_register
 from accounts.tests.conftest import set_calls
 from keys.crypto import hash_key, is_well_formed
@@ -26,6 +28,7 @@ def test_staff_filters_over_limit_agents_and_reissues_a_key(
     django_user_model.objects.create_superuser("staff", "staff@example.com", "correct-horse-42")
     greedy = agent_register(agent_name="greedy-bot", owner_identifier="greedy@example.com")
     set_calls(greedy.agent, settings.LITHTRIX_FREE_CALL_LIMIT + 25)
+    Agent.objects.filter(pk=greedy.agent.pk).update(last_call_at=timezone.now())
     agent_register(agent_name="calm-bot", owner_identifier="calm@example.com")
 
     page.goto(f"{live_server.url}/admin/login/?next=/admin/")
