@@ -18,6 +18,7 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import BooleanField, ExpressionWrapper, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -320,18 +321,25 @@ class AgentAdmin(LargeTableAdmin):
 
     def reissue_key_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         agent = self._agent_for_action(request, object_id, "accounts.reissue_key")
-        active_keys = ",".join(
-            str(pk)
-            for pk in ApiKey.objects.filter(agent=agent, revoked_at__isnull=True)
-            .order_by("pk")
-            .values_list("pk", flat=True)
-        )
         form = ReissueKeyForm(
             request.POST if request.method == "POST" else None,
-            initial={"active_keys": active_keys},
+            initial={"active_keys": self._active_keys(agent)},
         )
         if request.method == "POST" and form.is_valid():
-            if form.cleaned_data["active_keys"] != active_keys:
+            with transaction.atomic():
+                # The agent's row lock makes check-then-reissue one step: of two
+                # submissions of one page, however close, the second finds keys changed.
+                Agent.objects.select_for_update().filter(pk=agent.pk).first()
+                if form.cleaned_data["active_keys"] != self._active_keys(agent):
+                    new_key = None
+                else:
+                    new_key = api_key_reissue(
+                        agent=agent,
+                        actor=request.user,
+                        reason=form.cleaned_data["reason"],
+                        ip=client_ip(request),
+                    )
+            if new_key is None:
                 self.message_user(
                     request,
                     "The agent's keys changed since that page was opened (a second click or a "
@@ -339,12 +347,6 @@ class AgentAdmin(LargeTableAdmin):
                     messages.WARNING,
                 )
                 return HttpResponseRedirect(self._change_url(agent))
-            new_key = api_key_reissue(
-                agent=agent,
-                actor=request.user,
-                reason=form.cleaned_data["reason"],
-                ip=client_ip(request),
-            )
             self.log_change(
                 request, agent, f"Reissued the API key (new {new_key[:DISPLAY_PREFIX_LENGTH]}…)"
             )
@@ -373,6 +375,12 @@ class AgentAdmin(LargeTableAdmin):
             intro="Every active key of this agent stops working now. The new key is shown "
             "once, on the next page; hand it to the agent's owner over a safe channel.",
         )
+
+    @staticmethod
+    def _active_keys(agent: Agent) -> str:
+        """The agent's active key ids, as the reissue form carries them."""
+        active = ApiKey.objects.filter(agent=agent, revoked_at__isnull=True).order_by("pk")
+        return ",".join(str(pk) for pk in active.values_list("pk", flat=True))
 
     def revoke_key_view(self, request: HttpRequest, object_id: str, key_id: int) -> HttpResponse:
         agent = self._agent_for_action(request, object_id, "keys.revoke_apikey")

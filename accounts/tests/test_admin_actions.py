@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.messages import get_messages
+from django.db import connection
+from django.test import Client
 
 from accounts.models import Agent, AgentEvent, Tier
 from accounts.services import agent_set_tier
@@ -283,3 +286,34 @@ def test_bulk_actions_refuse_more_than_the_limit(admin_client, make_agent, monke
 
     assert "Select at most 2 agents" in response.content.decode()
     assert not Agent.objects.filter(tier="pro").exists()
+
+
+@pytest.mark.requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_reissue_key_submitted_twice_at_once_reissues_once(admin_user, make_agent):
+    registered = make_agent()
+    url = agent_url(registered.agent, "reissue-key")
+    data = {"reason": "lost", "active_keys": active_keys(registered.agent)}
+    clients = [Client() for _ in range(2)]
+    for client in clients:
+        client.force_login(admin_user)
+    start = threading.Barrier(len(clients))
+    statuses: list[int] = []
+
+    def submit(client: Client) -> None:
+        try:
+            start.wait()
+            statuses.append(client.post(url, data).status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=submit, args=(client,)) for client in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(statuses) == [200, 302]  # one new-key page, one "nothing was done"
+    assert ApiKey.objects.filter(agent=registered.agent).count() == 2
+    assert ApiKey.objects.filter(agent=registered.agent, revoked_at__isnull=True).count() == 1
+    assert KeyEvent.objects.filter(agent=registered.agent, actor=admin_user).count() == 2
