@@ -4,13 +4,21 @@ Not a test: it prints figures. Needs PostgreSQL, Redis and wrk:
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/lithtrix_bench \\
     REDIS_URL=redis://127.0.0.1:6379/15 \\
-    .venv/bin/python -m billing.benchmarks.authorize [--workers 4] [--seconds 10]
+    .venv/bin/python bench/authorize.py [--workers 4] [--seconds 10] [--tier free]
 
 It migrates that database, registers an agent (Pro by default: no cap) and serves
 the app with gunicorn; the per-minute rates are raised so the limiter counts but
 never refuses. With ``--tier free`` it also shows the cap holding under that load:
 exactly LITHTRIX_FREE_CALL_LIMIT answers are 200, the rest 402, and the agent's
 calls_total ends at the limit.
+
+Measured on 2 vCPUs shared with other work (load average 3 to 6, so the figures
+move a lot between runs), PostgreSQL 15 and Redis 7 on loopback, gunicorn
+--workers 4, wrk -t4 -c32 -d5s: /v1/authorize 56-212 req/s, /v1/me 151-265 req/s
+(the CPU, not the database, is the bottleneck here). Free agent from 0 calls: of
+1082, 939 and 374 requests, exactly 300 got 200 and the rest 402; calls_total ended
+at 300 every time. In-process (Django test client, no HTTP), /v1/authorize took
+5.3 ms and /v1/me 3.9 ms a request, mostly waiting on PostgreSQL and Redis.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-BASE_DIR = Path(__file__).resolve().parents[2]
+BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 def _free_port() -> int:
@@ -99,6 +107,15 @@ def main() -> None:
             f"gunicorn workers={args.workers}; wrk -t{args.threads} -c{args.connections}; "
             f"{args.tier} agent"
         )
+        # Warm-up (workers import lazily, connections open): unmetered, so a Free
+        # agent still starts from 0 calls.
+        subprocess.run(  # noqa: S603
+            [
+                wrk, "-t1", "-c4", "-d1s", "-H", f"Authorization: Bearer {api_key}",
+                f"http://127.0.0.1:{port}/v1/me",
+            ],
+            check=True, capture_output=True,
+        )  # fmt: skip
         for path in ("/v1/authorize", "/v1/me"):
             out = subprocess.run(  # noqa: S603
                 [
