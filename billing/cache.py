@@ -15,7 +15,21 @@ return false
 """
 
 
+# A fixed-window counter in one round trip: count, and give a new window its expiry.
+_COUNT_HIT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then
+    redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+return count
+"""
+
+
 class RedisCacheClient(DjangoRedisCacheClient):
+    def count_hit(self, key, timeout):
+        client = self.get_client(key, write=True)
+        return client.register_script(_COUNT_HIT)(keys=[key], args=[timeout])
+
     def incr(self, key, delta):
         client = self.get_client(key, write=True)
         value = client.register_script(_INCR_IF_EXISTS)(keys=[key], args=[delta])
@@ -35,3 +49,8 @@ class RedisCache(DjangoRedisCache):
     def __init__(self, server, params):
         super().__init__(server, params)
         self._class = RedisCacheClient
+
+    def count_hit(self, key, timeout):
+        """Add one to the counter ``key`` (created at 1 with ``timeout`` seconds to
+        live) and return its new value: one round trip, atomic."""
+        return self._cache.count_hit(self.make_and_validate_key(key), timeout)

@@ -18,8 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.cache import caches
 from django.http import HttpRequest, HttpResponse
-from django_ratelimit.core import get_usage
+from django_ratelimit import core as ratelimit_core
 from rest_framework.throttling import BaseThrottle
 
 from accounts.models import Agent
@@ -78,6 +79,32 @@ def _hit(request: HttpRequest, *, group: str, value: str, rate: str) -> RateLimi
         reset=max(1, usage["time_left"] + 1),
         limited=usage["should_limit"],
     )
+
+
+def get_usage(request: HttpRequest, *, group: str, key: Callable, rate: str, increment: bool):
+    """django-ratelimit's get_usage; counting on billing.cache.RedisCache in one round trip.
+
+    Same bucket key and window as django-ratelimit, so both count alike; the
+    add-then-incr pair (two round trips) becomes one atomic script.
+    """
+    cache = caches[getattr(settings, "RATELIMIT_USE_CACHE", "default")]
+    if not (increment and hasattr(cache, "count_hit")) or not getattr(
+        settings, "RATELIMIT_ENABLE", True
+    ):
+        return ratelimit_core.get_usage(
+            request, group=group, key=key, rate=rate, increment=increment
+        )
+    value = key(group, request)
+    limit, period = ratelimit_core._split_rate(rate)
+    window = ratelimit_core._get_window(value, period)
+    cache_key = ratelimit_core._make_cache_key(group, window, rate, value, ratelimit_core.ALL)
+    count = cache.count_hit(cache_key, period + ratelimit_core.EXPIRATION_FUDGE)
+    return {
+        "count": count,
+        "limit": limit,
+        "should_limit": count > limit,
+        "time_left": window - int(ratelimit_core.time.time()),
+    }
 
 
 def ip_bucket(ip: str | None) -> str:

@@ -34,3 +34,11 @@ def test_incr_of_a_missing_key_raises_and_creates_nothing(redis_cache):
 def test_decr_counts_down(redis_cache):
     redis_cache.set("counter", 5, 60)
     assert redis_cache.decr("counter") == 4
+
+
+def test_count_hit_starts_a_window_with_its_expiry_and_counts_in_it(redis_cache):
+    assert [redis_cache.count_hit("window", 61) for _ in range(3)] == [1, 2, 3]
+    client = redis_cache._cache.get_client(None)
+    assert 0 < client.ttl(redis_cache.make_and_validate_key("window")) <= 61
+    # The counter is an integer the cache reads back like any other value.
+    assert redis_cache.get("window") == 3
