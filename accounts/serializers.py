@@ -1,7 +1,7 @@
 from django.core.validators import RegexValidator
 from rest_framework import serializers
 
-from accounts.models import Agent
+from accounts.models import Tier
 from lithtrix.serializers import StrictCharField
 
 
@@ -24,9 +24,10 @@ class AgentRegisteredSerializer(serializers.Serializer):
     message = serializers.CharField()
 
 
-class AgentProfileSerializer(serializers.ModelSerializer):
-    agent_id = serializers.UUIDField(source="id")
-
-    class Meta:
-        model = Agent
-        fields = ["agent_id", "agent_name", "owner_identifier", "tier"]
+class AgentProfileSerializer(serializers.Serializer):
+    # Declared fields, not a ModelSerializer: GET /v1/me answers on every call, and a
+    # ModelSerializer introspects the model to build its fields each time.
+    agent_id = serializers.UUIDField(source="id", read_only=True)
+    agent_name = serializers.CharField(read_only=True)
+    owner_identifier = serializers.CharField(read_only=True)
+    tier = serializers.ChoiceField(choices=Tier.choices, read_only=True)

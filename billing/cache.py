@@ -26,9 +26,18 @@ return count
 
 
 class RedisCacheClient(DjangoRedisCacheClient):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._count_hit_script = None
+
     def count_hit(self, key, timeout):
-        client = self.get_client(key, write=True)
-        return client.register_script(_COUNT_HIT)(keys=[key], args=[timeout])
+        # Counted on every rate-limited request: the client and the script are made
+        # once (Django's get_client builds a new client object each call; redis-py
+        # clients over one pool are safe to share).
+        if self._count_hit_script is None:
+            client = self.get_client(key, write=True)
+            self._count_hit_script = client.register_script(_COUNT_HIT)
+        return self._count_hit_script(keys=[key], args=[timeout])
 
     def incr(self, key, delta):
         client = self.get_client(key, write=True)
