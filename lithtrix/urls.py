@@ -1,9 +1,10 @@
 """/v1 routes. Each maps one path to one viewset action; the rest of /v1 is a 404 envelope."""
 
 from django.contrib import admin
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 
 from accounts.views import MeViewSet, RegisterViewSet
+from billing.payment_views import BillingConfigViewSet, BillingSetupViewSet, stripe_webhook_view
 from keys.views import KeyViewSet
 from lithtrix import errors
 
@@ -11,11 +12,20 @@ v1 = [
     path("v1/register", RegisterViewSet.as_view({"post": "create"}), name="register"),
     path("v1/me", MeViewSet.as_view({"get": "retrieve"}), name="me"),
     path("v1/keys/rotate", KeyViewSet.as_view({"post": "rotate"}), name="keys-rotate"),
+    path(
+        "v1/billing/config",
+        BillingConfigViewSet.as_view({"get": "retrieve"}),
+        name="billing-config",
+    ),
+    path("v1/billing/setup", BillingSetupViewSet.as_view({"post": "create"}), name="billing-setup"),
+    path("v1/billing/webhook", stripe_webhook_view, name="billing-webhook"),
 ]
 
 urlpatterns = [
     *v1,
     path("admin/", admin.site.urls),
+    # dj-stripe's signed webhook view: stripe/webhook/<uuid> (one URL per WebhookEndpoint row).
+    path("stripe/", include("djstripe.urls", namespace="djstripe")),
     # Django's technical 404 page would answer here when DEBUG is on; the API never
     # answers with HTML, so unknown /v1 paths get the envelope in every mode.
     re_path(r"^v1(?:/.*)?$", errors.not_found_view),
