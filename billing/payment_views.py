@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
+import stripe
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
 from djstripe.models import WebhookEndpoint
 from djstripe.views import ProcessWebhookView
 from rest_framework import viewsets
@@ -59,25 +59,47 @@ class BillingSetupViewSet(viewsets.ViewSet):
 _djstripe_webhook_view = ProcessWebhookView.as_view()
 
 
+def _endpoint_signed_for(request: HttpRequest) -> WebhookEndpoint | None:
+    """The endpoint whose secret signed this request (dj-stripe then checks it again)."""
+    payload = request.body.decode("utf-8", errors="replace")
+    signature = request.headers.get("stripe-signature", "")
+    for endpoint in WebhookEndpoint.objects.exclude(secret="").order_by("-djstripe_created"):
+        try:
+            stripe.WebhookSignature.verify_header(
+                payload, signature, endpoint.secret, endpoint.djstripe_tolerance
+            )
+        except stripe.SignatureVerificationError:
+            continue
+        return endpoint
+    return None
+
+
 @csrf_exempt
-@require_POST
 def stripe_webhook_view(request: HttpRequest) -> HttpResponse:
     """POST /v1/billing/webhook — dj-stripe's signed webhook view for the configured endpoint.
 
-    The endpoint is the newest WebhookEndpoint row (manage.py billing_webhook_endpoint).
-    Answers in the API's envelope; dj-stripe's own URL (/stripe/webhook/<uuid>) works too.
+    The endpoint is the WebhookEndpoint row (manage.py billing_webhook_endpoint) whose
+    secret signed the request. Answers in the API's envelope; dj-stripe's own URL
+    (/stripe/webhook/<uuid>) works too.
     """
     # dj-stripe lets this header replace the endpoint's secret when DEBUG is on
     # (for the Stripe CLI); on this public URL it would let anyone sign events.
     request.META.pop("HTTP_X_DJSTRIPE_WEBHOOK_SECRET", None)
+    if request.method != "POST":
+        return errors.api_error_response(
+            errors.MethodNotAllowedError(
+                f"Method {request.method} not allowed.", headers={"Allow": "POST"}
+            ),
+            request,
+        )
     if "stripe-signature" not in request.headers:
         return errors.api_error_response(
             errors.ValidationError("Missing Stripe-Signature header."), request
         )
-    endpoint = WebhookEndpoint.objects.order_by("-djstripe_created").first()
-    if endpoint is None or not endpoint.secret:
+    endpoint = _endpoint_signed_for(request)
+    if endpoint is None:
         return errors.api_error_response(
-            errors.BillingUnavailableError("No Stripe webhook endpoint is configured."), request
+            errors.ValidationError("The Stripe signature does not match."), request
         )
     try:
         response = _djstripe_webhook_view(request, uuid=endpoint.djstripe_uuid)

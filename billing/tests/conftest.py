@@ -1,0 +1,119 @@
+"""Stripe for billing's tests: a localstripe the suite starts itself, or recorded JSON."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import stripe
+
+from billing import payments
+from billing.localstripe_server import start_subprocess, stop_subprocess
+
+TEST_SECRET_KEY = "sk_test_lithtrixTestSuite0123456789"
+TEST_PUBLISHABLE_KEY = "pk_test_lithtrixTestSuite0123456789"
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def recorded(name: str) -> dict[str, Any]:
+    """A recorded Stripe API object from billing/tests/fixtures/<name>.json (a fresh copy)."""
+    return json.loads((FIXTURES / f"{name}.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def localstripe_url() -> Iterator[str]:
+    process, url = start_subprocess()
+    try:
+        yield url
+    finally:
+        stop_subprocess(process)
+
+
+def _configure(settings, *, api_base: str, price_id: str = "") -> None:
+    settings.STRIPE_SECRET_KEY = TEST_SECRET_KEY
+    settings.STRIPE_PUBLISHABLE_KEY = TEST_PUBLISHABLE_KEY
+    settings.STRIPE_PRO_PRICE_ID = price_id
+    settings.STRIPE_API_BASE = api_base
+    payments.local_stripe_account_ensure(secret_key=TEST_SECRET_KEY)
+
+
+@pytest.fixture
+def local_stripe(settings, db, localstripe_url) -> str:
+    """Billing configured against the session's localstripe, emptied for this test."""
+    reset = urllib.request.Request(f"{localstripe_url}/_config/data", method="DELETE")  # noqa: S310
+    urllib.request.urlopen(reset, timeout=5).close()  # noqa: S310 - loopback http
+    _configure(settings, api_base=localstripe_url)
+    return localstripe_url
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RecordedStripe(stripe.HTTPClient):
+    """stripe-python's HTTP client answering from recorded Stripe JSON.
+
+    ``objects`` holds Stripe objects by id (GET /v1/<kind>/<id> returns them);
+    ``routes`` maps (METHOD, path) to a callable(params) -> (status, body) for the
+    calls that create or change something. Every request is kept in ``calls``.
+    """
+
+    name = "recorded"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.routes: dict[tuple[str, str], Any] = {}
+        self.calls: list[tuple[str, str, dict[str, list[str]]]] = []
+
+    def add(self, *objects: dict[str, Any]) -> None:
+        for obj in objects:
+            self.objects[obj["id"]] = obj
+
+    def calls_to(self, method: str, path: str) -> int:
+        return sum(1 for m, p, _ in self.calls if m == method and p == path)
+
+    def request(self, method, url, headers, post_data=None):
+        parts = urlsplit(url)
+        params = parse_qs(post_data or parts.query)
+        self.calls.append((method.upper(), parts.path, params))
+        route = self.routes.get((method.upper(), parts.path))
+        if route is not None:
+            status, body = route(params)
+        elif method.lower() == "get" and parts.path.rsplit("/", 1)[-1] in self.objects:
+            status, body = 200, self.objects[parts.path.rsplit("/", 1)[-1]]
+        else:
+            status, body = (
+                404,
+                {
+                    "error": {
+                        "type": "invalid_request_error",
+                        "code": "resource_missing",
+                        "message": f"No such object: {parts.path}",
+                    }
+                },
+            )
+        return json.dumps(body), status, {"Request-Id": "req_recorded"}
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def recorded_stripe(settings, db, monkeypatch) -> RecordedStripe:
+    """Billing against recorded Stripe JSON (for subscriptions: localstripe has no Prices)."""
+    _configure(settings, api_base="https://api.stripe.test", price_id="price_1QproMonthlyLithtrix")
+    client = RecordedStripe()
+    monkeypatch.setattr(stripe, "default_http_client", client)
+    monkeypatch.setattr(stripe, "max_network_retries", 0)
+    return client
