@@ -75,6 +75,7 @@ class RecordedStripe(stripe.HTTPClient):
         self.objects: dict[str, dict[str, Any]] = {}
         self.routes: dict[tuple[str, str], Any] = {}
         self.calls: list[tuple[str, str, dict[str, list[str]]]] = []
+        self.idempotency_keys: list[tuple[str, str | None]] = []
 
     def add(self, *objects: dict[str, Any]) -> None:
         for obj in objects:
@@ -87,6 +88,8 @@ class RecordedStripe(stripe.HTTPClient):
         parts = urlsplit(url)
         params = parse_qs(post_data or parts.query)
         self.calls.append((method.upper(), parts.path, params))
+        if method.lower() == "post":
+            self.idempotency_keys.append((parts.path, headers.get("Idempotency-Key")))
         route = self.routes.get((method.upper(), parts.path))
         if route is not None:
             status, body = route(params)

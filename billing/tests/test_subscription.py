@@ -1,0 +1,168 @@
+"""The Pro subscription of POST /v1/billing/setup, against recorded Stripe JSON.
+
+localstripe has no Prices, so these paths answer from billing/tests/fixtures.
+"""
+
+from __future__ import annotations
+
+import pytest
+from djstripe import models as djstripe_models
+
+from accounts.models import Agent, AgentEvent, Tier
+from billing.tests.conftest import recorded
+from billing.tests.test_setup import UPGRADED, assert_agent_untouched, setup
+
+CUSTOMER = "cus_RLtxPro0Agent01"
+SUBSCRIPTION = "sub_1RLtxProMonthly01"
+
+
+@pytest.fixture
+def stripe_account(recorded_stripe, registered):
+    """Recorded Stripe answers for `registered`'s customer, card and Pro subscription."""
+    agent_id = str(registered.agent.pk)
+    customer = recorded("customer")
+    customer["metadata"]["agent_id"] = agent_id
+    payment_method = recorded("payment_method")
+    recorded_stripe.add(customer, payment_method, recorded("product"))
+    subscriptions: list[dict] = []
+
+    def create_subscription(params):
+        subscription = recorded("subscription")
+        subscription["metadata"]["agent_id"] = agent_id
+        subscriptions.append(subscription)
+        recorded_stripe.add(subscription)
+        return 200, subscription
+
+    recorded_stripe.routes.update(
+        {
+            ("POST", "/v1/customers"): lambda params: (200, customer),
+            ("POST", "/v1/payment_methods/pm_card_visa/attach"): lambda p: (200, payment_method),
+            ("POST", f"/v1/customers/{CUSTOMER}"): lambda params: (200, customer),
+            ("GET", "/v1/subscriptions"): lambda params: (
+                200,
+                {
+                    "object": "list",
+                    "data": subscriptions,
+                    "has_more": False,
+                    "url": "/v1/subscriptions",
+                },
+            ),
+            ("POST", "/v1/subscriptions"): create_subscription,
+        }
+    )
+    recorded_stripe.subscriptions = subscriptions
+    return recorded_stripe
+
+
+def test_setup_with_pro_price_subscribes_and_mirrors_the_subscription(
+    stripe_account, api_client, registered
+):
+    response = setup(api_client, registered, "pm_card_visa")
+
+    assert response.status_code == 200
+    assert response.json() == UPGRADED
+    agent = Agent.objects.get(pk=registered.agent.pk)
+    assert agent.tier == Tier.PRO
+    assert agent.stripe_customer_id == CUSTOMER
+    assert stripe_account.calls_to("POST", "/v1/subscriptions") == 1
+    _, _, params = next(c for c in stripe_account.calls if c[:2] == ("POST", "/v1/subscriptions"))
+    assert params["items[0][price]"] == ["price_1QproMonthlyLithtrix"]
+    assert params["payment_behavior"] == ["error_if_incomplete"]
+    subscription = djstripe_models.Subscription.objects.get()
+    assert (subscription.id, subscription.customer_id, subscription.status) == (
+        SUBSCRIPTION,
+        CUSTOMER,
+        "active",
+    )
+    assert djstripe_models.Customer.objects.get().id == CUSTOMER
+    assert djstripe_models.PaymentMethod.objects.get().id == "pm_1RLtxVisa4242Card01"
+    assert agent.events.get(kind=AgentEvent.Kind.PAYMENT_METHOD_SET).data["subscription_id"] == (
+        SUBSCRIPTION
+    )
+
+
+def test_setup_called_again_never_creates_a_second_subscription(
+    stripe_account, api_client, registered
+):
+    assert setup(api_client, registered, "pm_card_visa").status_code == 200
+
+    response = setup(api_client, registered, "pm_card_visa")
+
+    assert response.status_code == 200
+    assert stripe_account.calls_to("POST", "/v1/customers") == 1
+    assert stripe_account.calls_to("POST", "/v1/subscriptions") == 1
+    assert djstripe_models.Subscription.objects.count() == 1
+    assert Agent.objects.get(pk=registered.agent.pk).stripe_customer_id == CUSTOMER
+
+
+def test_retried_setup_reuses_the_customer_idempotency_key(stripe_account, api_client, registered):
+    # Stripe fails after the customer exists; the retry must send the same key,
+    # so Stripe answers with that customer instead of making a second one.
+    stripe_account.routes[("POST", "/v1/payment_methods/pm_card_visa/attach")] = lambda p: (
+        500,
+        recorded("api_error"),
+    )
+    assert setup(api_client, registered, "pm_card_visa").status_code == 502
+    del stripe_account.routes[("POST", "/v1/payment_methods/pm_card_visa/attach")]
+    stripe_account.routes[("POST", "/v1/payment_methods/pm_card_visa/attach")] = lambda p: (
+        200,
+        stripe_account.objects["pm_1RLtxVisa4242Card01"],
+    )
+
+    assert setup(api_client, registered, "pm_card_visa").status_code == 200
+
+    keys = [key for path, key in stripe_account.idempotency_keys if path == "/v1/customers"]
+    assert keys == [f"lithtrix-customer-{registered.agent.pk}"] * 2
+
+
+def test_setup_after_subscription_create_failed_subscribes_once(
+    stripe_account, api_client, registered
+):
+    create = stripe_account.routes[("POST", "/v1/subscriptions")]
+    stripe_account.routes[("POST", "/v1/subscriptions")] = lambda p: (500, recorded("api_error"))
+
+    first = setup(api_client, registered, "pm_card_visa")
+
+    assert first.status_code == 502
+    assert first.json()["error_code"] == "PAYMENT_PROVIDER_ERROR"
+    assert_agent_untouched(registered.agent)
+
+    stripe_account.routes[("POST", "/v1/subscriptions")] = create
+    assert setup(api_client, registered, "pm_card_visa").status_code == 200
+    assert len(stripe_account.subscriptions) == 1
+    assert djstripe_models.Subscription.objects.count() == 1
+
+
+def test_declined_first_subscription_payment_is_402_and_agent_stays_free(
+    stripe_account, api_client, registered
+):
+    stripe_account.routes[("POST", "/v1/subscriptions")] = lambda p: (
+        402,
+        recorded("card_declined"),
+    )
+
+    response = setup(api_client, registered, "pm_card_visa")
+
+    assert response.status_code == 402
+    assert response.json() == {
+        "status": "error",
+        "error_code": "PAYMENT_FAILED",
+        "message": "Your card has insufficient funds.",
+    }
+    assert_agent_untouched(registered.agent)
+    assert not djstripe_models.Subscription.objects.exists()
+
+
+def test_setup_after_the_subscription_was_canceled_subscribes_again(
+    stripe_account, api_client, registered
+):
+    canceled = recorded("subscription")
+    canceled.update(id="sub_1RLtxProOldCanceled", status="canceled", ended_at=1764000000)
+    stripe_account.subscriptions.append(canceled)
+
+    response = setup(api_client, registered, "pm_card_visa")
+
+    assert response.status_code == 200
+    assert stripe_account.calls_to("POST", "/v1/subscriptions") == 1
+    keys = [key for path, key in stripe_account.idempotency_keys if path == "/v1/subscriptions"]
+    assert keys == [f"lithtrix-pro-{CUSTOMER}-1"]
