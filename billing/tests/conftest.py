@@ -19,6 +19,9 @@ from billing.localstripe_server import start_subprocess, stop_subprocess
 TEST_SECRET_KEY = "sk_test_lithtrixTestSuite0123456789"
 TEST_PUBLISHABLE_KEY = "pk_test_lithtrixTestSuite0123456789"
 FIXTURES = Path(__file__).parent / "fixtures"
+# Ids in the recorded JSON.
+CUSTOMER = "cus_RLtxPro0Agent01"
+SUBSCRIPTION = "sub_1RLtxProMonthly01"
 
 
 def recorded(name: str) -> dict[str, Any]:
@@ -120,3 +123,41 @@ def recorded_stripe(settings, db, monkeypatch) -> RecordedStripe:
     monkeypatch.setattr(stripe, "default_http_client", client)
     monkeypatch.setattr(stripe, "max_network_retries", 0)
     return client
+
+
+@pytest.fixture
+def stripe_account(recorded_stripe, registered):
+    """Recorded Stripe answers for `registered`'s customer, card and Pro subscription."""
+    agent_id = str(registered.agent.pk)
+    customer = recorded("customer")
+    customer["metadata"]["agent_id"] = agent_id
+    payment_method = recorded("payment_method")
+    recorded_stripe.add(customer, payment_method, recorded("product"))
+    subscriptions: list[dict] = []
+
+    def create_subscription(params):
+        subscription = recorded("subscription")
+        subscription["metadata"]["agent_id"] = agent_id
+        subscriptions.append(subscription)
+        recorded_stripe.add(subscription)
+        return 200, subscription
+
+    recorded_stripe.routes.update(
+        {
+            ("POST", "/v1/customers"): lambda params: (200, customer),
+            ("POST", "/v1/payment_methods/pm_card_visa/attach"): lambda p: (200, payment_method),
+            ("POST", f"/v1/customers/{CUSTOMER}"): lambda params: (200, customer),
+            ("GET", "/v1/subscriptions"): lambda params: (
+                200,
+                {
+                    "object": "list",
+                    "data": subscriptions,
+                    "has_more": False,
+                    "url": "/v1/subscriptions",
+                },
+            ),
+            ("POST", "/v1/subscriptions"): create_subscription,
+        }
+    )
+    recorded_stripe.subscriptions = subscriptions
+    return recorded_stripe

@@ -5,53 +5,11 @@ localstripe has no Prices, so these paths answer from billing/tests/fixtures.
 
 from __future__ import annotations
 
-import pytest
 from djstripe import models as djstripe_models
 
 from accounts.models import Agent, AgentEvent, Tier
-from billing.tests.conftest import recorded
+from billing.tests.conftest import CUSTOMER, SUBSCRIPTION, recorded
 from billing.tests.test_setup import UPGRADED, assert_agent_untouched, setup
-
-CUSTOMER = "cus_RLtxPro0Agent01"
-SUBSCRIPTION = "sub_1RLtxProMonthly01"
-
-
-@pytest.fixture
-def stripe_account(recorded_stripe, registered):
-    """Recorded Stripe answers for `registered`'s customer, card and Pro subscription."""
-    agent_id = str(registered.agent.pk)
-    customer = recorded("customer")
-    customer["metadata"]["agent_id"] = agent_id
-    payment_method = recorded("payment_method")
-    recorded_stripe.add(customer, payment_method, recorded("product"))
-    subscriptions: list[dict] = []
-
-    def create_subscription(params):
-        subscription = recorded("subscription")
-        subscription["metadata"]["agent_id"] = agent_id
-        subscriptions.append(subscription)
-        recorded_stripe.add(subscription)
-        return 200, subscription
-
-    recorded_stripe.routes.update(
-        {
-            ("POST", "/v1/customers"): lambda params: (200, customer),
-            ("POST", "/v1/payment_methods/pm_card_visa/attach"): lambda p: (200, payment_method),
-            ("POST", f"/v1/customers/{CUSTOMER}"): lambda params: (200, customer),
-            ("GET", "/v1/subscriptions"): lambda params: (
-                200,
-                {
-                    "object": "list",
-                    "data": subscriptions,
-                    "has_more": False,
-                    "url": "/v1/subscriptions",
-                },
-            ),
-            ("POST", "/v1/subscriptions"): create_subscription,
-        }
-    )
-    recorded_stripe.subscriptions = subscriptions
-    return recorded_stripe
 
 
 def test_setup_with_pro_price_subscribes_and_mirrors_the_subscription(
