@@ -18,6 +18,7 @@ from djstripe import models as djstripe_models
 from accounts.models import Agent, AgentEvent, Tier
 from accounts.services import agent_set_tier
 from billing import stripe_client
+from lithtrix.errors import PaymentFailedError
 
 logger = logging.getLogger("billing.payments")
 
@@ -69,7 +70,9 @@ def billing_setup(*, agent: Agent, payment_method_id: str) -> Agent:
         customer = stripe_client.customer_set_default_payment_method(
             customer_id=customer_id, payment_method_id=payment_method.id
         )
-        subscription = _pro_subscription_ensure(agent_id=agent_id, customer_id=customer_id)
+        subscription = _pro_subscription_ensure(
+            agent_id=agent_id, customer_id=customer_id, payment_method_id=payment_method.id
+        )
 
         # Stripe succeeded: mirror it and change the tier, all or nothing.
         api_key = stripe_client.api_key()
@@ -101,15 +104,22 @@ def billing_setup(*, agent: Agent, payment_method_id: str) -> Agent:
     return agent
 
 
-def _pro_subscription_ensure(*, agent_id: str, customer_id: str) -> Any:
-    """The live Pro subscription of the customer, else a new one; None without a price."""
+def _pro_subscription_ensure(*, agent_id: str, customer_id: str, payment_method_id: str) -> Any:
+    """The live Pro subscription of the customer, else a new one; None without a price.
+
+    A subscription behind on payment (past_due, unpaid) has its open invoice paid
+    with the new payment method: Stripe does not retry an unpaid one by itself.
+    """
     price_id = settings.STRIPE_PRO_PRICE_ID
     if not price_id:
         return None
     existing = stripe_client.subscriptions_of(customer_id=customer_id)
     for subscription in existing:
-        if subscription["status"] not in stripe_client.ENDED_STATUSES:
+        if subscription["status"] in stripe_client.ENDED_STATUSES:
+            continue
+        if subscription["status"] in stripe_client.ENTITLED_STATUSES - {"past_due"}:
             return subscription
+        return _subscription_settle(subscription, payment_method_id=payment_method_id)
     # The key changes only when a subscription ends, so a retry of this very
     # request reuses the subscription it created, and a re-subscription after a
     # cancellation is not answered with the cancelled one.
@@ -119,6 +129,21 @@ def _pro_subscription_ensure(*, agent_id: str, customer_id: str) -> Any:
         agent_id=agent_id,
         idempotency_key=f"lithtrix-pro-{customer_id}-{len(existing)}",
     )
+
+
+def _subscription_settle(subscription: Any, *, payment_method_id: str) -> Any:
+    """Pay the latest open invoice of a subscription behind on payment; its state after."""
+    invoice_id = _stripe_id(subscription["latest_invoice"])
+    if invoice_id:
+        invoice = stripe_client.invoice_retrieve(invoice_id=invoice_id)
+        if invoice["status"] == "open":
+            stripe_client.invoice_pay(invoice_id=invoice_id, payment_method_id=payment_method_id)
+    subscription = stripe_client.subscription_retrieve(subscription_id=subscription["id"])
+    if subscription["status"] not in stripe_client.ENTITLED_STATUSES:
+        raise PaymentFailedError(
+            "The Pro subscription could not be brought up to date with this payment method."
+        )
+    return subscription
 
 
 # --- Stripe's events (called from billing.webhooks after dj-stripe mirrored them) ---

@@ -218,6 +218,19 @@ def subscription_create(
     )
 
 
+def subscription_retrieve(*, subscription_id: str) -> stripe.Subscription:
+    return _call("subscription.retrieve", stripe.Subscription.retrieve, subscription_id)
+
+
+def invoice_retrieve(*, invoice_id: str) -> stripe.Invoice:
+    return _call("invoice.retrieve", stripe.Invoice.retrieve, invoice_id)
+
+
+def invoice_pay(*, invoice_id: str, payment_method_id: str) -> stripe.Invoice:
+    """Pay an open invoice with a payment method; a decline raises PaymentFailedError."""
+    return _call("invoice.pay", stripe.Invoice.pay, invoice_id, payment_method=payment_method_id)
+
+
 def webhook_endpoint_create(*, url: str, enabled_events: list[str], metadata: dict) -> Any:
     return _call(
         "webhook_endpoint.create",

@@ -124,3 +124,52 @@ def test_setup_after_the_subscription_was_canceled_subscribes_again(
     assert stripe_account.calls_to("POST", "/v1/subscriptions") == 1
     keys = [key for path, key in stripe_account.idempotency_keys if path == "/v1/subscriptions"]
     assert keys == [f"lithtrix-pro-{CUSTOMER}-1"]
+
+
+def _unpaid_subscription(stripe_account) -> dict:
+    """An unpaid Pro subscription whose renewal invoice is still open."""
+    unpaid = recorded("subscription")
+    unpaid.update(status="unpaid", latest_invoice="in_1RLtxProRenewal02")
+    stripe_account.subscriptions.append(unpaid)
+    stripe_account.add(unpaid, recorded("invoice_payment_failed"))
+    return unpaid
+
+
+def test_setup_with_an_unpaid_subscription_pays_its_open_invoice(
+    stripe_account, api_client, registered
+):
+    unpaid = _unpaid_subscription(stripe_account)
+
+    def pay(params):
+        stripe_account.objects[SUBSCRIPTION] = {**unpaid, "status": "active"}
+        return 200, {**recorded("invoice_payment_failed"), "status": "paid", "amount_remaining": 0}
+
+    stripe_account.routes[("POST", "/v1/invoices/in_1RLtxProRenewal02/pay")] = pay
+
+    response = setup(api_client, registered, "pm_card_visa")
+
+    assert response.status_code == 200
+    _, _, params = next(
+        c for c in stripe_account.calls if c[1] == "/v1/invoices/in_1RLtxProRenewal02/pay"
+    )
+    assert params["payment_method"] == ["pm_1RLtxVisa4242Card01"]
+    assert stripe_account.calls_to("POST", "/v1/subscriptions") == 0
+    assert djstripe_models.Subscription.objects.get().status == "active"
+    assert Agent.objects.get(pk=registered.agent.pk).tier == Tier.PRO
+
+
+def test_setup_with_an_unpaid_subscription_and_a_declined_card_stays_free(
+    stripe_account, api_client, registered
+):
+    _unpaid_subscription(stripe_account)
+    stripe_account.routes[("POST", "/v1/invoices/in_1RLtxProRenewal02/pay")] = lambda p: (
+        402,
+        recorded("card_declined"),
+    )
+
+    response = setup(api_client, registered, "pm_card_visa")
+
+    assert response.status_code == 402
+    assert response.json()["message"] == "Your card has insufficient funds."
+    assert_agent_untouched(registered.agent)
+    assert stripe_account.calls_to("POST", "/v1/subscriptions") == 0
