@@ -42,7 +42,6 @@ class BillingSetupViewSet(viewsets.ViewSet):
     """POST /v1/billing/setup — attach a PaymentMethod and move to Pro."""
 
     def create(self, request: Request) -> Response:
-        stripe_client.require_configured()
         serializer = BillingSetupSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         agent = payments.billing_setup(

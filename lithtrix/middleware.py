@@ -61,6 +61,11 @@ class BodySizeLimitMiddleware:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             return api_error_response(ValidationError("Invalid Content-Length header."), request)
-        if length > settings.LITHTRIX_MAX_BODY_BYTES and not request.path.startswith("/admin/"):
+        # /v1/authorize never reads a body, and a gateway may pass the client's length on.
+        if (
+            length > settings.LITHTRIX_MAX_BODY_BYTES
+            and not request.path.startswith("/admin/")
+            and request.path != "/v1/authorize"
+        ):
             return api_error_response(PayloadTooLargeError(), request)
         return self.get_response(request)

@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "django_ratelimit",
     "accounts",
     "keys",
     "billing",
@@ -57,6 +58,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "billing.ratelimit.RateLimitHeadersMiddleware",
 ]
 
 ROOT_URLCONF = "lithtrix.urls"
@@ -114,6 +116,24 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
+# Rate-limit counters (billing/ratelimit.py) must be shared by every server process.
+# A process-local cache is right only where one process serves: the debug dev
+# server, or a deployment that says so (the test suite does).
+LITHTRIX_SINGLE_PROCESS = env_bool("LITHTRIX_SINGLE_PROCESS")
+if not REDIS_URL and not DEBUG and not LITHTRIX_SINGLE_PROCESS:
+    raise ImproperlyConfigured(
+        "REDIS_URL is required unless DJANGO_DEBUG is on: rate limits must hold across processes."
+    )
+RATELIMIT_USE_CACHE = "default"
+SILENCED_SYSTEM_CHECKS = [
+    # Django's own RedisCache is not on django-ratelimit's list, but it is shared
+    # and increments atomically (INCR).
+    "django_ratelimit.W001",
+]
+if not REDIS_URL:
+    # The process-local cache allowed just above (one process only).
+    SILENCED_SYSTEM_CHECKS.append("django_ratelimit.E003")
+
 # --- Auth, i18n, static --------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -153,7 +173,8 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "lithtrix.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
-    "DEFAULT_THROTTLE_CLASSES": [],
+    # Per agent (rate by tier) or per client IP; views opt out with throttle_classes = [].
+    "DEFAULT_THROTTLE_CLASSES": ["billing.ratelimit.RateLimitThrottle"],
 }
 
 # --- Logging -------------------------------------------------------------------

@@ -5,6 +5,7 @@ from django.urls import include, path, re_path
 
 from accounts.views import MeViewSet, RegisterViewSet
 from billing.payment_views import BillingConfigViewSet, BillingSetupViewSet, stripe_webhook_view
+from billing.views import BillingViewSet, UsageViewSet, authorize
 from keys.views import KeyViewSet
 from lithtrix import errors
 
@@ -12,6 +13,9 @@ v1 = [
     path("v1/register", RegisterViewSet.as_view({"post": "create"}), name="register"),
     path("v1/me", MeViewSet.as_view({"get": "retrieve"}), name="me"),
     path("v1/keys/rotate", KeyViewSet.as_view({"post": "rotate"}), name="keys-rotate"),
+    path("v1/billing", BillingViewSet.as_view({"get": "retrieve"}), name="billing"),
+    path("v1/usage", UsageViewSet.as_view({"get": "retrieve"}), name="usage"),
+    path("v1/authorize", authorize, name="authorize"),
     path(
         "v1/billing/config",
         BillingConfigViewSet.as_view({"get": "retrieve"}),

@@ -5,22 +5,13 @@ import pytest
 from accounts.models import Agent, AgentEvent
 from keys.crypto import hash_key, is_well_formed
 from keys.models import ApiKey, KeyEvent
+from lithtrix.testing import assert_envelope
 
 REGISTER = "/v1/register"
 
 
 def post_json(client, path, body, **extra):
     return client.post(path, body, format="json", **extra)
-
-
-def assert_envelope(response, status, error_code):
-    assert response.status_code == status, response.content
-    assert response["Content-Type"] == "application/json"
-    body = response.json()
-    assert body["status"] == "error"
-    assert body["error_code"] == error_code
-    assert isinstance(body["message"], str) and body["message"]
-    return body
 
 
 @pytest.mark.django_db

@@ -1,20 +1,50 @@
-"""Stripe for billing's tests: a localstripe the suite starts itself, or recorded JSON."""
+"""Fixtures for billing's tests: metering and rate limits; Stripe (localstripe or recorded JSON)."""
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import django_ratelimit.core
 import pytest
 import stripe
+from django.conf import settings
 
 from billing import payments
 from billing.localstripe_server import start_subprocess, stop_subprocess
+
+
+@pytest.fixture(autouse=True)
+def ratelimit_clock(monkeypatch):
+    """Freeze django-ratelimit's clock (``clock.now``, seconds) so a window never rolls over.
+
+    Autouse: a test that counts RateLimit-Remaining must not see a window end
+    between two requests. Server subprocesses keep the real clock.
+    """
+    # A whole minute starts here for no agent in particular; tests move it on purpose.
+    clock = SimpleNamespace(now=1_900_000_000.0)
+    monkeypatch.setattr(django_ratelimit.core, "time", SimpleNamespace(time=lambda: clock.now))
+    return clock
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The shared Redis the suite runs with; CI must have one, locally it is optional."""
+    if not settings.REDIS_URL:
+        if os.environ.get("CI"):
+            pytest.fail("REDIS_URL is not set: CI must run this test against Redis.")
+        pytest.skip("needs Redis (set REDIS_URL)")
+    return settings.REDIS_URL
+
+
+# --- Stripe ---------------------------------------------------------------------
 
 TEST_SECRET_KEY = "sk_test_lithtrixTestSuite0123456789"
 TEST_PUBLISHABLE_KEY = "pk_test_lithtrixTestSuite0123456789"

@@ -1,0 +1,123 @@
+"""Per-minute rate limits: per agent (rate by tier) and per client IP (unauthenticated).
+
+Counters are django-ratelimit's, in the Django cache (Redis in production, so
+every worker and host shares them). The limit is decided after DRF has
+authenticated the request (a decorator on dispatch would see no agent yet), and
+before a call is metered: a refused call (429) is never counted against the cap.
+
+Every decision is kept on the Django request so it is made once per request and
+RateLimitHeadersMiddleware can put the RateLimit-* headers on whatever answer
+follows, errors included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django_ratelimit.core import get_usage
+from rest_framework.throttling import BaseThrottle
+
+from accounts.models import Agent
+from billing.tiers import tier_limits
+from lithtrix.errors import RateLimitExceededError
+from lithtrix.http import client_ip
+
+AGENT_GROUP = "lithtrix.agent"
+IP_GROUP = "lithtrix.ip"
+_STATE_ATTR = "lithtrix_rate_limit"
+
+
+@dataclass(frozen=True)
+class RateLimitState:
+    limit: int
+    remaining: int
+    reset: int  # whole seconds until the window resets, >= 1
+    limited: bool
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset),
+        }
+
+
+def _hit(request: HttpRequest, *, group: str, value: str, rate: str) -> RateLimitState | None:
+    """Count one request in ``value``'s bucket of ``group``; None when limits are disabled."""
+    usage = get_usage(
+        request, group=group, key=lambda _group, _request: value, rate=rate, increment=True
+    )
+    if usage is None:  # RATELIMIT_ENABLE = False
+        return None
+    # django-ratelimit's windows are whole seconds: the current one covers every
+    # second up to ``time_left`` from now and ends when the next second starts, so
+    # the time left rounded up is time_left + 1.
+    return RateLimitState(
+        limit=usage["limit"],
+        remaining=max(0, usage["limit"] - usage["count"]),
+        reset=max(1, usage["time_left"] + 1),
+        limited=usage["should_limit"],
+    )
+
+
+def _django_request(request: HttpRequest) -> HttpRequest:
+    return getattr(request, "_request", request)  # a DRF Request wraps Django's
+
+
+def rate_limit(request: HttpRequest, *, agent: Agent | None) -> RateLimitState | None:
+    """Count this request against its agent's (or, without one, its IP's) limit.
+
+    Idempotent per request: the first call counts, later ones return that result.
+    Raises RateLimitExceededError (429, with Retry-After) when the limit is hit.
+    """
+    django_request = _django_request(request)
+    if not hasattr(django_request, _STATE_ATTR):
+        if agent is not None:
+            state = _hit(
+                django_request,
+                group=AGENT_GROUP,
+                value=str(agent.pk),
+                rate=tier_limits(agent.tier).rate,
+            )
+        else:
+            state = _hit(
+                django_request,
+                group=IP_GROUP,
+                value=client_ip(django_request) or "unknown",
+                rate=settings.LITHTRIX_REGISTER_RATE,
+            )
+        setattr(django_request, _STATE_ATTR, state)
+    state = getattr(django_request, _STATE_ATTR)
+    if state is not None and state.limited:
+        raise RateLimitExceededError(headers={"Retry-After": str(state.reset)})
+    return state
+
+
+class RateLimitThrottle(BaseThrottle):
+    """DRF's default throttle: per agent when authenticated, else per client IP.
+
+    A view opts out with ``throttle_classes = []`` (Stripe's webhook does).
+    """
+
+    def allow_request(self, request, view) -> bool:
+        user = request.user
+        rate_limit(request, agent=user if isinstance(user, Agent) else None)
+        return True
+
+
+class RateLimitHeadersMiddleware:
+    """Adds RateLimit-* to every answer of a request whose rate limit was decided."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        state = getattr(request, _STATE_ATTR, None)
+        if state is not None:
+            for name, value in state.headers().items():
+                response[name] = value
+        return response

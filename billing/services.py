@@ -1,0 +1,96 @@
+"""Writes for metering: counting an agent's metered calls against its tier's cap."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from accounts.models import Agent, Tier
+from billing.models import DailyUsage
+from billing.tiers import tier_limits
+
+
+@dataclass(frozen=True)
+class MeterResult:
+    allowed: bool
+    # The agent's lifetime count after this call; None when the call was refused.
+    calls_total: int | None
+
+
+def _sql_names() -> dict[str, str]:
+    qn = connection.ops.quote_name
+    return {
+        "agent": qn(Agent._meta.db_table),
+        "usage": qn(DailyUsage._meta.db_table),
+    }
+
+
+# PostgreSQL: one statement. The UPDATE only matches while the call is allowed and
+# takes the row lock, so concurrent calls at the cap queue behind each other and
+# re-check the condition (READ COMMITTED re-evaluates WHERE on the new row version):
+# a Free agent gets exactly call_limit calls. The daily row is upserted from the
+# UPDATE's RETURNING, so a refused call writes nothing at all.
+_METER_SQL_POSTGRESQL = """
+WITH metered AS (
+    UPDATE {agent}
+       SET calls_total = calls_total + 1, last_call_at = %(now)s
+     WHERE id = %(agent_id)s AND (tier <> %(free)s OR calls_total < %(free_limit)s)
+ RETURNING id, calls_total
+), daily AS (
+    INSERT INTO {usage} (agent_id, date, calls)
+    SELECT id, %(today)s, 1 FROM metered
+    ON CONFLICT (agent_id, date) DO UPDATE SET calls = {usage}.calls + 1
+)
+SELECT calls_total FROM metered
+"""
+
+# SQLite has no data-modifying CTEs: the same two statements run in one transaction.
+# Transactions here BEGIN IMMEDIATE (settings), so the write lock is held from the
+# first statement and concurrent callers are serialised by the database.
+_METER_UPDATE_SQLITE = """
+UPDATE {agent}
+   SET calls_total = calls_total + 1, last_call_at = %(now)s
+ WHERE id = %(agent_id)s AND (tier <> %(free)s OR calls_total < %(free_limit)s)
+RETURNING calls_total
+"""
+_DAILY_UPSERT_SQLITE = """
+INSERT INTO {usage} (agent_id, date, calls) VALUES (%(agent_id)s, %(today)s, 1)
+ON CONFLICT (agent_id, date) DO UPDATE SET calls = calls + 1
+"""
+
+
+def meter_call(*, agent_id: uuid.UUID) -> MeterResult:
+    """Count one metered call for the agent if its tier allows it.
+
+    Guarantees, on PostgreSQL and SQLite alike: a Free agent's calls_total is
+    incremented only while it is below the Free call limit (never past it, under
+    any concurrency); Pro agents are counted without a cap; the agent's
+    last_call_at and its DailyUsage row for today (UTC) change in the same
+    transaction as the counter. A refused call changes nothing.
+    """
+    now = timezone.now()
+    params = {
+        "agent_id": Agent._meta.pk.get_db_prep_value(agent_id, connection),
+        "now": connection.ops.adapt_datetimefield_value(now),
+        "today": connection.ops.adapt_datefield_value(now.date()),
+        "free": Tier.FREE.value,
+        "free_limit": tier_limits(Tier.FREE).call_limit,
+    }
+    names = _sql_names()
+    if connection.vendor == "postgresql":
+        # A single statement is atomic on its own; no explicit transaction round trips.
+        with connection.cursor() as cursor:
+            cursor.execute(_METER_SQL_POSTGRESQL.format(**names), params)
+            row = cursor.fetchone()
+    else:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_METER_UPDATE_SQLITE.format(**names), params)
+            row = cursor.fetchone()
+            if row is not None:
+                cursor.execute(_DAILY_UPSERT_SQLITE.format(**names), params)
+    if row is None:
+        return MeterResult(allowed=False, calls_total=None)
+    return MeterResult(allowed=True, calls_total=row[0])

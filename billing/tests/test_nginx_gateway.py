@@ -1,0 +1,216 @@
+"""deploy/nginx/metering.conf, run by a real nginx in front of a product API."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+from django.conf import settings
+
+from accounts.models import Agent
+from billing.tests.helpers import set_calls_total
+
+CONFIG = Path(settings.BASE_DIR) / "deploy" / "nginx" / "metering.conf"
+
+
+def _nginx() -> str:
+    path = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
+    )
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("nginx is not installed: .ci/run installs it.")
+        pytest.skip("needs nginx")
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class _ProductApi(BaseHTTPRequestHandler):
+    """Stands for any product API: says what reached it."""
+
+    seen: list[dict] = []
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode() if length else ""
+        self.seen.append(
+            {
+                "method": self.command,
+                "path": self.path,
+                "agent_id": self.headers.get("X-Agent-Id"),
+                "agent_tier": self.headers.get("X-Agent-Tier"),
+                "body": body,
+            }
+        )
+        payload = json.dumps({"product": "ok"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def gateway(live_server, tmp_path):
+    """nginx on a free port: /v1/authorize on live_server, the product behind it."""
+    nginx = _nginx()
+    product = ThreadingHTTPServer(("127.0.0.1", 0), _ProductApi)
+    _ProductApi.seen = []
+    threading.Thread(target=product.serve_forever, daemon=True).start()
+    port = _free_port()
+    server_block = (
+        CONFIG.read_text()
+        .replace("${LITHTRIX_ADDR}", live_server.url.removeprefix("http://"))
+        .replace("${PRODUCT_ADDR}", f"127.0.0.1:{product.server_port}")
+        .replace("${LISTEN}", f"127.0.0.1:{port}")
+    )
+    (tmp_path / "metering.conf").write_text(server_block)
+    temp_paths = "\n".join(
+        f"    {name}_temp_path {tmp_path}/{name};"
+        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    (tmp_path / "nginx.conf").write_text(
+        f"""
+daemon off;
+master_process off;
+worker_processes 1;
+pid {tmp_path}/nginx.pid;
+error_log {tmp_path}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+{temp_paths}
+    include {tmp_path}/metering.conf;
+}}
+"""
+    )
+    process = subprocess.Popen(
+        [nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                log = tmp_path / "error.log"
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"nginx did not start: {log.read_text() if log.exists() else ''}")
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        product.shutdown()
+        product.server_close()
+
+
+def _calls_total(agent: Agent) -> int:
+    return Agent.objects.get(pk=agent.pk).calls_total
+
+
+@pytest.mark.django_db(transaction=True)
+def test_allowed_call_reaches_the_product_with_the_agent_from_lithtrix(gateway, registered):
+    response = requests.post(
+        gateway + "/search?q=1",
+        data=b'{"query": "x"}',
+        headers={
+            "Authorization": f"Bearer {registered.api_key}",
+            "X-Agent-Id": "someone-else",  # spoofing is overwritten
+            "Content-Type": "application/json",
+        },
+        timeout=10,
+    )
+
+    assert response.status_code == 200
+    assert response.json() == {"product": "ok"}
+    assert (response.headers["RateLimit-Limit"], response.headers["RateLimit-Remaining"]) == (
+        "60",
+        "59",
+    )
+    assert _ProductApi.seen == [
+        {
+            "method": "POST",
+            "path": "/search?q=1",
+            "agent_id": str(registered.agent.pk),
+            "agent_tier": "free",
+            "body": '{"query": "x"}',
+        }
+    ]
+    assert _calls_total(registered.agent) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bad_key_is_401_with_the_envelope(gateway, registered, api_client):
+    response = requests.get(gateway + "/search", timeout=10)
+
+    assert response.status_code == 401
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert response.json() == api_client.get("/v1/authorize").json()
+    assert _ProductApi.seen == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_over_the_cap_is_402_with_the_upgrade_url(gateway, registered, api_client):
+    set_calls_total(registered.agent, 300)
+    auth = {"Authorization": f"Bearer {registered.api_key}"}
+
+    response = requests.get(gateway + "/search", headers=auth, timeout=10)
+
+    assert response.status_code == 402
+    assert response.headers["Content-Type"] == "application/json"
+    direct = api_client.get("/v1/authorize", HTTP_AUTHORIZATION=auth["Authorization"])
+    assert response.json() == direct.json()
+    assert response.json()["upgrade_url"] == "/v1/billing/setup"
+    assert response.headers["RateLimit-Limit"] == "60"
+    assert response.headers["RateLimit-Remaining"] == "59"
+    assert _ProductApi.seen == []
+    assert _calls_total(registered.agent) == 300
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rate_limited_call_is_429_with_retry_after(
+    gateway, registered, api_client, settings, ratelimit_clock
+):
+    settings.LITHTRIX_FREE_RATE = "2/m"
+    auth = {"Authorization": f"Bearer {registered.api_key}"}
+    for _ in range(2):
+        assert requests.get(gateway + "/search", headers=auth, timeout=10).status_code == 200
+
+    response = requests.get(gateway + "/search", headers=auth, timeout=10)
+
+    assert response.status_code == 429
+    direct = api_client.get("/v1/authorize", HTTP_AUTHORIZATION=auth["Authorization"])
+    assert response.json() == direct.json()
+    assert int(response.headers["Retry-After"]) >= 1
+    assert response.headers["Retry-After"] == response.headers["RateLimit-Reset"]
+    assert (response.headers["RateLimit-Limit"], response.headers["RateLimit-Remaining"]) == (
+        "2",
+        "0",
+    )
+    assert len(_ProductApi.seen) == 2
+    assert _calls_total(registered.agent) == 2

@@ -1,0 +1,44 @@
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from rest_framework import viewsets
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from billing import selectors
+from billing.metering import meter_request
+from billing.serializers import BillingSerializer, UsageSerializer
+from keys.authentication import authenticate_key
+from lithtrix.errors import ApiError, api_error_response
+
+
+class BillingViewSet(viewsets.ViewSet):
+    """GET /v1/billing — tier, lifetime calls and the cap. Never metered."""
+
+    def retrieve(self, request: Request) -> Response:
+        return Response(BillingSerializer(selectors.billing_summary(agent=request.user)).data)
+
+
+class UsageViewSet(viewsets.ViewSet):
+    """GET /v1/usage — lifetime, this month's and the last 7 days' metered calls."""
+
+    def retrieve(self, request: Request) -> Response:
+        return Response(UsageSerializer(selectors.usage_summary(agent=request.user)).data)
+
+
+@csrf_exempt
+def authorize(request: HttpRequest) -> HttpResponse:
+    """ANY /v1/authorize — forward-auth for gateways: authenticate, rate-limit, meter.
+
+    A plain Django view: any method, the body is never read, and no DRF machinery
+    runs on the path every proxied call takes. 200 lets the call through; otherwise
+    the envelope (401, 402 OVER_LIMIT, 429) for the gateway to return.
+    """
+    try:
+        agent, _api_key = authenticate_key(request.headers.get("Authorization", ""))
+        meter_request(request, agent=agent)
+    except ApiError as error:
+        return api_error_response(error, request)
+    response = JsonResponse({"agent_id": str(agent.pk), "tier": agent.tier})
+    response["X-Agent-Id"] = str(agent.pk)
+    response["X-Agent-Tier"] = agent.tier
+    return response

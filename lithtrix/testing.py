@@ -1,0 +1,17 @@
+"""Assertions shared by the test suites."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def assert_envelope(response: Any, status: int, error_code: str) -> dict[str, Any]:
+    """The answer is the error envelope with this status and code; returns its body."""
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["status"] == "error"
+    assert body["error_code"] == error_code
+    assert isinstance(body["message"], str) and body["message"]
+    assert set(body) <= {"status", "error_code", "message", "details", "upgrade_url"}
+    return body
