@@ -19,3 +19,11 @@ def test_config_only_answers_get(local_stripe, api_client):
 
     assert response.status_code == 405
     assert response.json()["error_code"] == "METHOD_NOT_ALLOWED"
+
+
+def test_config_is_rate_limited_per_client_ip(local_stripe, settings, api_client):
+    settings.LITHTRIX_REGISTER_RATE = "2/m"
+
+    statuses = [api_client.get("/v1/billing/config").status_code for _ in range(3)]
+
+    assert statuses == [200, 200, 429]

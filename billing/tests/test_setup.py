@@ -12,6 +12,7 @@ from djstripe import models as djstripe_models
 
 from accounts.models import Agent, AgentEvent, Tier
 from billing.tests.conftest import TEST_SECRET_KEY
+from billing.tests.helpers import rate_headers, set_calls_total
 
 SETUP_URL = "/v1/billing/setup"
 UPGRADED = {
@@ -64,6 +65,29 @@ def test_setup_with_pm_card_visa_upgrades_to_pro_and_mirrors_stripe(
         "stripe_customer_id": agent.stripe_customer_id,
         "payment_method_id": default_pm,
         "subscription_id": None,
+    }
+
+
+def test_capped_free_agent_upgrades_and_is_no_longer_capped(local_stripe, api_client, registered):
+    set_calls_total(registered.agent, 300)
+    capped = api_client.get("/v1/authorize", **registered.auth)
+    assert capped.status_code == 402
+    assert capped.json()["error_code"] == "OVER_LIMIT"
+
+    assert setup(api_client, registered, "pm_card_visa").status_code == 200
+
+    allowed = api_client.get("/v1/authorize", **registered.auth)
+    assert allowed.status_code == 200
+    assert allowed["X-Agent-Tier"] == "pro"
+    assert rate_headers(allowed)[0] == 600
+    billing = api_client.get("/v1/billing", **registered.auth).json()
+    agent = Agent.objects.get(pk=registered.agent.pk)
+    assert billing == {
+        "tier": "pro",
+        "calls_total": 301,
+        "call_limit": None,
+        "over_limit": False,
+        "stripe_customer_id": agent.stripe_customer_id,
     }
 
 

@@ -320,3 +320,15 @@ def test_event_for_a_customer_of_no_agent_is_accepted_and_ignored(
     registered.agent.refresh_from_db()
     assert registered.agent.tier == Tier.FREE
     assert not AgentEvent.objects.filter(kind=AgentEvent.Kind.SUBSCRIPTION_ENDED).exists()
+
+
+def test_webhook_is_not_rate_limited(settings, endpoint, api_client):
+    settings.LITHTRIX_REGISTER_RATE = "1/m"
+    payload = stripe_event("customer.subscription.deleted", recorded("subscription"))
+
+    statuses = [
+        deliver(api_client, payload, HTTP_STRIPE_SIGNATURE="t=1,v1=00").status_code
+        for _ in range(3)
+    ]
+
+    assert statuses == [400, 400, 400]
