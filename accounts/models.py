@@ -39,8 +39,16 @@ class Agent(models.Model):
         indexes = [
             # The admin's over-limit filter and usage sort: tier = 'free' AND calls_total >= N.
             models.Index(fields=["tier", "calls_total"], name="agent_tier_calls_idx"),
-            models.Index(fields=["calls_total"], name="agent_calls_idx"),
+            # Sorting by usage: the admin orders by (calls_total, id), and with only
+            # calls_total indexed, ties (every agent at 0 calls) would be sorted in full.
+            models.Index(fields=["calls_total", "id"], name="agent_calls_id_idx"),
             models.Index(fields=["owner_identifier"], name="agent_owner_idx"),
+        ]
+        # Staff support actions (accounts/admin.py); viewing needs only view_agent.
+        permissions = [
+            ("reissue_key", "Can reissue an agent's API key"),
+            ("change_tier", "Can grant or remove Pro by hand"),
+            ("reset_usage", "Can reset an agent's usage counter"),
         ]
 
     def __str__(self) -> str:

@@ -20,6 +20,7 @@ class ApiKey(models.Model):
         verbose_name = "API key"
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["agent", "-created_at"], name="apikey_agent_idx")]
+        permissions = [("revoke_apikey", "Can revoke an API key")]
 
     def __str__(self) -> str:
         return f"{self.prefix}…"

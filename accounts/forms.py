@@ -1,0 +1,31 @@
+"""Forms of the staff admin's support actions (accounts/admin.py)."""
+
+from __future__ import annotations
+
+from django import forms
+
+from accounts.models import Tier
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        required=False,
+        max_length=1000,
+        help_text="Recorded in the audit trail with your user name.",
+    )
+
+    def __init__(self, *args, reason_required: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["reason"].required = reason_required
+
+
+class TierForm(ReasonForm):
+    tier = forms.ChoiceField(choices=Tier.choices, widget=forms.HiddenInput)
+
+
+class ReissueKeyForm(ReasonForm):
+    # The agent's active keys when the page was shown: a second submission (double
+    # click, reload of the new-key page) finds them changed and does nothing, instead
+    # of revoking the key just handed out.
+    active_keys = forms.CharField(widget=forms.HiddenInput, required=False)
