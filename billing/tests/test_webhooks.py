@@ -332,3 +332,19 @@ def test_webhook_is_not_rate_limited(settings, endpoint, api_client):
     ]
 
     assert statuses == [400, 400, 400]
+
+
+def test_failed_payment_is_visible_to_staff_on_the_agent_page(
+    stripe_account, pro_agent, api_client, admin_client
+):
+    invoice = recorded("invoice_payment_failed")
+    stripe_account.add(invoice)
+    assert deliver(api_client, stripe_event("invoice.payment_failed", invoice)).status_code == 200
+
+    page = admin_client.get(f"/admin/accounts/agent/{pro_agent.pk}/change/")
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Payment failed" in html
+    assert "Stripe could not collect invoice in_1RLtxProRenewal02." in html
+    assert f"/admin/djstripe/customer/?id={CUSTOMER}" in html
