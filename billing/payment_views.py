@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import logging
 
-import stripe
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
-from djstripe.models import WebhookEndpoint
 from djstripe.views import ProcessWebhookView
 from rest_framework import viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from billing import payments, stripe_client
+from billing import payments, stripe_client, webhooks
 from billing.payment_serializers import (
     BillingConfigSerializer,
     BillingSetupSerializer,
@@ -58,21 +56,6 @@ class BillingSetupViewSet(viewsets.ViewSet):
 _djstripe_webhook_view = ProcessWebhookView.as_view()
 
 
-def _endpoint_signed_for(request: HttpRequest) -> WebhookEndpoint | None:
-    """The endpoint whose secret signed this request (dj-stripe then checks it again)."""
-    payload = request.body.decode("utf-8", errors="replace")
-    signature = request.headers.get("stripe-signature", "")
-    for endpoint in WebhookEndpoint.objects.exclude(secret="").order_by("-djstripe_created"):
-        try:
-            stripe.WebhookSignature.verify_header(
-                payload, signature, endpoint.secret, endpoint.djstripe_tolerance
-            )
-        except stripe.SignatureVerificationError:
-            continue
-        return endpoint
-    return None
-
-
 @csrf_exempt
 def stripe_webhook_view(request: HttpRequest) -> HttpResponse:
     """POST /v1/billing/webhook — dj-stripe's signed webhook view for the configured endpoint.
@@ -95,7 +78,9 @@ def stripe_webhook_view(request: HttpRequest) -> HttpResponse:
         return errors.api_error_response(
             errors.ValidationError("Missing Stripe-Signature header."), request
         )
-    endpoint = _endpoint_signed_for(request)
+    endpoint = webhooks.endpoint_signed_for(
+        payload=request.body, signature=request.headers["stripe-signature"]
+    )
     if endpoint is None:
         return errors.api_error_response(
             errors.ValidationError("The Stripe signature does not match."), request

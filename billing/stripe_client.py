@@ -238,4 +238,6 @@ def webhook_endpoint_create(*, url: str, enabled_events: list[str], metadata: di
         url=url,
         enabled_events=enabled_events,
         metadata=metadata,
+        # Events in the API version this library speaks.
+        api_version=stripe.api_version,
     )

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import stripe
+from djstripe.models import WebhookEndpoint
+
 from billing import payments
 
 
@@ -19,6 +22,20 @@ def on_subscription_changed(sender: Any, event: Any, **kwargs: Any) -> None:
 
 def on_invoice_payment_failed(sender: Any, event: Any, **kwargs: Any) -> None:
     payments.invoice_payment_failed_record(event=event)
+
+
+def endpoint_signed_for(*, payload: bytes, signature: str) -> WebhookEndpoint | None:
+    """The endpoint whose secret signed ``payload`` (dj-stripe's view checks it again)."""
+    body = payload.decode("utf-8", errors="replace")
+    for endpoint in WebhookEndpoint.objects.exclude(secret="").order_by("-djstripe_created"):
+        try:
+            stripe.WebhookSignature.verify_header(
+                body, signature, endpoint.secret, endpoint.djstripe_tolerance
+            )
+        except stripe.SignatureVerificationError:
+            continue
+        return endpoint
+    return None
 
 
 def connect() -> None:

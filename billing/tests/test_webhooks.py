@@ -13,6 +13,7 @@ import time
 import uuid
 
 import pytest
+import stripe
 from djstripe import models as djstripe_models
 
 from accounts.models import Agent, AgentEvent, Tier
@@ -35,7 +36,7 @@ def stripe_event(event_type: str, obj: dict, *, created: int | None = None) -> s
         {
             "id": f"evt_{uuid.uuid4().hex[:24]}",
             "object": "event",
-            "api_version": "2026-05-27.dahlia",
+            "api_version": stripe.api_version,
             "created": created or int(time.time()),
             "data": {"object": obj, "previous_attributes": {}},
             "livemode": False,
