@@ -74,12 +74,14 @@ def billing_setup(*, agent: Agent, payment_method_id: str) -> Agent:
             agent_id=agent_id, customer_id=customer_id, payment_method_id=payment_method.id
         )
 
-        # Stripe succeeded: mirror it and change the tier, all or nothing.
+        # Stripe succeeded: mirror it and change the tier, all or nothing. (dj-stripe
+        # may fetch related objects while mirroring: Stripe errors there are ours too.)
         api_key = stripe_client.api_key()
-        djstripe_models.Customer.sync_from_stripe_data(customer, api_key=api_key)
-        djstripe_models.PaymentMethod.sync_from_stripe_data(payment_method, api_key=api_key)
-        if subscription is not None:
-            djstripe_models.Subscription.sync_from_stripe_data(subscription, api_key=api_key)
+        with stripe_client.translated_errors("djstripe.sync"):
+            djstripe_models.Customer.sync_from_stripe_data(customer, api_key=api_key)
+            djstripe_models.PaymentMethod.sync_from_stripe_data(payment_method, api_key=api_key)
+            if subscription is not None:
+                djstripe_models.Subscription.sync_from_stripe_data(subscription, api_key=api_key)
         if locked.stripe_customer_id != customer_id:
             Agent.objects.filter(pk=locked.pk).update(
                 stripe_customer_id=customer_id, updated_at=timezone.now()

@@ -113,7 +113,7 @@ def publishable_key() -> str:
 
 
 @contextmanager
-def _translated_errors(action: str, *, missing_field: str | None = None) -> Iterator[None]:
+def translated_errors(action: str, *, missing_field: str | None = None) -> Iterator[None]:
     """Stripe's exceptions -> the API's errors. Messages never carry a key.
 
     ``missing_field``: the request field whose Stripe id, when Stripe does not know
@@ -148,7 +148,7 @@ def _log_provider_error(action: str, exc: stripe.StripeError) -> None:
 
 
 def _call(action: str, fn: Callable[..., T], /, *args: Any, **params: Any) -> T:
-    with _translated_errors(action):
+    with translated_errors(action):
         return fn(*args, api_key=api_key(), **params)
 
 
@@ -173,7 +173,7 @@ def customer_create(*, agent_id: str, agent_name: str, idempotency_key: str) -> 
 
 def payment_method_attach(*, payment_method_id: str, customer_id: str) -> stripe.PaymentMethod:
     """Attach a PaymentMethod to a customer: 402 when declined, 400 when Stripe does not know it."""
-    with _translated_errors("payment_method.attach", missing_field="payment_method_id"):
+    with translated_errors("payment_method.attach", missing_field="payment_method_id"):
         return stripe.PaymentMethod.attach(
             payment_method_id, customer=customer_id, api_key=api_key()
         )
@@ -192,7 +192,7 @@ def customer_set_default_payment_method(
 
 def subscriptions_of(*, customer_id: str) -> list[stripe.Subscription]:
     """All of a customer's subscriptions, ended ones included."""
-    with _translated_errors("subscription.list"):
+    with translated_errors("subscription.list"):
         page = stripe.Subscription.list(
             customer=customer_id, status="all", limit=100, api_key=api_key()
         )

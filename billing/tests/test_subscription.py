@@ -173,3 +173,20 @@ def test_setup_with_an_unpaid_subscription_and_a_declined_card_stays_free(
     assert response.json()["message"] == "Your card has insufficient funds."
     assert_agent_untouched(registered.agent)
     assert stripe_account.calls_to("POST", "/v1/subscriptions") == 0
+
+
+def test_stripe_failing_while_mirroring_is_502_and_changes_nothing(
+    stripe_account, api_client, registered
+):
+    # dj-stripe fetches the customer's default payment method while mirroring it.
+    stripe_account.routes[("GET", "/v1/payment_methods/pm_1RLtxVisa4242Card01")] = lambda p: (
+        503,
+        recorded("api_error"),
+    )
+
+    response = setup(api_client, registered, "pm_card_visa")
+
+    assert response.status_code == 502
+    assert response.json()["error_code"] == "PAYMENT_PROVIDER_ERROR"
+    assert_agent_untouched(registered.agent)
+    assert not djstripe_models.Subscription.objects.exists()
