@@ -98,3 +98,7 @@ def test_make_run_with_stripe_keys_starts_nothing_local(monkeypatch, capfd):
 
     assert code == 0
     assert capfd.readouterr().out.strip() == "stripe"
+
+
+def test_localstripe_of_the_suite_listens_on_loopback_only(localstripe_url):
+    assert localstripe_url.startswith("http://127.0.0.1:")
