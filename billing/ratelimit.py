@@ -12,6 +12,8 @@ follows, errors included.
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,12 +24,17 @@ from rest_framework.throttling import BaseThrottle
 
 from accounts.models import Agent
 from billing.tiers import tier_limits
-from lithtrix.errors import RateLimitExceededError
+from lithtrix.errors import InternalError, RateLimitExceededError
 from lithtrix.http import client_ip
 
 AGENT_GROUP = "lithtrix.agent"
 IP_GROUP = "lithtrix.ip"
 _STATE_ATTR = "lithtrix_rate_limit"
+# One IPv6 client usually holds a whole /64; counting per address would let it
+# register without limit. IPv4 addresses count one by one.
+IPV6_PREFIX = 64
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,20 +54,43 @@ class RateLimitState:
 
 def _hit(request: HttpRequest, *, group: str, value: str, rate: str) -> RateLimitState | None:
     """Count one request in ``value``'s bucket of ``group``; None when limits are disabled."""
-    usage = get_usage(
-        request, group=group, key=lambda _group, _request: value, rate=rate, increment=True
-    )
-    if usage is None:  # RATELIMIT_ENABLE = False
-        return None
+    for _attempt in range(2):
+        usage = get_usage(
+            request, group=group, key=lambda _group, _request: value, rate=rate, increment=True
+        )
+        if usage is None:  # RATELIMIT_ENABLE = False
+            return None
+        # A counted request makes the count at least 1; 0 is django-ratelimit's sign
+        # that the cache failed (e.g. the key expired between its add and incr, when
+        # nothing was counted: trying again is safe).
+        if usage["count"]:
+            break
+    else:
+        logger.error("Rate-limit counter unavailable for group %s", group)
+        raise InternalError()
     # django-ratelimit's windows are whole seconds: the current one covers every
     # second up to ``time_left`` from now and ends when the next second starts, so
-    # the time left rounded up is time_left + 1.
+    # the time left rounded up is time_left + 1. (A request that straddled the end
+    # of its window sees a negative time_left: the next window starts within 1 s.)
     return RateLimitState(
         limit=usage["limit"],
         remaining=max(0, usage["limit"] - usage["count"]),
         reset=max(1, usage["time_left"] + 1),
         limited=usage["should_limit"],
     )
+
+
+def ip_bucket(ip: str | None) -> str:
+    """The rate-limit bucket of a client address: itself, or its /64 for IPv6."""
+    if not ip:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/{IPV6_PREFIX}", strict=False))
+    return str(address)
 
 
 def _django_request(request: HttpRequest) -> HttpRequest:
@@ -86,7 +116,7 @@ def rate_limit(request: HttpRequest, *, agent: Agent | None) -> RateLimitState |
             state = _hit(
                 django_request,
                 group=IP_GROUP,
-                value=client_ip(django_request) or "unknown",
+                value=ip_bucket(client_ip(django_request)),
                 rate=settings.LITHTRIX_REGISTER_RATE,
             )
         setattr(django_request, _STATE_ATTR, state)

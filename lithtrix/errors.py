@@ -12,6 +12,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, JsonResponse
+from django_ratelimit.exceptions import Ratelimited
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 
@@ -180,6 +181,10 @@ def to_api_error(exc: BaseException) -> ApiError:
         return RateLimitExceededError(headers={"Retry-After": str(wait)})
     if isinstance(exc, RequestDataTooBig):
         return PayloadTooLargeError()
+    if isinstance(exc, Ratelimited):
+        # django-ratelimit's decorator (a PermissionDenied) does not say when its
+        # window ends; the project's own limits (billing.ratelimit) do.
+        return RateLimitExceededError(headers={"Retry-After": "60"})
     if isinstance(exc, drf_exceptions.PermissionDenied | PermissionDenied):
         return PermissionDeniedError()
     if isinstance(exc, SuspiciousOperation):
@@ -241,4 +246,6 @@ def bad_request_view(request: HttpRequest, exception: Exception | None = None) -
 def permission_denied_view(
     request: HttpRequest, exception: Exception | None = None
 ) -> JsonResponse:
+    if isinstance(exception, Ratelimited):
+        return api_error_response(to_api_error(exception), request)
     return api_error_response(PermissionDeniedError(), request)

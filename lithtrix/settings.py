@@ -107,7 +107,8 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Django's RedisCache with an atomic, one-round-trip incr (billing/cache.py).
+            "BACKEND": "billing.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": os.environ.get("LITHTRIX_CACHE_PREFIX", "lithtrix"),
             "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
@@ -126,8 +127,8 @@ if not REDIS_URL and not DEBUG and not LITHTRIX_SINGLE_PROCESS:
     )
 RATELIMIT_USE_CACHE = "default"
 SILENCED_SYSTEM_CHECKS = [
-    # Django's own RedisCache is not on django-ratelimit's list, but it is shared
-    # and increments atomically (INCR).
+    # Django's RedisCache (billing.cache's is one) is not on django-ratelimit's list,
+    # but it is shared and increments atomically.
     "django_ratelimit.W001",
 ]
 if not REDIS_URL:

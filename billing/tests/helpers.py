@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 from accounts.models import Agent
+from lithtrix.testing import assert_envelope
+
+__all__ = ["assert_envelope", "rate_headers", "set_calls_total"]
 
 
 def set_calls_total(agent: Agent, calls_total: int) -> None:
     Agent.objects.filter(pk=agent.pk).update(calls_total=calls_total)
     agent.calls_total = calls_total
-
-
-def assert_envelope(response, status: int, error_code: str) -> dict:
-    assert response.status_code == status, response.content
-    assert response["Content-Type"] == "application/json"
-    body = response.json()
-    assert body["status"] == "error"
-    assert body["error_code"] == error_code
-    assert isinstance(body["message"], str) and body["message"]
-    return body
 
 
 def rate_headers(response) -> tuple[int, int, int]:

@@ -17,6 +17,12 @@ def calls_total(agent: Agent) -> int:
     return Agent.objects.get(pk=agent.pk).calls_total
 
 
+def test_every_method_of_a_metered_view_is_metered(api_client, registered):
+    assert api_client.get(METERED, **registered.auth).status_code == 200
+    assert api_client.post(METERED, {}, format="json", **registered.auth).status_code == 200
+    assert calls_total(registered.agent) == 2
+
+
 def test_metered_view_counts_each_call(api_client, registered):
     for expected in (1, 2):
         response = api_client.get(METERED, **registered.auth)
@@ -56,6 +62,15 @@ def test_metered_view_without_a_key_is_401(api_client, registered):
 
 
 def test_wrong_method_is_405_and_not_metered(api_client, registered):
-    response = api_client.post(METERED, {}, format="json", **registered.auth)
+    response = api_client.put(METERED, {}, format="json", **registered.auth)
     assert_envelope(response, 405, "METHOD_NOT_ALLOWED")
+    assert calls_total(registered.agent) == 0
+
+
+def test_options_is_rate_limited_but_not_metered(api_client, registered):
+    # The view has a POST action: DRF's metadata checks permissions as if POSTed.
+    response = api_client.options(METERED, **registered.auth)
+    assert response.status_code == 200
+    assert "POST" in response["Allow"]
+    assert rate_headers(response)[:2] == (60, 59)
     assert calls_total(registered.agent) == 0

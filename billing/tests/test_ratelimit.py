@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from accounts.services import agent_set_tier
+from billing.ratelimit import ip_bucket
 from billing.tests.helpers import assert_envelope, rate_headers
 
 # Every endpoint that takes a key, with the method that reaches its view.
@@ -195,3 +196,67 @@ def test_a_view_can_opt_out_of_rate_limits(api_client, ratelimit_clock, settings
         response = api_client.post("/v1/test/unlimited", {}, format="json")
         assert response.status_code == 200
         assert "RateLimit-Limit" not in response
+
+
+@pytest.mark.django_db
+def test_ipv6_clients_are_limited_per_64_prefix(api_client, settings):
+    settings.LITHTRIX_REGISTER_RATE = "1/m"
+    assert register(api_client, 0, REMOTE_ADDR="2001:db8:1:2::1").status_code == 201
+    assert register(api_client, 1, REMOTE_ADDR="2001:db8:1:2:ffff::9").status_code == 429
+    assert register(api_client, 2, REMOTE_ADDR="2001:db8:1:3::1").status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("ip", "bucket"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("2001:DB8:1:2::1", "2001:db8:1:2::/64"),
+        (None, "unknown"),
+    ],
+)
+def test_ip_bucket(ip, bucket):
+    assert ip_bucket(ip) == bucket
+
+
+CACHE_FAILED = {"count": 0, "limit": 0, "should_limit": True, "time_left": -1}
+
+
+@pytest.mark.django_db
+def test_unreadable_counter_is_an_internal_error_not_a_429(api_client, registered, monkeypatch):
+    # django-ratelimit reports a cache failure as a refusal with count 0.
+    monkeypatch.setattr("billing.ratelimit.get_usage", lambda *a, **k: dict(CACHE_FAILED))
+    response = api_client.get("/v1/me", **registered.auth)
+    assert_envelope(response, 500, "INTERNAL_ERROR")
+    assert "RateLimit-Limit" not in response
+
+
+@pytest.mark.django_db
+def test_a_counter_failure_is_tried_once_more(api_client, registered, monkeypatch):
+    answers = iter(
+        [dict(CACHE_FAILED), {"count": 1, "limit": 60, "should_limit": False, "time_left": 30}]
+    )
+    monkeypatch.setattr("billing.ratelimit.get_usage", lambda *a, **k: next(answers))
+    response = api_client.get("/v1/me", **registered.auth)
+    assert response.status_code == 200
+    assert rate_headers(response) == (60, 59, 31)
+
+
+@pytest.mark.django_db
+def test_request_that_straddles_the_window_end_is_answered(api_client, registered, monkeypatch):
+    # The window ended while the request was being counted: time_left is negative.
+    usage = {"count": 5, "limit": 60, "should_limit": False, "time_left": -2}
+    monkeypatch.setattr("billing.ratelimit.get_usage", lambda *a, **k: dict(usage))
+    response = api_client.get("/v1/me", **registered.auth)
+    assert response.status_code == 200
+    assert rate_headers(response) == (60, 55, 1)
+
+
+@pytest.mark.django_db
+@pytest.mark.urls("billing.tests.urls")
+@pytest.mark.parametrize("path", ["/v1/test/decorated", "/v1/test/decorated-plain"])
+def test_django_ratelimit_decorator_refusal_is_the_429_envelope(client, path):
+    assert client.get(path).status_code == 200
+    response = client.get(path)
+    assert_envelope(response, 429, "RATE_LIMIT_EXCEEDED")
+    assert int(response["Retry-After"]) >= 1

@@ -1,18 +1,30 @@
 """The project's routes plus probe views for the metering permission and opt-outs."""
 
+from django.http import JsonResponse
 from django.urls import path
-from rest_framework import viewsets
+from django.utils.decorators import method_decorator
+from django_ratelimit.decorators import ratelimit
+from rest_framework import serializers, viewsets
 from rest_framework.response import Response
 
 from billing.permissions import Metered
 from lithtrix.urls import urlpatterns as project_urlpatterns
 
 
-class MeteredProbeViewSet(viewsets.ViewSet):
+class ProbeSerializer(serializers.Serializer):
+    note = serializers.CharField(required=False)
+
+
+class MeteredProbeViewSet(viewsets.GenericViewSet):
+    # Generic, so DRF's OPTIONS metadata checks permissions for its POST action too.
     permission_classes = [Metered]
+    serializer_class = ProbeSerializer
 
     def list(self, request):
         return Response({"agent_id": str(request.user.pk)})
+
+    def create(self, request):
+        return Response({"created": True})
 
 
 class UnlimitedProbeViewSet(viewsets.ViewSet):
@@ -24,8 +36,27 @@ class UnlimitedProbeViewSet(viewsets.ViewSet):
         return Response({"ok": True})
 
 
+@ratelimit(key="ip", rate="1/m", block=True)
+def decorated_plain_view(request):
+    return JsonResponse({"ok": True})
+
+
+class DecoratedViewSet(viewsets.ViewSet):
+    authentication_classes: list = []
+    permission_classes: list = []
+    throttle_classes: list = []
+
+    @method_decorator(ratelimit(key="ip", rate="1/m", block=True))
+    def list(self, request):
+        return Response({"ok": True})
+
+
 urlpatterns = [
-    path("v1/test/metered", MeteredProbeViewSet.as_view({"get": "list"})),
+    path("v1/test/decorated-plain", decorated_plain_view),
+    path("v1/test/decorated", DecoratedViewSet.as_view({"get": "list"})),
+    path("v1/test/metered", MeteredProbeViewSet.as_view({"get": "list", "post": "create"})),
     path("v1/test/unlimited", UnlimitedProbeViewSet.as_view({"post": "create"})),
     *project_urlpatterns,
 ]
+
+handler403 = "lithtrix.errors.permission_denied_view"
