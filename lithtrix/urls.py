@@ -1,9 +1,10 @@
 """/v1 routes. Each maps one path to one viewset action; the rest of /v1 is a 404 envelope."""
 
 from django.contrib import admin
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 
 from accounts.views import MeViewSet, RegisterViewSet
+from billing.payment_views import BillingConfigViewSet, BillingSetupViewSet, stripe_webhook_view
 from billing.views import BillingViewSet, UsageViewSet, authorize
 from keys.views import KeyViewSet
 from lithtrix import errors, health
@@ -16,6 +17,13 @@ v1 = [
     path("v1/billing", BillingViewSet.as_view({"get": "retrieve"}), name="billing"),
     path("v1/usage", UsageViewSet.as_view({"get": "retrieve"}), name="usage"),
     path("v1/authorize", authorize, name="authorize"),
+    path(
+        "v1/billing/config",
+        BillingConfigViewSet.as_view({"get": "retrieve"}),
+        name="billing-config",
+    ),
+    path("v1/billing/setup", BillingSetupViewSet.as_view({"post": "create"}), name="billing-setup"),
+    path("v1/billing/webhook", stripe_webhook_view, name="billing-webhook"),
 ]
 
 # The service itself: discovery, API description, probes for load balancers.
@@ -31,6 +39,8 @@ urlpatterns = [
     *v1,
     *service,
     path("admin/", admin.site.urls),
+    # dj-stripe's signed webhook view: stripe/webhook/<uuid> (one URL per WebhookEndpoint row).
+    path("stripe/", include("djstripe.urls", namespace="djstripe")),
     # Django's technical 404 page would answer here when DEBUG is on; the API never
     # answers with HTML, so unknown /v1 paths get the envelope in every mode.
     re_path(r"^v1(?:/.*)?$", errors.not_found_view),

@@ -1,0 +1,85 @@
+"""`make run`'s Stripe: localstripe on loopback unless Stripe is configured.
+
+    python -m billing.devstripe COMMAND...
+    (make run: python -m billing.devstripe .venv/bin/python manage.py runserver ... HOST:PORT)
+
+- Any of STRIPE_SECRET_KEY, STRIPE_PUBLISHABLE_KEY or STRIPE_API_BASE set: runs
+  COMMAND unchanged; nothing local starts and only the configured Stripe is called.
+- LITHTRIX_LOCAL_STRIPE=off: the same (billing then answers 503 BILLING_UNAVAILABLE).
+- Otherwise: starts localstripe on 127.0.0.1 (a free port, fresh in-memory state),
+  gives COMMAND test keys and STRIPE_API_BASE, prepares dj-stripe's Account/APIKey
+  rows and a webhook from localstripe to COMMAND's HOST:PORT, runs COMMAND, and
+  stops localstripe when COMMAND ends.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+from billing.localstripe_server import start_subprocess, stop_subprocess
+
+LOCAL_SECRET_KEY = "sk_test_lithtrixLocalDevelopment0000"  # noqa: S105 - for localstripe only
+LOCAL_PUBLISHABLE_KEY = "pk_test_lithtrixLocalDevelopment0000"
+STRIPE_VARIABLES = ("STRIPE_SECRET_KEY", "STRIPE_PUBLISHABLE_KEY", "STRIPE_API_BASE")
+
+
+def _webhook_url(command: list[str]) -> str | None:
+    """http://HOST:PORT/v1/billing/webhook from runserver's address argument."""
+    for arg in reversed(command):
+        if re.fullmatch(r"[\w.-]+:\d+", arg):
+            return f"http://{arg}/v1/billing/webhook"
+    return None
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def main(command: list[str]) -> int:
+    if not command:
+        print(__doc__, file=sys.stderr)
+        return 2
+    configured = any(os.environ.get(name) for name in STRIPE_VARIABLES)
+    if configured or os.environ.get("LITHTRIX_LOCAL_STRIPE", "").lower() in {"off", "0", "no"}:
+        return subprocess.call(command)  # noqa: S603 - the developer's own command
+
+    signal.signal(signal.SIGTERM, _terminate)
+    localstripe, api_base = start_subprocess()
+    child = None
+    try:
+        env = {
+            **os.environ,
+            "STRIPE_SECRET_KEY": LOCAL_SECRET_KEY,
+            "STRIPE_PUBLISHABLE_KEY": LOCAL_PUBLISHABLE_KEY,
+            "STRIPE_API_BASE": api_base,
+        }
+        setup = [sys.executable, "manage.py", "billing_localstripe_setup"]
+        webhook_url = _webhook_url(command)
+        if webhook_url:
+            setup += ["--webhook-url", webhook_url]
+        subprocess.run(setup, env=env, check=True)  # noqa: S603
+        print(
+            f"Stripe: localstripe at {api_base} (test keys; pm_card_visa works, "
+            "pm_card_visa_chargeDeclined declines). Set STRIPE_* to use Stripe.",
+            flush=True,
+        )
+        child = subprocess.Popen(command, env=env)  # noqa: S603
+        return child.wait()
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if child is not None and child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        stop_subprocess(localstripe)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,92 @@
+"""Run localstripe (a Stripe-compatible test server) on loopback with fresh state.
+
+localstripe's own CLI binds every interface (``::``) and loads, then rewrites on
+every change, a pickle shared by all its instances (/tmp/localstripe.pickle).
+This runs the same aiohttp application on 127.0.0.1 only, with its state in
+memory only: each start is what ``--from-scratch`` gives, and concurrent instances
+(tests, several checkouts) never see each other's data.
+
+    python -m billing.localstripe_server [--host 127.0.0.1] [--port 0]
+
+Port 0 picks a free port. The first line on stdout is
+``localstripe listening on http://HOST:PORT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    from aiohttp import web
+    from localstripe import resources
+
+    # In-memory state only (see the module docstring).
+    resources.Store.dump_to_disk = lambda self: None  # type: ignore[method-assign]
+    resources.Store.try_load_from_disk = lambda self: None  # type: ignore[method-assign]
+
+    from localstripe.server import app
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    host, port = sock.getsockname()[:2]
+    print(f"localstripe listening on http://{host}:{port}", flush=True)
+
+    logging.basicConfig(level=logging.WARNING)
+    web.run_app(app, sock=sock, print=None, access_log=None, handle_signals=True)
+
+
+def start_subprocess(*, timeout: float = 15.0) -> tuple[subprocess.Popen, str]:
+    """Start the server in a child process; returns it and its base URL once it answers."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "billing.localstripe_server", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline().strip()
+    if not line.startswith("localstripe listening on "):
+        process.kill()
+        raise RuntimeError(f"localstripe did not start: {line!r}")
+    url = line.rsplit(" ", 1)[1]
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            # Any HTTP answer (401 without a key) means it is serving.
+            urllib.request.urlopen(f"{url}/v1/customers", timeout=1)  # noqa: S310 - loopback
+        except urllib.error.HTTPError:
+            return process, url
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError("localstripe did not answer") from None
+            time.sleep(0.05)
+        else:
+            return process, url
+
+
+def stop_subprocess(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+if __name__ == "__main__":
+    main()

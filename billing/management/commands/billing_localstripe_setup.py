@@ -1,0 +1,57 @@
+"""Prepare dj-stripe for a localstripe server (what `make run` does by itself).
+
+Creates the Account and APIKey rows dj-stripe would otherwise fetch with
+GET /v1/account (localstripe has no such route) and, with --webhook-url,
+registers that URL with localstripe and records the matching WebhookEndpoint row.
+Reads STRIPE_SECRET_KEY and STRIPE_API_BASE from the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import urllib.request
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from billing import payments
+
+LOCAL_ENDPOINT_ID = "we_localstripe"
+
+
+class Command(BaseCommand):
+    help = "Create dj-stripe's Account/APIKey rows (and a webhook) for a localstripe server."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--webhook-url", help="Where localstripe should send events")
+
+    def handle(self, *args, webhook_url: str | None, **options) -> None:
+        key = settings.STRIPE_SECRET_KEY
+        if not key.startswith("sk_test_"):
+            raise CommandError(
+                "STRIPE_SECRET_KEY must be a test key (sk_test_...) for localstripe."
+            )
+        if not settings.STRIPE_API_BASE:
+            raise CommandError("STRIPE_API_BASE must point at the localstripe server.")
+        payments.local_stripe_account_ensure(secret_key=key)
+        self.stdout.write("dj-stripe Account and APIKey rows ready for localstripe.")
+        if webhook_url:
+            secret = f"whsec_{secrets.token_hex(16)}"
+            body = json.dumps(
+                {"url": webhook_url, "secret": secret, "events": payments.WEBHOOK_EVENTS}
+            )
+            request = urllib.request.Request(  # noqa: S310 - the configured local server
+                f"{settings.STRIPE_API_BASE.rstrip('/')}/_config/webhooks/lithtrix",
+                data=body.encode(),
+                method="POST",
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=5):  # noqa: S310
+                pass
+            payments.webhook_endpoint_register(
+                url=webhook_url, secret=secret, endpoint_id=LOCAL_ENDPOINT_ID, livemode=False
+            )
+            self.stdout.write(
+                f"localstripe sends {json.dumps(payments.WEBHOOK_EVENTS)} to {webhook_url}"
+            )

@@ -1,0 +1,295 @@
+"""Stripe billing writes: the Free -> Pro upgrade, Stripe's events, local set-up.
+
+Stripe is reached only through billing.stripe_client; dj-stripe's tables mirror
+what Stripe answered. Services never import DRF.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from djstripe import models as djstripe_models
+
+from accounts.models import Agent, AgentEvent, Tier
+from accounts.services import agent_set_tier
+from billing import stripe_client
+from lithtrix.errors import PaymentFailedError
+
+logger = logging.getLogger("billing.payments")
+
+# Events the project acts on (and asks Stripe to send).
+WEBHOOK_EVENTS = [
+    "customer.subscription.deleted",
+    "customer.subscription.updated",
+    "invoice.payment_failed",
+]
+
+
+def _stripe_id(value: Any) -> str | None:
+    """The id of a Stripe reference, expanded (an object) or not (a string)."""
+    if value is None or isinstance(value, str):
+        return value
+    return value["id"]
+
+
+def billing_setup(*, agent: Agent, payment_method_id: str) -> Agent:
+    """Attach ``payment_method_id`` to the agent's Stripe Customer and make the agent Pro.
+
+    Guarantees:
+    - The customer link, dj-stripe's mirror rows, the tier change and the audit rows
+      commit in one transaction, after every Stripe call succeeded. A decline
+      (PaymentFailedError) or a provider failure (PaymentProviderError) leaves the
+      agent exactly as it was.
+    - One Stripe Customer per agent: reused once linked; created with an idempotency
+      key derived from the agent id, so a retried request gets the same customer.
+    - One Pro subscription per agent (when STRIPE_PRO_PRICE_ID is set): Stripe's list
+      of the customer's subscriptions is checked first, so calling setup again,
+      also after a lost response, never creates a second.
+    - Concurrent setups of one agent run one after the other (agent row lock).
+    - Called again as Pro, it makes the new payment method the invoice default.
+    """
+    stripe_client.require_configured()
+    with transaction.atomic():
+        locked = Agent.objects.select_for_update().get(pk=agent.pk)
+        agent_id = str(locked.pk)
+        customer_id = locked.stripe_customer_id
+        if not customer_id:
+            customer_id = stripe_client.customer_create(
+                agent_id=agent_id,
+                agent_name=locked.agent_name,
+                idempotency_key=f"lithtrix-customer-{agent_id}",
+            ).id
+        payment_method = stripe_client.payment_method_attach(
+            payment_method_id=payment_method_id, customer_id=customer_id
+        )
+        customer = stripe_client.customer_set_default_payment_method(
+            customer_id=customer_id, payment_method_id=payment_method.id
+        )
+        subscription = _pro_subscription_ensure(
+            agent_id=agent_id, customer_id=customer_id, payment_method_id=payment_method.id
+        )
+
+        # Stripe succeeded: mirror it and change the tier, all or nothing. (dj-stripe
+        # may fetch related objects while mirroring: Stripe errors there are ours too.)
+        api_key = stripe_client.api_key()
+        with stripe_client.translated_errors("djstripe.sync"):
+            djstripe_models.Customer.sync_from_stripe_data(customer, api_key=api_key)
+            djstripe_models.PaymentMethod.sync_from_stripe_data(payment_method, api_key=api_key)
+            if subscription is not None:
+                djstripe_models.Subscription.sync_from_stripe_data(subscription, api_key=api_key)
+        if locked.stripe_customer_id != customer_id:
+            Agent.objects.filter(pk=locked.pk).update(
+                stripe_customer_id=customer_id, updated_at=timezone.now()
+            )
+        facts = {
+            "stripe_customer_id": customer_id,
+            "payment_method_id": payment_method.id,
+            "subscription_id": subscription.id if subscription is not None else None,
+        }
+        AgentEvent.objects.create(
+            agent=locked,
+            kind=AgentEvent.Kind.PAYMENT_METHOD_SET,
+            reason="Payment method attached through POST /v1/billing/setup.",
+            data=facts,
+        )
+        agent_set_tier(
+            agent=locked, tier=Tier.PRO, reason="Upgraded through billing setup.", data=facts
+        )
+    agent.tier = Tier.PRO
+    agent.stripe_customer_id = customer_id
+    logger.info("agent %s upgraded to pro (customer %s)", agent_id, customer_id)
+    return agent
+
+
+def _pro_subscription_ensure(*, agent_id: str, customer_id: str, payment_method_id: str) -> Any:
+    """The live Pro subscription of the customer, else a new one; None without a price.
+
+    A subscription behind on payment (past_due, unpaid) has its open invoice paid
+    with the new payment method: Stripe does not retry an unpaid one by itself.
+    """
+    price_id = settings.STRIPE_PRO_PRICE_ID
+    if not price_id:
+        return None
+    existing = stripe_client.subscriptions_of(customer_id=customer_id)
+    for subscription in existing:
+        if subscription["status"] in stripe_client.ENDED_STATUSES:
+            continue
+        if subscription["status"] in stripe_client.ENTITLED_STATUSES - {"past_due"}:
+            return subscription
+        return _subscription_settle(subscription, payment_method_id=payment_method_id)
+    # The key changes only when a subscription ends, so a retry of this very
+    # request reuses the subscription it created, and a re-subscription after a
+    # cancellation is not answered with the cancelled one.
+    return stripe_client.subscription_create(
+        customer_id=customer_id,
+        price_id=price_id,
+        agent_id=agent_id,
+        idempotency_key=f"lithtrix-pro-{customer_id}-{len(existing)}",
+    )
+
+
+def _subscription_settle(subscription: Any, *, payment_method_id: str) -> Any:
+    """Pay the latest open invoice of a subscription behind on payment; its state after."""
+    invoice_id = _stripe_id(subscription["latest_invoice"])
+    if invoice_id:
+        invoice = stripe_client.invoice_retrieve(invoice_id=invoice_id)
+        if invoice["status"] == "open":
+            stripe_client.invoice_pay(invoice_id=invoice_id, payment_method_id=payment_method_id)
+    subscription = stripe_client.subscription_retrieve(subscription_id=subscription["id"])
+    if subscription["status"] not in stripe_client.ENTITLED_STATUSES:
+        raise PaymentFailedError(
+            "The Pro subscription could not be brought up to date with this payment method."
+        )
+    return subscription
+
+
+# --- Stripe's events (called from billing.webhooks after dj-stripe mirrored them) ---
+
+
+def _agent_of_customer(customer: Any) -> Agent | None:
+    customer_id = _stripe_id(customer)
+    if not customer_id:
+        return None
+    return Agent.objects.filter(stripe_customer_id=customer_id).first()
+
+
+@transaction.atomic
+def subscription_event_apply(*, event: djstripe_models.Event) -> bool:
+    """Put the agent back on Free when its subscription stopped entitling it to Pro.
+
+    Decides on the current state, not on the event: dj-stripe has just re-fetched
+    the subscription from Stripe and mirrored it. A duplicate, late or
+    out-of-order event therefore changes nothing the current state does not call
+    for, and agent_set_tier changes the tier once. Returns True when it changed it.
+    """
+    data = event.data["object"]
+    agent = _agent_of_customer(data.get("customer"))
+    if agent is None:
+        logger.info("event %s: no agent for customer %s", event.id, data.get("customer"))
+        return False
+    customer_id = agent.stripe_customer_id
+    subscriptions = list(djstripe_models.Subscription.objects.filter(customer_id=customer_id))
+    if any(s.status in stripe_client.ENTITLED_STATUSES for s in subscriptions):
+        return False
+    current = next((s for s in subscriptions if s.id == data["id"]), None)
+    status = current.status if current is not None else data.get("status")
+    if status not in stripe_client.DOWNGRADE_STATUSES:
+        return False
+    facts = {"event_id": event.id, "subscription_id": data["id"], "status": status}
+    changed = agent_set_tier(
+        agent=agent,
+        tier=Tier.FREE,
+        reason=f"Stripe subscription {data['id']} is {status}.",
+        data=facts,
+    )
+    if changed:
+        AgentEvent.objects.create(
+            agent=agent,
+            kind=AgentEvent.Kind.SUBSCRIPTION_ENDED,
+            reason=f"Stripe subscription {data['id']} is {status}; back on Free.",
+            data=facts,
+        )
+        logger.info("agent %s back on free: subscription %s %s", agent.pk, data["id"], status)
+    return changed
+
+
+@transaction.atomic
+def invoice_payment_failed_record(*, event: djstripe_models.Event) -> bool:
+    """Record a failed invoice payment on the agent's audit trail, once per event."""
+    invoice = event.data["object"]
+    agent = _agent_of_customer(invoice.get("customer"))
+    if agent is None:
+        return False
+    if AgentEvent.objects.filter(
+        agent=agent, kind=AgentEvent.Kind.PAYMENT_FAILED, data__event_id=event.id
+    ).exists():
+        return False
+    AgentEvent.objects.create(
+        agent=agent,
+        kind=AgentEvent.Kind.PAYMENT_FAILED,
+        reason=f"Stripe could not collect invoice {invoice.get('id')}.",
+        data={
+            "event_id": event.id,
+            "invoice_id": invoice.get("id"),
+            "amount_due": invoice.get("amount_due"),
+            "currency": invoice.get("currency"),
+            "attempt_count": invoice.get("attempt_count"),
+            "next_payment_attempt": invoice.get("next_payment_attempt"),
+        },
+    )
+    logger.info("agent %s: invoice %s payment failed", agent.pk, invoice.get("id"))
+    return True
+
+
+# --- Set-up of dj-stripe's own rows --------------------------------------------------
+
+
+@transaction.atomic
+def local_stripe_account_ensure(
+    *, secret_key: str, account_id: str = "acct_localstripe"
+) -> djstripe_models.APIKey:
+    """The Account and APIKey rows dj-stripe needs for a Stripe-compatible local server.
+
+    dj-stripe looks up the account of a key with GET /v1/account on first use;
+    localstripe has no such route, so the rows are made here. For real Stripe keys
+    this is not needed (dj-stripe fetches the account itself).
+    """
+    account, _ = djstripe_models.Account.objects.get_or_create(
+        id=account_id, defaults={"livemode": False, "stripe_data": {"id": account_id}}
+    )
+    key, _ = djstripe_models.APIKey.objects.get_or_create_by_api_key(secret_key)
+    if key.djstripe_owner_account_id != account.pk:
+        key.djstripe_owner_account = account
+        key.name = "localstripe"
+        key.save()
+    return key
+
+
+@transaction.atomic
+def webhook_endpoint_register(
+    *,
+    url: str,
+    secret: str | None = None,
+    endpoint_id: str | None = None,
+    livemode: bool | None = None,
+) -> djstripe_models.WebhookEndpoint:
+    """The WebhookEndpoint row Stripe's signed events are checked against.
+
+    Without ``secret`` the endpoint is created on Stripe (which answers with its
+    signing secret); with one, it records an endpoint made elsewhere (the Stripe
+    dashboard, localstripe's /_config/webhooks).
+    """
+    if livemode is None:
+        livemode = settings.STRIPE_LIVE_MODE
+    if secret is None:
+        endpoint = djstripe_models.WebhookEndpoint(url=url)
+        stripe_endpoint = stripe_client.webhook_endpoint_create(
+            url=url,
+            enabled_events=WEBHOOK_EVENTS,
+            metadata={"djstripe_uuid": str(endpoint.djstripe_uuid)},
+        )
+        row = djstripe_models.WebhookEndpoint.sync_from_stripe_data(
+            stripe_endpoint, api_key=stripe_client.api_key()
+        )
+        row.secret = stripe_endpoint["secret"]
+        row.save()
+        return row
+    endpoint_id = endpoint_id or f"we_local_{secrets.token_hex(8)}"
+    row, _ = djstripe_models.WebhookEndpoint.objects.update_or_create(
+        id=endpoint_id,
+        defaults={
+            "url": url,
+            "secret": secret,
+            "livemode": livemode,
+            "enabled_events": WEBHOOK_EVENTS,
+            "status": "enabled",
+            "api_version": "",
+            "stripe_data": {"id": endpoint_id, "object": "webhook_endpoint", "url": url},
+        },
+    )
+    return row

@@ -1,0 +1,243 @@
+"""The one module that talks to Stripe.
+
+stripe-python is configured here from settings (key, STRIPE_API_BASE, timeouts,
+retries) for our calls and for dj-stripe's, which use the same global client.
+Every request is logged with method, path, status, duration and Stripe's request
+id; never with headers (the secret key) or bodies.
+
+Errors leave this module as ApiErrors: a decline is PaymentFailedError (402),
+anything else Stripe or the network does is PaymentProviderError (502).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import stripe
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from lithtrix.errors import (
+    BillingUnavailableError,
+    PaymentFailedError,
+    PaymentProviderError,
+    ValidationError,
+)
+
+logger = logging.getLogger("billing.stripe")
+
+# Subscription statuses that entitle the customer to Pro; Stripe still collects
+# (or retries collecting) for these.
+ENTITLED_STATUSES = frozenset({"active", "trialing", "past_due"})
+# Statuses after which the subscription never charges again.
+ENDED_STATUSES = frozenset({"canceled", "incomplete_expired"})
+# A subscription in one of these no longer entitles to Pro.
+DOWNGRADE_STATUSES = frozenset({"canceled", "unpaid", "incomplete_expired"})
+
+T = TypeVar("T")
+
+
+class LoggingRequestsClient(stripe.RequestsClient):
+    """stripe-python's requests client with a log line per attempt, secrets left out."""
+
+    name = "requests"
+
+    def request(self, method, url, headers, post_data=None):  # type: ignore[override]
+        path = urlsplit(url).path
+        started = time.monotonic()
+        try:
+            body, status, response_headers = super().request(method, url, headers, post_data)
+        except Exception as exc:
+            logger.warning(
+                "stripe %s %s failed after %.0f ms: %s",
+                method.upper(),
+                path,
+                (time.monotonic() - started) * 1000,
+                type(exc).__name__,
+            )
+            raise
+        logger.info(
+            "stripe %s %s -> %s in %.0f ms (request id %s)",
+            method.upper(),
+            path,
+            status,
+            (time.monotonic() - started) * 1000,
+            response_headers.get("Request-Id", "-") if response_headers else "-",
+        )
+        return body, status, response_headers
+
+
+def apply_settings() -> None:
+    """Point stripe-python at the configured server, with timeouts and retries."""
+    stripe.api_key = settings.STRIPE_SECRET_KEY or None
+    stripe.api_base = settings.STRIPE_API_BASE.rstrip("/") or stripe.DEFAULT_API_BASE
+    stripe.max_network_retries = settings.STRIPE_MAX_NETWORK_RETRIES
+    stripe.enable_telemetry = False
+    stripe.default_http_client = LoggingRequestsClient(
+        timeout=(settings.STRIPE_CONNECT_TIMEOUT_SECONDS, settings.STRIPE_TIMEOUT_SECONDS)
+    )
+    # stripe-python's own INFO lines repeat ours; its DEBUG lines carry request bodies.
+    logging.getLogger("stripe").setLevel(logging.WARNING)
+
+
+@receiver(setting_changed)
+def _reapply_on_setting_change(*, setting: str, **kwargs: Any) -> None:
+    # Tests override STRIPE_* settings per test.
+    if setting.startswith("STRIPE_"):
+        apply_settings()
+
+
+def is_configured() -> bool:
+    return bool(settings.STRIPE_SECRET_KEY and settings.STRIPE_PUBLISHABLE_KEY)
+
+
+def require_configured() -> None:
+    if not is_configured():
+        raise BillingUnavailableError()
+
+
+def api_key() -> str:
+    require_configured()
+    return settings.STRIPE_SECRET_KEY
+
+
+def publishable_key() -> str:
+    require_configured()
+    return settings.STRIPE_PUBLISHABLE_KEY
+
+
+@contextmanager
+def translated_errors(action: str, *, missing_field: str | None = None) -> Iterator[None]:
+    """Stripe's exceptions -> the API's errors. Messages never carry a key.
+
+    ``missing_field``: the request field whose Stripe id, when Stripe does not know
+    it, makes the caller's request invalid (400) rather than Stripe's answer (502).
+    """
+    try:
+        yield
+    except stripe.CardError as exc:
+        logger.info("stripe %s declined: code=%s", action, exc.code)
+        raise PaymentFailedError(exc.user_message or PaymentFailedError.default_message) from exc
+    except stripe.InvalidRequestError as exc:
+        if missing_field and (exc.http_status == 404 or exc.code == "resource_missing"):
+            logger.info("stripe %s: unknown %s", action, missing_field)
+            raise ValidationError(
+                details={missing_field: ["Stripe does not know this id."]}
+            ) from exc
+        _log_provider_error(action, exc)
+        raise PaymentProviderError() from exc
+    except stripe.StripeError as exc:
+        _log_provider_error(action, exc)
+        raise PaymentProviderError() from exc
+
+
+def _log_provider_error(action: str, exc: stripe.StripeError) -> None:
+    logger.warning(
+        "stripe %s failed: %s http_status=%s code=%s",
+        action,
+        type(exc).__name__,
+        exc.http_status,
+        exc.code,
+    )
+
+
+def _call(action: str, fn: Callable[..., T], /, *args: Any, **params: Any) -> T:
+    with translated_errors(action):
+        return fn(*args, api_key=api_key(), **params)
+
+
+# --- The calls billing makes ------------------------------------------------------
+
+
+def customer_create(*, agent_id: str, agent_name: str, idempotency_key: str) -> stripe.Customer:
+    """Create the Stripe Customer of an agent.
+
+    The idempotency key makes a retried request (a timeout, a retry after a decline
+    within Stripe's 24 h window) return the customer created the first time.
+    """
+    return _call(
+        "customer.create",
+        stripe.Customer.create,
+        name=agent_name,
+        description=f"Lithtrix agent {agent_id}",
+        metadata={"agent_id": agent_id},
+        idempotency_key=idempotency_key,
+    )
+
+
+def payment_method_attach(*, payment_method_id: str, customer_id: str) -> stripe.PaymentMethod:
+    """Attach a PaymentMethod to a customer: 402 when declined, 400 when Stripe does not know it."""
+    with translated_errors("payment_method.attach", missing_field="payment_method_id"):
+        return stripe.PaymentMethod.attach(
+            payment_method_id, customer=customer_id, api_key=api_key()
+        )
+
+
+def customer_set_default_payment_method(
+    *, customer_id: str, payment_method_id: str
+) -> stripe.Customer:
+    return _call(
+        "customer.update",
+        stripe.Customer.modify,
+        customer_id,
+        invoice_settings={"default_payment_method": payment_method_id},
+    )
+
+
+def subscriptions_of(*, customer_id: str) -> list[stripe.Subscription]:
+    """All of a customer's subscriptions, ended ones included."""
+    with translated_errors("subscription.list"):
+        page = stripe.Subscription.list(
+            customer=customer_id, status="all", limit=100, api_key=api_key()
+        )
+        return list(page.auto_paging_iter())
+
+
+def subscription_create(
+    *, customer_id: str, price_id: str, agent_id: str, idempotency_key: str
+) -> stripe.Subscription:
+    """Subscribe a customer to a price; the first invoice is paid now or nothing is created.
+
+    error_if_incomplete: a failed first payment is a decline (402), not an
+    incomplete subscription left behind.
+    """
+    return _call(
+        "subscription.create",
+        stripe.Subscription.create,
+        customer=customer_id,
+        items=[{"price": price_id}],
+        payment_behavior="error_if_incomplete",
+        metadata={"agent_id": agent_id},
+        idempotency_key=idempotency_key,
+    )
+
+
+def subscription_retrieve(*, subscription_id: str) -> stripe.Subscription:
+    return _call("subscription.retrieve", stripe.Subscription.retrieve, subscription_id)
+
+
+def invoice_retrieve(*, invoice_id: str) -> stripe.Invoice:
+    return _call("invoice.retrieve", stripe.Invoice.retrieve, invoice_id)
+
+
+def invoice_pay(*, invoice_id: str, payment_method_id: str) -> stripe.Invoice:
+    """Pay an open invoice with a payment method; a decline raises PaymentFailedError."""
+    return _call("invoice.pay", stripe.Invoice.pay, invoice_id, payment_method=payment_method_id)
+
+
+def webhook_endpoint_create(*, url: str, enabled_events: list[str], metadata: dict) -> Any:
+    return _call(
+        "webhook_endpoint.create",
+        stripe.WebhookEndpoint.create,
+        url=url,
+        enabled_events=enabled_events,
+        metadata=metadata,
+        # Events in the API version this library speaks.
+        api_version=stripe.api_version,
+    )

@@ -1,0 +1,53 @@
+"""What the project does with Stripe's events, hooked after dj-stripe's own handlers.
+
+dj-stripe's signed webhook view checks the signature against the endpoint's
+secret, stores the event once (a replayed event id is not processed again),
+re-fetches the object from Stripe and mirrors it; then these receivers run in
+the same transaction, so a failure rolls everything back and Stripe retries.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import stripe
+from djstripe.models import WebhookEndpoint
+
+from billing import payments
+
+
+def on_subscription_changed(sender: Any, event: Any, **kwargs: Any) -> None:
+    payments.subscription_event_apply(event=event)
+
+
+def on_invoice_payment_failed(sender: Any, event: Any, **kwargs: Any) -> None:
+    payments.invoice_payment_failed_record(event=event)
+
+
+def endpoint_signed_for(*, payload: bytes, signature: str) -> WebhookEndpoint | None:
+    """The endpoint whose secret signed ``payload`` (dj-stripe's view checks it again)."""
+    body = payload.decode("utf-8", errors="replace")
+    for endpoint in WebhookEndpoint.objects.exclude(secret="").order_by("-djstripe_created"):
+        try:
+            stripe.WebhookSignature.verify_header(
+                body, signature, endpoint.secret, endpoint.djstripe_tolerance
+            )
+        except stripe.SignatureVerificationError:
+            continue
+        return endpoint
+    return None
+
+
+def connect() -> None:
+    # Importing dj-stripe's handlers first connects them first: signal receivers
+    # run in connection order, and ours must see the freshly mirrored object.
+    import djstripe.event_handlers  # noqa: F401
+    from djstripe.signals import WEBHOOK_SIGNALS
+
+    for event_type in ("customer.subscription.deleted", "customer.subscription.updated"):
+        WEBHOOK_SIGNALS[event_type].connect(
+            on_subscription_changed, dispatch_uid=f"lithtrix:{event_type}"
+        )
+    WEBHOOK_SIGNALS["invoice.payment_failed"].connect(
+        on_invoice_payment_failed, dispatch_uid="lithtrix:invoice.payment_failed"
+    )
