@@ -7,6 +7,7 @@ import logging
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from djstripe.views import ProcessWebhookView
+from drf_spectacular.utils import extend_schema
 from rest_framework import viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -19,6 +20,7 @@ from billing.payment_serializers import (
 )
 from billing.tiers import tier_limits
 from lithtrix import errors
+from lithtrix.openapi import error_response
 
 logger = logging.getLogger("billing.webhooks")
 
@@ -31,6 +33,14 @@ class BillingConfigViewSet(viewsets.ViewSet):
     authentication_classes: list = []
     permission_classes: list = []
 
+    @extend_schema(
+        summary="The Stripe publishable key, to create a PaymentMethod client-side",
+        responses={
+            200: BillingConfigSerializer,
+            503: error_response("BILLING_UNAVAILABLE: Stripe is not configured."),
+        },
+        tags=["billing"],
+    )
     def retrieve(self, request: Request) -> Response:
         body = {"stripe_publishable_key": stripe_client.publishable_key()}
         return Response(BillingConfigSerializer(body).data)
@@ -39,6 +49,17 @@ class BillingConfigViewSet(viewsets.ViewSet):
 class BillingSetupViewSet(viewsets.ViewSet):
     """POST /v1/billing/setup — attach a PaymentMethod and move to Pro."""
 
+    @extend_schema(
+        summary="Attach a Stripe PaymentMethod and upgrade to Pro",
+        request=BillingSetupSerializer,
+        responses={
+            200: BillingUpgradedSerializer,
+            402: error_response("PAYMENT_FAILED: the payment method was declined."),
+            502: error_response("PAYMENT_PROVIDER_ERROR: Stripe failed; nothing changed."),
+            503: error_response("BILLING_UNAVAILABLE: Stripe is not configured."),
+        },
+        tags=["billing"],
+    )
     def create(self, request: Request) -> Response:
         serializer = BillingSetupSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

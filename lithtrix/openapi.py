@@ -13,6 +13,7 @@ so an endpoint added later is documented the same way without repeating it:
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from django.urls import Resolver404, resolve
@@ -178,6 +179,36 @@ def _authorize_operation(method: str) -> dict[str, Any]:
     }
 
 
+WEBHOOK_PATH = "/v1/billing/webhook"
+WEBHOOK_OPERATION: dict[str, Any] = {
+    "operationId": "billing_webhook",
+    "summary": "Stripe's events, signed with the endpoint's secret (for Stripe only)",
+    "tags": ["billing"],
+    "parameters": [
+        {
+            "name": "Stripe-Signature",
+            "in": "header",
+            "required": True,
+            "schema": {"type": "string"},
+            "description": "Stripe's signature of the payload.",
+        }
+    ],
+    "requestBody": {
+        "content": {"application/json": {"schema": {"type": "object"}}},
+        "required": True,
+    },
+    "responses": {
+        "200": {"description": "The event was recorded (dj-stripe's answer)."},
+        "400": {
+            "description": "VALIDATION_ERROR: missing or wrong signature.",
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}
+            },
+        },
+    },
+}
+
+
 def _routed(path: str, url_name: str) -> bool:
     try:
         return resolve(path).url_name == url_name
@@ -196,7 +227,9 @@ def add_plain_view_operations(
         result.setdefault("paths", {})[AUTHORIZE_PATH] = {
             method: _authorize_operation(method) for method in AUTHORIZE_METHODS
         }
-        result["paths"] = dict(sorted(result["paths"].items()))
+    if _routed(WEBHOOK_PATH, "billing-webhook"):
+        result.setdefault("paths", {})[WEBHOOK_PATH] = {"post": copy.deepcopy(WEBHOOK_OPERATION)}
+    result["paths"] = dict(sorted(result.get("paths", {}).items()))
     return result
 
 

@@ -136,3 +136,15 @@ def test_authorize_is_documented_for_every_method_as_metered(schema):
         assert operation["responses"]["402"]["content"]["application/json"]["schema"] == (
             ENVELOPE_REF
         )
+
+
+def test_billing_endpoints_and_the_stripe_webhook_are_documented(schema):
+    setup = schema["paths"]["/v1/billing/setup"]["post"]
+    assert {"200", "400", "401", "402", "429", "502", "503"} <= set(setup["responses"])
+    config = schema["paths"]["/v1/billing/config"]["get"]
+    assert "security" not in config
+    assert {"200", "429", "503"} <= set(config["responses"])
+    webhook = schema["paths"]["/v1/billing/webhook"]["post"]
+    assert "security" not in webhook
+    assert webhook["parameters"][0]["name"] == "Stripe-Signature"
+    assert webhook["responses"]["400"]["content"]["application/json"]["schema"] == ENVELOPE_REF
