@@ -21,6 +21,9 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
+from billing.devstripe import LOCAL_PUBLISHABLE_KEY, LOCAL_SECRET_KEY  # noqa: E402
+from billing.localstripe_server import start_subprocess as start_localstripe  # noqa: E402
+from billing.localstripe_server import stop_subprocess as stop_localstripe  # noqa: E402
 from lithtrix.servers import (  # noqa: E402
     app_environment,
     fresh_database_url,
@@ -74,39 +77,53 @@ def main() -> int:
             # Process-local rate-limit counters: one process, as the settings require.
             overrides["LITHTRIX_SINGLE_PROCESS"] = "on"
             workers = 1
-        env = app_environment(overrides)
-        manage("migrate", "--noinput", "-v0", env=env)
-        log_path = tmp_dir / "gunicorn.log"
-        with running_gunicorn(workers=workers, env=env, log_path=log_path) as server:
-            started = time.monotonic()
-            totals = {"cases": 0, "failures": 0, "errored": 0, "auth_warnings": 0}
-            returncodes = []
-            # Key rotation invalidates the key every other operation uses: it gets a
-            # run (and a key) of its own.
-            for name, selection in RUNS:
-                report = REPORT_DIR / f"fuzz-{name}.json"
-                returncode = run_schemathesis(server.url, register(server.url), selection, report)
-                if returncode is None:
-                    return 1
-                returncodes.append(returncode)
-                for field, value in summarize(report).items():
-                    totals[field] += value
-            elapsed = time.monotonic() - started
-            server_errors = [
-                line for line in server.log().splitlines() if '"level": "ERROR"' in line
-            ]
-        print(
-            f"fuzz: {totals['cases']} cases, {totals['failures']} with failures, "
-            f"{totals['errored']} errored, {totals['auth_warnings']} auth warnings, "
-            f"{len(server_errors)} server error log lines, {elapsed:.1f}s "
-            f"(max {MAX_EXAMPLES} examples per operation, seed {SEED})"
+        # Billing against a local Stripe-compatible server (as `make run` does), so
+        # /v1/billing/* answer as a configured deployment does rather than 503.
+        localstripe, api_base = start_localstripe()
+        overrides.update(
+            STRIPE_SECRET_KEY=LOCAL_SECRET_KEY,
+            STRIPE_PUBLISHABLE_KEY=LOCAL_PUBLISHABLE_KEY,
+            STRIPE_API_BASE=api_base,
         )
-        for line in server_errors[:20]:
-            print(line, file=sys.stderr)
-        if any(returncodes) or totals["failures"] or totals["errored"] or server_errors:
-            return 1
-        if totals["auth_warnings"] or not totals["cases"]:
-            return 1
+        env = app_environment(overrides)
+        try:
+            return fuzz(env, tmp_dir, workers)
+        finally:
+            stop_localstripe(localstripe)
+
+
+def fuzz(env: dict[str, str], tmp_dir: Path, workers: int) -> int:
+    manage("migrate", "--noinput", "-v0", env=env)
+    manage("billing_localstripe_setup", env=env)
+    log_path = tmp_dir / "gunicorn.log"
+    with running_gunicorn(workers=workers, env=env, log_path=log_path) as server:
+        started = time.monotonic()
+        totals = {"cases": 0, "failures": 0, "errored": 0, "auth_warnings": 0}
+        returncodes = []
+        # Key rotation invalidates the key every other operation uses: it gets a
+        # run (and a key) of its own.
+        for name, selection in RUNS:
+            report = REPORT_DIR / f"fuzz-{name}.json"
+            returncode = run_schemathesis(server.url, register(server.url), selection, report)
+            if returncode is None:
+                return 1
+            returncodes.append(returncode)
+            for field, value in summarize(report).items():
+                totals[field] += value
+        elapsed = time.monotonic() - started
+        server_errors = [line for line in server.log().splitlines() if '"level": "ERROR"' in line]
+    print(
+        f"fuzz: {totals['cases']} cases, {totals['failures']} with failures, "
+        f"{totals['errored']} errored, {totals['auth_warnings']} auth warnings, "
+        f"{len(server_errors)} server error log lines, {elapsed:.1f}s "
+        f"(max {MAX_EXAMPLES} examples per operation, seed {SEED})"
+    )
+    for line in server_errors[:20]:
+        print(line, file=sys.stderr)
+    if any(returncodes) or totals["failures"] or totals["errored"] or server_errors:
+        return 1
+    if totals["auth_warnings"] or not totals["cases"]:
+        return 1
     return 0
 
 
