@@ -42,3 +42,28 @@ def test_count_hit_starts_a_window_with_its_expiry_and_counts_in_it(redis_cache)
     assert 0 < client.ttl(redis_cache.make_and_validate_key("window")) <= 61
     # The counter is an integer the cache reads back like any other value.
     assert redis_cache.get("window") == 3
+
+
+@pytest.mark.django_db
+def test_a_rate_limited_request_costs_one_redis_round_trip(redis_cache, api_client, registered):
+    import redis
+
+    commands = []
+    original = redis.Redis.execute_command
+
+    def counting(self, *args, **kwargs):
+        commands.append(args[0])
+        return original(self, *args, **kwargs)
+
+    # The script reaches this Redis once (a first EVALSHA may miss and load it).
+    assert api_client.get("/v1/me", **registered.auth).status_code == 200
+    redis.Redis.execute_command = counting
+    try:
+        second = api_client.get("/v1/me", **registered.auth)
+        third = api_client.get("/v1/me", **registered.auth)
+    finally:
+        redis.Redis.execute_command = original
+
+    assert (second.status_code, third.status_code) == (200, 200)
+    assert (second["RateLimit-Remaining"], third["RateLimit-Remaining"]) == ("58", "57")
+    assert commands == ["EVALSHA", "EVALSHA"]
