@@ -207,7 +207,10 @@ def to_api_error(exc: BaseException) -> ApiError:
 
 def api_error_response(error: ApiError, request: HttpRequest | None = None) -> JsonResponse:
     """The envelope as a plain Django response (for code outside DRF views)."""
-    response = JsonResponse(error.body(), status=error.status_code)
+    # Compact, like DRF's renderer: one envelope looks the same from every code path.
+    response = JsonResponse(
+        error.body(), status=error.status_code, json_dumps_params={"separators": (",", ":")}
+    )
     for name, value in error.headers.items():
         response[name] = value
     if request is not None and getattr(request, "request_id", None):
