@@ -3,6 +3,7 @@ from rest_framework import status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts.selectors import agent_profile
 from accounts.serializers import (
     AgentProfileSerializer,
     AgentRegisteredSerializer,
@@ -54,4 +55,4 @@ class MeViewSet(viewsets.ViewSet):
         tags=["accounts"],
     )
     def retrieve(self, request: Request) -> Response:
-        return Response(AgentProfileSerializer(request.user).data)
+        return Response(agent_profile(request.user))

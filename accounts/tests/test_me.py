@@ -38,3 +38,11 @@ def test_me_wrong_method_is_405(api_client, registered):
     response = api_client.post(ME, {}, format="json", **registered.auth)
     assert_envelope(response, 405, "METHOD_NOT_ALLOWED")
     assert "GET" in response["Allow"] and "POST" not in response["Allow"]
+
+
+@pytest.mark.django_db
+def test_me_body_matches_its_documented_serializer(api_client, registered):
+    from accounts.serializers import AgentProfileSerializer
+
+    body = api_client.get(ME, **registered.auth).json()
+    assert body == AgentProfileSerializer(registered.agent).data

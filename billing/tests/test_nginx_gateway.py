@@ -3,40 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 import requests
-from django.conf import settings
 
 from accounts.models import Agent
 from billing.tests.helpers import set_calls_total
-
-CONFIG = Path(settings.BASE_DIR) / "deploy" / "nginx" / "metering.conf"
-
-
-def _nginx() -> str:
-    path = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
-    )
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("nginx is not installed: .ci/run installs it.")
-        pytest.skip("needs nginx")
-    return path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from lithtrix.tests.nginx import start_nginx
 
 
 class _ProductApi(BaseHTTPRequestHandler):
@@ -72,54 +47,11 @@ class _ProductApi(BaseHTTPRequestHandler):
 @pytest.fixture
 def gateway(live_server, tmp_path):
     """nginx on a free port: /v1/authorize on live_server, the product behind it."""
-    nginx = _nginx()
     product = ThreadingHTTPServer(("127.0.0.1", 0), _ProductApi)
     _ProductApi.seen = []
     threading.Thread(target=product.serve_forever, daemon=True).start()
-    port = _free_port()
-    server_block = (
-        CONFIG.read_text()
-        .replace("${LITHTRIX_ADDR}", live_server.url.removeprefix("http://"))
-        .replace("${PRODUCT_ADDR}", f"127.0.0.1:{product.server_port}")
-        .replace("${LISTEN}", f"127.0.0.1:{port}")
-    )
-    (tmp_path / "metering.conf").write_text(server_block)
-    temp_paths = "\n".join(
-        f"    {name}_temp_path {tmp_path}/{name};"
-        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    (tmp_path / "nginx.conf").write_text(
-        f"""
-daemon off;
-master_process off;
-worker_processes 1;
-pid {tmp_path}/nginx.pid;
-error_log {tmp_path}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-{temp_paths}
-    include {tmp_path}/metering.conf;
-}}
-"""
-    )
-    process = subprocess.Popen(
-        [nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
+    process, url = start_nginx(tmp_path, live_server.url, product.server_port)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                log = tmp_path / "error.log"
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"nginx did not start: {log.read_text() if log.exists() else ''}")
-                time.sleep(0.05)
         yield url
     finally:
         process.terminate()

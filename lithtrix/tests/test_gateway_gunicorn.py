@@ -6,26 +6,21 @@ counted exactly once, and every refused call neither reaches it nor is counted.
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 import requests
 
 from accounts.models import Agent
 from billing.models import DailyUsage
-from lithtrix.servers import BASE_DIR, free_port, running_gunicorn
+from lithtrix.servers import running_gunicorn
+from lithtrix.tests.nginx import start_nginx
 from lithtrix.tests.test_multiprocess_limits import redis_url, server_env  # noqa: F401
 
-CONFIG = BASE_DIR / "deploy" / "nginx" / "metering.conf"
 pytestmark = [pytest.mark.requires_postgres, pytest.mark.django_db(transaction=True)]
 
 
@@ -49,15 +44,6 @@ class ProductApi(BaseHTTPRequestHandler):
         pass
 
 
-def nginx_binary() -> str:
-    path = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else "")
-    if not path:
-        if os.environ.get("CI"):
-            pytest.fail("nginx is not installed: .ci/run installs it.")
-        pytest.skip("needs nginx")
-    return path
-
-
 @pytest.fixture
 def product():
     ProductApi.seen = []
@@ -66,52 +52,6 @@ def product():
     yield server
     server.shutdown()
     server.server_close()
-
-
-def start_nginx(
-    tmp_path: Path, lithtrix_url: str, product_port: int
-) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    (tmp_path / "metering.conf").write_text(
-        CONFIG.read_text()
-        .replace("${LITHTRIX_ADDR}", lithtrix_url.removeprefix("http://"))
-        .replace("${PRODUCT_ADDR}", f"127.0.0.1:{product_port}")
-        .replace("${LISTEN}", f"127.0.0.1:{port}")
-    )
-    temp_paths = "\n".join(
-        f"    {name}_temp_path {tmp_path}/{name};"
-        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    (tmp_path / "nginx.conf").write_text(
-        f"""
-daemon off;
-worker_processes 2;
-pid {tmp_path}/nginx.pid;
-error_log {tmp_path}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-{temp_paths}
-    include {tmp_path}/metering.conf;
-}}
-"""
-    )
-    process = subprocess.Popen(
-        [nginx_binary(), "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process, f"http://127.0.0.1:{port}"
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                log = tmp_path / "error.log"
-                pytest.fail(f"nginx did not start: {log.read_text() if log.exists() else ''}")
-            time.sleep(0.05)
 
 
 def burst(url: str, headers: dict[str, str], count: int) -> list[requests.Response]:
@@ -124,7 +64,7 @@ def burst(url: str, headers: dict[str, str], count: int) -> list[requests.Respon
 
 def through_gateway(tmp_path, env, product, run):
     with running_gunicorn(workers=4, env=env, log_path=tmp_path / "gunicorn.log") as app:
-        nginx, gateway = start_nginx(tmp_path, app.url, product.server_port)
+        nginx, gateway = start_nginx(tmp_path, app.url, product.server_port, workers=2)
         try:
             return run(gateway)
         finally:

@@ -1,0 +1,73 @@
+"""A real nginx running deploy/nginx/metering.conf on loopback, for the gateway tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from lithtrix.servers import BASE_DIR, free_port
+
+CONFIG = BASE_DIR / "deploy" / "nginx" / "metering.conf"
+
+
+def nginx_binary() -> str:
+    path = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else "")
+    if not path:
+        if os.environ.get("CI"):
+            pytest.fail("nginx is not installed: .ci/run installs it.")
+        pytest.skip("needs nginx")
+    return path
+
+
+def start_nginx(
+    tmp_path: Path, lithtrix_url: str, product_port: int, *, workers: int = 1
+) -> tuple[subprocess.Popen, str]:
+    """nginx on a free port with the example config: /v1/authorize at lithtrix_url,
+    the product API on product_port. Returns the process and the gateway's URL."""
+    port = free_port()
+    (tmp_path / "metering.conf").write_text(
+        CONFIG.read_text()
+        .replace("${LITHTRIX_ADDR}", lithtrix_url.removeprefix("http://"))
+        .replace("${PRODUCT_ADDR}", f"127.0.0.1:{product_port}")
+        .replace("${LISTEN}", f"127.0.0.1:{port}")
+    )
+    temp_paths = "\n".join(
+        f"    {name}_temp_path {tmp_path}/{name};"
+        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    (tmp_path / "nginx.conf").write_text(
+        f"""
+daemon off;
+worker_processes {workers};
+pid {tmp_path}/nginx.pid;
+error_log {tmp_path}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+{temp_paths}
+    include {tmp_path}/metering.conf;
+}}
+"""
+    )
+    process = subprocess.Popen(
+        [nginx_binary(), "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process, f"http://127.0.0.1:{port}"
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                log = tmp_path / "error.log"
+                pytest.fail(f"nginx did not start: {log.read_text() if log.exists() else ''}")
+            time.sleep(0.05)
