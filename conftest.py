@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 import pytest
+from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from rest_framework.test import APIClient
@@ -33,6 +34,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _clear_cache() -> None:
     # Rate-limit counters live in the cache; every test starts with none.
     cache.clear()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The shared Redis the suite runs with; CI must have one, locally it is optional."""
+    if not settings.REDIS_URL:
+        if os.environ.get("CI"):
+            pytest.fail("REDIS_URL is not set: CI must run this test against Redis.")
+        pytest.skip("needs Redis (set REDIS_URL)")
+    return settings.REDIS_URL
 
 
 @pytest.fixture

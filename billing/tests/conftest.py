@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import urllib.request
 from collections.abc import Iterator
@@ -15,7 +14,6 @@ from urllib.parse import parse_qs, urlsplit
 import django_ratelimit.core
 import pytest
 import stripe
-from django.conf import settings
 
 from billing import payments
 from billing.localstripe_server import start_subprocess, stop_subprocess
@@ -32,16 +30,6 @@ def ratelimit_clock(monkeypatch):
     clock = SimpleNamespace(now=1_900_000_000.0)
     monkeypatch.setattr(django_ratelimit.core, "time", SimpleNamespace(time=lambda: clock.now))
     return clock
-
-
-@pytest.fixture
-def redis_url() -> str:
-    """The shared Redis the suite runs with; CI must have one, locally it is optional."""
-    if not settings.REDIS_URL:
-        if os.environ.get("CI"):
-            pytest.fail("REDIS_URL is not set: CI must run this test against Redis.")
-        pytest.skip("needs Redis (set REDIS_URL)")
-    return settings.REDIS_URL
 
 
 # --- Stripe ---------------------------------------------------------------------

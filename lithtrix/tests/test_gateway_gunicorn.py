@@ -19,7 +19,7 @@ from accounts.models import Agent
 from billing.models import DailyUsage
 from lithtrix.servers import running_gunicorn
 from lithtrix.tests.nginx import start_nginx
-from lithtrix.tests.test_multiprocess_limits import redis_url, server_env  # noqa: F401
+from lithtrix.tests.test_multiprocess_limits import server_env
 
 pytestmark = [pytest.mark.requires_postgres, pytest.mark.django_db(transaction=True)]
 
@@ -72,7 +72,7 @@ def through_gateway(tmp_path, env, product, run):
             nginx.wait(timeout=10)
 
 
-def test_concurrent_calls_over_the_free_cap(redis_url, registered, product, tmp_path):  # noqa: F811
+def test_concurrent_calls_over_the_free_cap(redis_url, registered, product, tmp_path):
     env = server_env(redis_url, LITHTRIX_FREE_CALL_LIMIT="20", LITHTRIX_FREE_RATE="10000/m")
     headers = {"Authorization": f"Bearer {registered.api_key}", "X-Agent-Id": "spoofed"}
 
@@ -98,7 +98,7 @@ def test_concurrent_calls_over_the_free_cap(redis_url, registered, product, tmp_
     assert DailyUsage.objects.get(agent=agent).calls == 20
 
 
-def test_concurrent_calls_over_the_rate_limit(redis_url, registered, product, tmp_path):  # noqa: F811
+def test_concurrent_calls_over_the_rate_limit(redis_url, registered, product, tmp_path):
     env = server_env(redis_url, LITHTRIX_FREE_RATE="15/m")
     headers = {"Authorization": f"Bearer {registered.api_key}"}
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -19,15 +18,6 @@ from lithtrix.servers import app_environment, running_gunicorn
 
 WORKERS = 4
 pytestmark = [pytest.mark.requires_postgres, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def redis_url() -> str:
-    if not settings.REDIS_URL:
-        if os.environ.get("CI"):
-            pytest.fail("REDIS_URL is not set: CI must run this test against Redis.")
-        pytest.skip("needs Redis (set REDIS_URL)")
-    return settings.REDIS_URL
 
 
 def server_env(redis_url: str, **overrides: str) -> dict[str, str]:
