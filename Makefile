@@ -19,7 +19,7 @@ venv: $(BIN)/.installed
 # Every variable in the README's configuration table is honoured when set.
 run: venv
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-on} $(BIN)/python manage.py migrate --noinput
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-on} $(BIN)/python -m billing.devstripe $(BIN)/python manage.py runserver --noreload $(HOST):$(PORT)
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-on} $(BIN)/python -m billing.payments.dev.devstripe $(BIN)/python manage.py runserver --noreload $(HOST):$(PORT)
 
 migrate: venv
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-on} $(BIN)/python manage.py migrate --noinput

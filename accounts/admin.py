@@ -31,7 +31,7 @@ from accounts.forms import ReasonForm, ReissueKeyForm, TierForm
 from accounts.models import Agent, AgentEvent, Tier
 from accounts.selectors import agent_daily_usage
 from accounts.services import agent_reset_usage, agent_set_tier
-from billing.tiers import over_limit_condition, tier_limits
+from billing.metering.tiers import over_limit_condition, tier_limits
 from keys.crypto import DISPLAY_PREFIX_LENGTH, KEY_PREFIX
 from keys.models import ApiKey, KeyEvent
 from keys.services import api_key_reissue, api_key_revoke
@@ -53,7 +53,7 @@ def parse_uuid(term: str) -> uuid.UUID | None:
 
 
 class OverLimitFilter(admin.SimpleListFilter):
-    """Free agents whose lifetime cap is reached: billing.tiers.over_limit_condition(),
+    """Free agents whose lifetime cap is reached: billing.metering.tiers.over_limit_condition(),
     served by the (tier, calls_total) index."""
 
     title = "over limit"

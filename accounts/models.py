@@ -20,7 +20,7 @@ class Agent(models.Model):
     agent_name = models.CharField(max_length=100)
     owner_identifier = models.CharField(max_length=255)
     tier = models.CharField(max_length=8, choices=Tier.choices, default=Tier.FREE)
-    # Only ever changed by single atomic UPDATE statements (see billing.services).
+    # Only ever changed by single atomic UPDATE statements (see billing.metering.services).
     calls_total = models.PositiveBigIntegerField(default=0)
     last_call_at = models.DateTimeField(null=True, blank=True)
     stripe_customer_id = models.CharField(max_length=255, null=True, blank=True, unique=True)

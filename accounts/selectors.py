@@ -9,8 +9,8 @@ from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from accounts.models import Agent, Tier
+from billing.metering.tiers import over_limit_condition
 from billing.models import DailyUsage
-from billing.tiers import over_limit_condition
 
 
 def utc_today() -> dt.date:

@@ -40,7 +40,7 @@ from django.test.utils import CaptureQueriesContext  # noqa: E402
 
 from accounts.admin import AgentAdmin  # noqa: E402
 from accounts.models import Agent  # noqa: E402
-from billing.tiers import over_limit_condition  # noqa: E402
+from billing.metering.tiers import over_limit_condition  # noqa: E402
 from keys.models import ApiKey  # noqa: E402
 
 AGENTS = "/admin/accounts/agent/"

@@ -6,7 +6,7 @@ class BillingConfig(AppConfig):
     verbose_name = "Billing and usage"
 
     def ready(self) -> None:
-        from billing import stripe_client, webhooks
+        from billing.payments import stripe_client, webhooks
 
         stripe_client.apply_settings()
         webhooks.connect()

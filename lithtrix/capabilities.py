@@ -1,7 +1,7 @@
 """GET /v1/capabilities: what this service is and how an agent uses it, in one read.
 
 A discovery document for agents: service and version, how to authenticate, the
-limits of each tier (from settings, via billing.tiers) and every endpoint (from the
+limits of each tier (from settings, via billing.metering.tiers) and every endpoint (from the
 OpenAPI schema, so it cannot drift from what is served).
 """
 
@@ -15,7 +15,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from accounts.models import Tier
-from billing.tiers import tier_limits
+from billing.metering.tiers import tier_limits
 
 SERVICE = "lithtrix"
 _PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

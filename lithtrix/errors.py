@@ -191,7 +191,7 @@ def to_api_error(exc: BaseException) -> ApiError:
         return PayloadTooLargeError()
     if isinstance(exc, Ratelimited):
         # django-ratelimit's decorator (a PermissionDenied) does not say when its
-        # window ends; the project's own limits (billing.ratelimit) do.
+        # window ends; the project's own limits (billing.metering.ratelimit) do.
         return RateLimitExceededError(headers={"Retry-After": "60"})
     if isinstance(exc, drf_exceptions.PermissionDenied | PermissionDenied):
         return PermissionDeniedError()

@@ -114,7 +114,7 @@ HEADERS: dict[str, dict[str, Any]] = {
 RATE_LIMIT_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
 
 
-METERED_PERMISSION = "billing.permissions.Metered"
+METERED_PERMISSION = "billing.metering.permissions.Metered"
 
 
 class LithtrixAutoSchema(AutoSchema):

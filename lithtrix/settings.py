@@ -58,7 +58,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "billing.ratelimit.RateLimitHeadersMiddleware",
+    "billing.metering.ratelimit.RateLimitHeadersMiddleware",
 ]
 
 ROOT_URLCONF = "lithtrix.urls"
@@ -107,8 +107,8 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
     CACHES = {
         "default": {
-            # Django's RedisCache with an atomic, one-round-trip incr (billing/cache.py).
-            "BACKEND": "billing.cache.RedisCache",
+            # Django's RedisCache with an atomic, one-round-trip incr (billing/metering/cache.py).
+            "BACKEND": "billing.metering.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": os.environ.get("LITHTRIX_CACHE_PREFIX", "lithtrix"),
             "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
@@ -117,7 +117,7 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
-# Rate-limit counters (billing/ratelimit.py) must be shared by every server process.
+# Rate-limit counters (billing/metering/ratelimit.py) must be shared by every server process.
 # A process-local cache is right only where one process serves: the debug dev
 # server, or a deployment that says so (the test suite does).
 LITHTRIX_SINGLE_PROCESS = env_bool("LITHTRIX_SINGLE_PROCESS")
@@ -127,7 +127,7 @@ if not REDIS_URL and not DEBUG and not LITHTRIX_SINGLE_PROCESS:
     )
 RATELIMIT_USE_CACHE = "default"
 SILENCED_SYSTEM_CHECKS = [
-    # Django's RedisCache (billing.cache's is one) is not on django-ratelimit's list,
+    # Django's RedisCache (billing.metering.cache's is one) is not on django-ratelimit's list,
     # but it is shared and increments atomically.
     "django_ratelimit.W001",
 ]
@@ -156,7 +156,7 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 LITHTRIX_MAX_BODY_BYTES = int(os.environ.get("LITHTRIX_MAX_BODY_BYTES", str(64 * 1024)))
 DATA_UPLOAD_MAX_MEMORY_SIZE = LITHTRIX_MAX_BODY_BYTES
 
-# --- Tiers and limits (see billing/tiers.py) ------------------------------------
+# --- Tiers and limits (see billing/metering/tiers.py) ------------------------------------
 LITHTRIX_FREE_CALL_LIMIT = int(os.environ.get("LITHTRIX_FREE_CALL_LIMIT", "300"))
 LITHTRIX_FREE_RATE = os.environ.get("LITHTRIX_FREE_RATE", "60/m")
 LITHTRIX_PRO_RATE = os.environ.get("LITHTRIX_PRO_RATE", "600/m")
@@ -175,7 +175,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "lithtrix.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
     # Per agent (rate by tier) or per client IP; views opt out with throttle_classes = [].
-    "DEFAULT_THROTTLE_CLASSES": ["billing.ratelimit.RateLimitThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["billing.metering.ratelimit.RateLimitThrottle"],
 }
 
 # --- Logging -------------------------------------------------------------------
@@ -200,10 +200,10 @@ LOGGING = {
     },
 }
 
-# --- Stripe and dj-stripe (billing/stripe_client.py talks to Stripe) -------------
+# --- Stripe and dj-stripe (billing/payments/stripe_client.py talks to Stripe) -------------
 # Without STRIPE_SECRET_KEY and STRIPE_PUBLISHABLE_KEY billing answers 503
 # BILLING_UNAVAILABLE. `make run` with no STRIPE_* variables starts localstripe on
-# loopback and sets them (billing/devstripe.py).
+# loopback and sets them (billing/payments/dev/devstripe.py).
 STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY", "")
 STRIPE_PUBLISHABLE_KEY = os.environ.get("STRIPE_PUBLISHABLE_KEY", "")
 STRIPE_PUBLIC_KEY = STRIPE_PUBLISHABLE_KEY  # the name dj-stripe reads

@@ -4,8 +4,8 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 
 from accounts.views import MeViewSet, RegisterViewSet
-from billing.payment_views import BillingConfigViewSet, BillingSetupViewSet, stripe_webhook_view
-from billing.views import BillingViewSet, UsageViewSet, authorize
+from billing.metering.views import BillingViewSet, UsageViewSet, authorize
+from billing.payments.views import BillingConfigViewSet, BillingSetupViewSet, stripe_webhook_view
 from keys.views import KeyViewSet
 from lithtrix import errors, health
 from lithtrix.views import ApiDocsView, CapabilitiesViewSet, OpenApiSchemaView

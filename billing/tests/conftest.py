@@ -15,8 +15,8 @@ import django_ratelimit.core
 import pytest
 import stripe
 
-from billing import payments
-from billing.localstripe_server import start_subprocess, stop_subprocess
+from billing.payments import services as payments
+from billing.payments.dev.localstripe_server import start_subprocess, stop_subprocess
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ from django.urls import resolve
 
 from accounts.models import Agent
 from accounts.services import agent_set_tier
-from billing import selectors
+from billing.metering import selectors
 from billing.models import DailyUsage
 from billing.tests.helpers import assert_envelope, rate_headers, set_calls_total
 from lithtrix import errors

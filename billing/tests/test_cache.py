@@ -1,4 +1,4 @@
-"""billing.cache.RedisCache: the rate-limit counters' increment."""
+"""billing.metering.cache.RedisCache: the rate-limit counters' increment."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from django.core.cache import caches
 
 @pytest.fixture
 def redis_cache(redis_url):
-    from billing.cache import RedisCache
+    from billing.metering.cache import RedisCache
 
     cache = caches["default"]
     assert isinstance(cache, RedisCache)

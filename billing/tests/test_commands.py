@@ -9,7 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from djstripe import models as djstripe_models
 
-from billing import devstripe
+from billing.payments.dev import devstripe
 from billing.tests.conftest import TEST_SECRET_KEY, recorded
 
 

@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from accounts.models import Agent
 from accounts.services import agent_set_tier
+from billing.metering.services import meter_call
 from billing.models import DailyUsage
-from billing.services import meter_call
 from billing.tests.helpers import set_calls_total
 
 

@@ -1,4 +1,4 @@
-"""billing.permissions.Metered on views of this project."""
+"""billing.metering.permissions.Metered on views of this project."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from accounts.services import agent_set_tier
-from billing.ratelimit import ip_bucket
+from billing.metering.ratelimit import ip_bucket
 from billing.tests.helpers import assert_envelope, rate_headers
 
 # Every endpoint that takes a key, with the method that reaches its view.
@@ -225,7 +225,7 @@ CACHE_FAILED = {"count": 0, "limit": 0, "should_limit": True, "time_left": -1}
 @pytest.mark.django_db
 def test_unreadable_counter_is_an_internal_error_not_a_429(api_client, registered, monkeypatch):
     # django-ratelimit reports a cache failure as a refusal with count 0.
-    monkeypatch.setattr("billing.ratelimit.get_usage", lambda *a, **k: dict(CACHE_FAILED))
+    monkeypatch.setattr("billing.metering.ratelimit.get_usage", lambda *a, **k: dict(CACHE_FAILED))
     response = api_client.get("/v1/me", **registered.auth)
     assert_envelope(response, 500, "INTERNAL_ERROR")
     assert "RateLimit-Limit" not in response
@@ -236,7 +236,7 @@ def test_a_counter_failure_is_tried_once_more(api_client, registered, monkeypatc
     answers = iter(
         [dict(CACHE_FAILED), {"count": 1, "limit": 60, "should_limit": False, "time_left": 30}]
     )
-    monkeypatch.setattr("billing.ratelimit.get_usage", lambda *a, **k: next(answers))
+    monkeypatch.setattr("billing.metering.ratelimit.get_usage", lambda *a, **k: next(answers))
     response = api_client.get("/v1/me", **registered.auth)
     assert response.status_code == 200
     assert rate_headers(response) == (60, 59, 31)
@@ -246,7 +246,7 @@ def test_a_counter_failure_is_tried_once_more(api_client, registered, monkeypatc
 def test_request_that_straddles_the_window_end_is_answered(api_client, registered, monkeypatch):
     # The window ended while the request was being counted: time_left is negative.
     usage = {"count": 5, "limit": 60, "should_limit": False, "time_left": -2}
-    monkeypatch.setattr("billing.ratelimit.get_usage", lambda *a, **k: dict(usage))
+    monkeypatch.setattr("billing.metering.ratelimit.get_usage", lambda *a, **k: dict(usage))
     response = api_client.get("/v1/me", **registered.auth)
     assert response.status_code == 200
     assert rate_headers(response) == (60, 55, 1)

@@ -17,10 +17,10 @@ import stripe
 from djstripe import models as djstripe_models
 
 from accounts.models import Agent, AgentEvent, Tier
-from billing import payments
+from billing.metering.tiers import tier_limits
+from billing.payments import services as payments
 from billing.tests.conftest import CUSTOMER, SUBSCRIPTION, recorded
 from billing.tests.test_setup import setup
-from billing.tiers import tier_limits
 
 WEBHOOK_URL = "/v1/billing/webhook"
 SECRET = "whsec_lithtrixTestEndpointSecret0123"

@@ -7,7 +7,7 @@ from django_ratelimit.decorators import ratelimit
 from rest_framework import serializers, viewsets
 from rest_framework.response import Response
 
-from billing.permissions import Metered
+from billing.metering.permissions import Metered
 from lithtrix.urls import urlpatterns as project_urlpatterns
 
 

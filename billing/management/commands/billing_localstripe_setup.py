@@ -15,7 +15,7 @@ import urllib.request
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from billing import payments
+from billing.payments import services as payments
 
 LOCAL_ENDPOINT_ID = "we_localstripe"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 from django.urls import reverse
 
-from billing import payments
+from billing.payments import services as payments
 from lithtrix.errors import ApiError
 
 

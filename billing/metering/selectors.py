@@ -9,8 +9,8 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from accounts.models import Agent
+from billing.metering.tiers import tier_limits
 from billing.models import DailyUsage
-from billing.tiers import tier_limits
 
 USAGE_DAYS = 7
 

@@ -12,17 +12,18 @@ from rest_framework import viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from billing import payments, stripe_client, webhooks
-from billing.payment_serializers import (
+from billing.metering.tiers import tier_limits
+from billing.payments import services as payments
+from billing.payments import stripe_client, webhooks
+from billing.payments.serializers import (
     BillingConfigSerializer,
     BillingSetupSerializer,
     BillingUpgradedSerializer,
 )
-from billing.tiers import tier_limits
 from lithtrix import errors
 from lithtrix.openapi import error_response
 
-logger = logging.getLogger("billing.webhooks")
+logger = logging.getLogger("billing.payments.views")
 
 UPGRADED_MESSAGE = "Upgrade successful. Your account is now on the Pro tier."
 

@@ -13,7 +13,7 @@ from typing import Any
 import stripe
 from djstripe.models import WebhookEndpoint
 
-from billing import payments
+from billing.payments import services as payments
 
 
 def on_subscription_changed(sender: Any, event: Any, **kwargs: Any) -> None:

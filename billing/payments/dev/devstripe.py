@@ -1,7 +1,7 @@
 """`make run`'s Stripe: localstripe on loopback unless Stripe is configured.
 
-    python -m billing.devstripe COMMAND...
-    (make run: python -m billing.devstripe .venv/bin/python manage.py runserver ... HOST:PORT)
+    python -m billing.payments.dev.devstripe COMMAND...
+    (make run: python -m billing.payments.dev.devstripe .venv/bin/python manage.py runserver ...)
 
 - Any of STRIPE_SECRET_KEY, STRIPE_PUBLISHABLE_KEY or STRIPE_API_BASE set: runs
   COMMAND unchanged; nothing local starts and only the configured Stripe is called.
@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 
-from billing.localstripe_server import start_subprocess, stop_subprocess
+from billing.payments.dev.localstripe_server import start_subprocess, stop_subprocess
 
 LOCAL_SECRET_KEY = "sk_test_lithtrixLocalDevelopment0000"  # noqa: S105 - for localstripe only
 LOCAL_PUBLISHABLE_KEY = "pk_test_lithtrixLocalDevelopment0000"

@@ -1,6 +1,6 @@
 """Stripe billing writes: the Free -> Pro upgrade, Stripe's events, local set-up.
 
-Stripe is reached only through billing.stripe_client; dj-stripe's tables mirror
+Stripe is reached only through billing.payments.stripe_client; dj-stripe's tables mirror
 what Stripe answered. Services never import DRF.
 """
 
@@ -17,7 +17,7 @@ from djstripe import models as djstripe_models
 
 from accounts.models import Agent, AgentEvent, Tier
 from accounts.services import agent_set_tier
-from billing import stripe_client
+from billing.payments import stripe_client
 from lithtrix.errors import PaymentFailedError
 
 logger = logging.getLogger("billing.payments")
@@ -148,7 +148,7 @@ def _subscription_settle(subscription: Any, *, payment_method_id: str) -> Any:
     return subscription
 
 
-# --- Stripe's events (called from billing.webhooks after dj-stripe mirrored them) ---
+# --- Stripe's events (called from billing.payments.webhooks after dj-stripe mirrored them) ---
 
 
 def _agent_of_customer(customer: Any) -> Agent | None:

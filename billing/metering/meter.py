@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.http import HttpRequest
 
 from accounts.models import Agent
-from billing.ratelimit import RateLimitState, rate_limit
-from billing.services import MeterResult, meter_call
+from billing.metering.ratelimit import RateLimitState, rate_limit
+from billing.metering.services import MeterResult, meter_call
 from lithtrix.errors import OverLimitError
 
 UPGRADE_URL = "/v1/billing/setup"

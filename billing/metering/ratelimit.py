@@ -24,7 +24,7 @@ from django_ratelimit import core as ratelimit_core
 from rest_framework.throttling import BaseThrottle
 
 from accounts.models import Agent
-from billing.tiers import tier_limits
+from billing.metering.tiers import tier_limits
 from lithtrix.errors import InternalError, RateLimitExceededError
 from lithtrix.http import client_ip
 
@@ -82,7 +82,7 @@ def _hit(request: HttpRequest, *, group: str, value: str, rate: str) -> RateLimi
 
 
 def get_usage(request: HttpRequest, *, group: str, key: Callable, rate: str, increment: bool):
-    """django-ratelimit's get_usage; counting on billing.cache.RedisCache in one round trip.
+    """django-ratelimit's get_usage; counted by metering.cache.RedisCache in one round trip.
 
     Same bucket key and window as django-ratelimit, so both count alike; the
     add-then-incr pair (two round trips) becomes one atomic script.

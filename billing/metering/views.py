@@ -5,9 +5,9 @@ from rest_framework import viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from billing import selectors
-from billing.metering import meter_request
-from billing.serializers import BillingSerializer, UsageSerializer
+from billing.metering import selectors
+from billing.metering.meter import meter_request
+from billing.metering.serializers import BillingSerializer, UsageSerializer
 from keys.authentication import authenticate_key
 from lithtrix.errors import ApiError, api_error_response
 

@@ -9,8 +9,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import Agent, Tier
+from billing.metering.tiers import tier_limits
 from billing.models import DailyUsage
-from billing.tiers import tier_limits
 
 
 @dataclass(frozen=True)

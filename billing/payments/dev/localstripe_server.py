@@ -6,7 +6,7 @@ This runs the same aiohttp application on 127.0.0.1 only, with its state in
 memory only: each start is what ``--from-scratch`` gives, and concurrent instances
 (tests, several checkouts) never see each other's data.
 
-    python -m billing.localstripe_server [--host 127.0.0.1] [--port 0]
+    python -m billing.payments.dev.localstripe_server [--host 127.0.0.1] [--port 0]
 
 Port 0 picks a free port. The first line on stdout is
 ``localstripe listening on http://HOST:PORT``.
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
 def start_subprocess(*, timeout: float = 15.0) -> tuple[subprocess.Popen, str]:
     """Start the server in a child process; returns it and its base URL once it answers."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "billing.localstripe_server", "--port", "0"],
+        [sys.executable, "-m", "billing.payments.dev.localstripe_server", "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
     )

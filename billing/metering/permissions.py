@@ -5,7 +5,7 @@ from __future__ import annotations
 from rest_framework.permissions import BasePermission
 
 from accounts.models import Agent
-from billing.metering import meter_request
+from billing.metering.meter import meter_request
 from lithtrix.errors import InvalidApiKeyError
 
 

@@ -1,0 +1,1 @@
+"""Payments: the Stripe client, Free -> Pro setup, webhooks."""
