@@ -1,0 +1,13 @@
+"""Settings, read from the environment (see the Configuration table in README.md).
+
+One module per concern; each setting is assembled in exactly one of them.
+Production secrets have no default: a deployment that forgets one fails at start,
+not at the first request.
+"""
+
+from lithtrix.settings.api import *  # noqa: F403
+from lithtrix.settings.cache import *  # noqa: F403
+from lithtrix.settings.database import *  # noqa: F403
+from lithtrix.settings.django import *  # noqa: F403
+from lithtrix.settings.logs import *  # noqa: F403
+from lithtrix.settings.stripe import *  # noqa: F403

@@ -1,0 +1,48 @@
+"""The JSON API: DRF, tiers and limits, client IPs, the OpenAPI document."""
+
+import os
+
+# --- Tiers and limits (see billing/metering/tiers.py) ----------------------------
+LITHTRIX_FREE_CALL_LIMIT = int(os.environ.get("LITHTRIX_FREE_CALL_LIMIT", "300"))
+LITHTRIX_FREE_RATE = os.environ.get("LITHTRIX_FREE_RATE", "60/m")
+LITHTRIX_PRO_RATE = os.environ.get("LITHTRIX_PRO_RATE", "600/m")
+LITHTRIX_REGISTER_RATE = os.environ.get("LITHTRIX_REGISTER_RATE", "10/m")
+
+# Number of reverse proxies of ours in front of the app that append to
+# X-Forwarded-For. 0: the client IP is REMOTE_ADDR and X-Forwarded-For is ignored.
+LITHTRIX_TRUSTED_PROXY_COUNT = int(os.environ.get("LITHTRIX_TRUSTED_PROXY_COUNT", "0"))
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["keys.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["lithtrix.parsers.BoundedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "lithtrix.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+    # Per agent (rate by tier) or per client IP; views opt out with throttle_classes = [].
+    "DEFAULT_THROTTLE_CLASSES": ["billing.metering.ratelimit.RateLimitThrottle"],
+    "DEFAULT_SCHEMA_CLASS": "lithtrix.openapi.LithtrixAutoSchema",
+}
+
+# OpenAPI 3 schema at /v1/openapi.json, docs at /v1/docs.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Lithtrix API",
+    "DESCRIPTION": (
+        "Accounts, API keys, metering and billing for AI agents. Authenticate with "
+        "`Authorization: Bearer ltx_...`; every non-2xx answer is the error envelope."
+    ),
+    "VERSION": "1.0.0",
+    "SCHEMA_PATH_PREFIX": r"/v1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_AUTHENTICATION": [],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "lithtrix.openapi.add_plain_view_operations",
+        "lithtrix.openapi.document_errors_and_headers",
+    ],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}

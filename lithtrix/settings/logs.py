@@ -1,0 +1,31 @@
+"""Logging: one JSON object per line on stderr (DJANGO_LOG_FORMAT=plain for people),
+each with the request id; secrets are scrubbed by the formatter."""
+
+import os
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "lithtrix.middleware.RequestIdLogFilter"}},
+    "formatters": {
+        "json": {"()": "lithtrix.logs.JsonFormatter"},
+        "plain": {
+            "()": "lithtrix.logs.PlainFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": os.environ.get("DJANGO_LOG_FORMAT", "json"),
+            "filters": ["request_id"],
+        },
+    },
+    "root": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "INFO")},
+    "loggers": {
+        # 4xx answers are the API working as designed; 5xx are logged with a request id.
+        "django.request": {"level": "ERROR"},
+        # One line per request (method, path, status, duration, agent id); off with WARNING.
+        "lithtrix.access": {"level": os.environ.get("LITHTRIX_ACCESS_LOG_LEVEL", "INFO")},
+    },
+}

@@ -1,0 +1,23 @@
+"""Stripe and dj-stripe (billing/payments/stripe_client.py talks to Stripe).
+
+Without STRIPE_SECRET_KEY and STRIPE_PUBLISHABLE_KEY billing answers 503
+BILLING_UNAVAILABLE. `make run` with no STRIPE_* variables starts localstripe on
+loopback and sets them (billing/payments/dev/devstripe.py).
+"""
+
+import os
+
+STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY", "")
+STRIPE_PUBLISHABLE_KEY = os.environ.get("STRIPE_PUBLISHABLE_KEY", "")
+STRIPE_PUBLIC_KEY = STRIPE_PUBLISHABLE_KEY  # the name dj-stripe reads
+# Base URL of a Stripe-compatible server (localstripe); empty means Stripe's own.
+STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE", "")
+# Price of the Pro subscription; empty means Pro is card-on-file without a subscription.
+STRIPE_PRO_PRICE_ID = os.environ.get("STRIPE_PRO_PRICE_ID", "")
+STRIPE_CONNECT_TIMEOUT_SECONDS = float(os.environ.get("STRIPE_CONNECT_TIMEOUT_SECONDS", "5"))
+STRIPE_TIMEOUT_SECONDS = float(os.environ.get("STRIPE_TIMEOUT_SECONDS", "20"))
+STRIPE_MAX_NETWORK_RETRIES = int(os.environ.get("STRIPE_MAX_NETWORK_RETRIES", "2"))
+STRIPE_LIVE_MODE = STRIPE_SECRET_KEY.startswith(("sk_live_", "rk_live_"))
+DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
+DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"
+DJSTRIPE_USE_NATIVE_JSONFIELD = True
