@@ -22,7 +22,7 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from lithtrix.servers import app_environment, fresh_database_url, manage  # noqa: E402
+from testing.servers import app_environment, fresh_database_url, manage  # noqa: E402
 
 DEFAULT_PATHS = ["/bench/bare", "/bench/drf-token", "/v1/me", "/v1/authorize"]
 

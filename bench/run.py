@@ -29,7 +29,7 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from lithtrix.servers import (  # noqa: E402
+from testing.servers import (  # noqa: E402
     app_environment,
     fresh_database_url,
     manage,

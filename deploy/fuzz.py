@@ -24,7 +24,7 @@ sys.path.insert(0, str(BASE_DIR))
 from billing.payments.dev.devstripe import LOCAL_PUBLISHABLE_KEY, LOCAL_SECRET_KEY  # noqa: E402
 from billing.payments.dev.localstripe_server import start_subprocess as start_localstripe  # noqa: E402
 from billing.payments.dev.localstripe_server import stop_subprocess as stop_localstripe  # noqa: E402
-from lithtrix.servers import (  # noqa: E402
+from testing.servers import (  # noqa: E402
     app_environment,
     fresh_database_url,
     manage,

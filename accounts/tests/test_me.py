@@ -1,6 +1,6 @@
 import pytest
 
-from lithtrix.testing import assert_envelope
+from testing.assertions import assert_envelope
 
 ME = "/v1/me"
 

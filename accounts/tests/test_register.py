@@ -5,7 +5,7 @@ import pytest
 from accounts.models import Agent, AgentEvent
 from keys.crypto import hash_key, is_well_formed
 from keys.models import ApiKey, KeyEvent
-from lithtrix.testing import assert_envelope
+from testing.assertions import assert_envelope
 
 REGISTER = "/v1/register"
 

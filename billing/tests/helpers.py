@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from accounts.models import Agent
-from lithtrix.testing import assert_envelope
+from testing.assertions import assert_envelope
 
 __all__ = ["assert_envelope", "rate_headers", "set_calls_total"]
 

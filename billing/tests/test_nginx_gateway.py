@@ -11,7 +11,7 @@ import requests
 
 from accounts.models import Agent
 from billing.tests.helpers import set_calls_total
-from lithtrix.tests.nginx import start_nginx
+from testing.nginx import start_nginx
 
 
 class _ProductApi(BaseHTTPRequestHandler):

@@ -4,7 +4,7 @@ from django.utils import timezone
 from keys.crypto import generate_key
 from keys.models import ApiKey
 from keys.services import api_key_revoke, api_key_rotate
-from lithtrix.testing import assert_envelope
+from testing.assertions import assert_envelope
 
 ME = "/v1/me"
 

@@ -4,7 +4,7 @@ import pytest
 from django.db import connection
 
 from keys.models import ApiKey, KeyEvent
-from lithtrix.testing import assert_envelope
+from testing.assertions import assert_envelope
 
 ROTATE = "/v1/keys/rotate"
 ME = "/v1/me"

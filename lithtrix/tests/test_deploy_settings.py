@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from lithtrix.servers import BASE_DIR
+from testing.servers import BASE_DIR
 
 PRODUCTION = {
     "DJANGO_DEBUG": "off",

@@ -6,7 +6,7 @@ import sys
 import pytest
 from django.test import Client
 
-from lithtrix.testing import assert_envelope
+from testing.assertions import assert_envelope
 
 
 @pytest.fixture

@@ -17,9 +17,9 @@ import requests
 
 from accounts.models import Agent
 from billing.models import DailyUsage
-from lithtrix.servers import running_gunicorn
-from lithtrix.tests.nginx import start_nginx
 from lithtrix.tests.test_multiprocess_limits import server_env
+from testing.nginx import start_nginx
+from testing.servers import running_gunicorn
 
 pytestmark = [pytest.mark.requires_postgres, pytest.mark.django_db(transaction=True)]
 

@@ -14,7 +14,7 @@ from django.db import connection
 
 from accounts.models import Agent
 from billing.models import DailyUsage
-from lithtrix.servers import app_environment, running_gunicorn
+from testing.servers import app_environment, running_gunicorn
 
 WORKERS = 4
 pytestmark = [pytest.mark.requires_postgres, pytest.mark.django_db(transaction=True)]

@@ -98,7 +98,7 @@ def start_gunicorn(
     sock = bound_socket()
     port = sock.getsockname()[1]
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    process = subprocess.Popen(  # noqa: S603 - fixed argv
+    process = subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -159,6 +159,4 @@ def fresh_database_url(database_url: str | None, suffix: str, tmp_dir: Path) -> 
 
 def manage(*args: str, env: Mapping[str, str]) -> None:
     """``python manage.py ARGS`` in a subprocess (e.g. migrate on the server's database)."""
-    subprocess.run(  # noqa: S603 - fixed argv
-        [sys.executable, "manage.py", *args], cwd=BASE_DIR, env=dict(env), check=True
-    )
+    subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=dict(env), check=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lithtrix.servers import BASE_DIR, free_port
+from testing.servers import BASE_DIR, free_port
 
 CONFIG = BASE_DIR / "deploy" / "nginx" / "metering.conf"
 
