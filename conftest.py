@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import Agent
 from accounts.services import agent_register
+from keys import hints
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -32,8 +33,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True)
 def _clear_cache() -> None:
-    # Rate-limit counters live in the cache; every test starts with none.
+    # Rate-limit counters live in the cache; every test starts with none (and no
+    # key hints: keys.hints).
     cache.clear()
+    hints.clear()
 
 
 @pytest.fixture

@@ -22,14 +22,22 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from testing.servers import app_environment, fresh_database_url, manage  # noqa: E402
+from bench.database import migrated_database_url  # noqa: E402
+from testing.servers import app_environment  # noqa: E402
 
-DEFAULT_PATHS = ["/bench/bare", "/bench/drf-token", "/v1/me", "/v1/authorize"]
+DEFAULT_PATHS = [
+    "/bench/bare",
+    "/bench/drf-token",
+    "/bench/drf-token-throttle",
+    "/v1/me",
+    "/v1/authorize",
+]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--no-tree", action="store_true", help="timings and counts only")
     parser.add_argument("paths", nargs="*", default=DEFAULT_PATHS)
     args = parser.parse_args()
 
@@ -37,14 +45,13 @@ def main() -> int:
     env = app_environment(
         {
             "DJANGO_SETTINGS_MODULE": "bench.settings",
-            "DATABASE_URL": fresh_database_url(os.environ.get("DATABASE_URL"), "profile", tmp_dir),
             "LITHTRIX_CACHE_PREFIX": f"profile{os.getpid()}",
             "LITHTRIX_FREE_RATE": "100000000/m",
             "LITHTRIX_FREE_CALL_LIMIT": "100000000",
             "LITHTRIX_ACCESS_LOG_LEVEL": "WARNING",
         }
     )
-    manage("migrate", "--noinput", "-v0", env=env)
+    env["DATABASE_URL"] = migrated_database_url(os.environ["DATABASE_URL"], "profile", env)
     import subprocess
 
     agents, users = tmp_dir / "agents.txt", tmp_dir / "users.txt"
@@ -138,7 +145,8 @@ def main() -> int:
         )
         for query in queries.captured_queries[:3]:
             print(f"    SQL: {query['sql'][:160]}")
-        print(profiler.output_text(unicode=False, color=False, show_all=False))
+        if not args.no_tree:
+            print(profiler.output_text(unicode=False, color=False, show_all=False))
     return 0
 
 

@@ -1,42 +1,57 @@
 """Benchmark the production stack on loopback and print a table of ratios.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/lithtrix REDIS_URL=redis://127.0.0.1:6379/0 \
-        .venv/bin/python bench/run.py            # or: make bench
+        .venv/bin/python bench/run.py            # or: make bench [BENCH_ARGS=...]
 
-Starts gunicorn (2 sync workers, deploy/gunicorn.conf.py) on a fresh PostgreSQL
-database (<name>_bench) and Redis, loads each endpoint with wrk (-t2 -c16 -d10s,
-after a 2 s warm-up) and prints req/s, p50 and p99 for: a bare Django JSON view; a
-DRF TokenAuthentication view, and the same with UserRateThrottle on Redis; GET
-/v1/me; /v1/authorize; then each one's ratio to the bare view and to the two DRF
-views. Authenticated load rotates over 1,000 agents (users). Then it grows the
-agents to 1,000,000 and measures the two key-authenticated endpoints again.
-The comparison views live in bench/ (bench.settings, bench.urls) only.
+Starts gunicorn (2 sync workers by default, deploy/gunicorn.conf.py) on a fresh
+PostgreSQL database (<name>_bench, copied from a migrated template: see
+bench/database.py) and Redis, loads each endpoint with wrk (-t2 -c16 -d10s, after
+a 2 s warm-up) and prints req/s, p50, p99 and non-2xx answers for: a bare Django
+JSON view; a DRF TokenAuthentication view, and the same with UserRateThrottle on
+Redis; GET /v1/me; /v1/authorize; then each one's ratio to the bare view and to
+the two DRF views. Authenticated load rotates over 1,000 agents (users). Then it
+grows the agents to 1,000,000 and measures the two key-authenticated endpoints
+again. The comparison views live in bench/ (bench.settings, bench.urls) only.
+
+The whole result (table, worker shape, cores, load average, git commit) is written
+as JSON to bench/results/<UTC time>-<git sha>.json; ``--compare FILE`` prints how
+each ratio moved against such an earlier file. ``--app-env NAME=VALUE`` sets an
+app setting for the run (e.g. LITHTRIX_METER_SYNCHRONOUS_COMMIT=off).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
+import platform
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from testing.servers import (  # noqa: E402
-    app_environment,
-    fresh_database_url,
-    manage,
-    running_gunicorn,
-)
+from bench.database import migrated_database_url  # noqa: E402
+from testing.servers import app_environment, running_gunicorn  # noqa: E402
 
 LUA = BASE_DIR / "bench" / "tokens.lua"
+RESULTS_DIR = BASE_DIR / "bench" / "results"
+BARE, TOKEN, THROTTLED = (
+    "bare Django JSON view",
+    "DRF TokenAuthentication",
+    "DRF Token + UserRateThrottle",
+)
+ME, AUTHORIZE = "GET /v1/me", "GET /v1/authorize"
+# The goals (issue "Performance and scale"): ratios within one run.
+TARGETS = [(ME, TOKEN, 1.3), (AUTHORIZE, THROTTLED, 1.3)]
+P99_OVER_P50_MAX = 2.5
 
 
 @dataclass(frozen=True)
@@ -47,11 +62,11 @@ class Endpoint:
 
 
 ENDPOINTS = [
-    Endpoint("bare Django JSON view", "/bench/bare", None),
-    Endpoint("DRF TokenAuthentication", "/bench/drf-token", "users"),
-    Endpoint("DRF Token + UserRateThrottle", "/bench/drf-token-throttle", "users"),
-    Endpoint("GET /v1/me", "/v1/me", "agents"),
-    Endpoint("GET /v1/authorize", "/v1/authorize", "agents"),
+    Endpoint(BARE, "/bench/bare", None),
+    Endpoint(TOKEN, "/bench/drf-token", "users"),
+    Endpoint(THROTTLED, "/bench/drf-token-throttle", "users"),
+    Endpoint(ME, "/v1/me", "agents"),
+    Endpoint(AUTHORIZE, "/v1/authorize", "agents"),
 ]
 
 
@@ -120,10 +135,17 @@ def seed(env: dict[str, str], **options: object) -> None:
     )
 
 
+def ratios(results: dict[str, Result]) -> dict[str, dict[str, float]]:
+    """Each endpoint's req/s over the bare view's, TokenAuthentication's and Token +
+    throttle's, all from this one run."""
+    bases = {"x bare": BARE, "x token": TOKEN, "x tok+thr": THROTTLED}
+    return {
+        name: {label: round(r.rps / results[base].rps, 3) for label, base in bases.items()}
+        for name, r in results.items()
+    }
+
+
 def print_table(results: dict[str, Result]) -> None:
-    bare = results["bare Django JSON view"].rps
-    token = results["DRF TokenAuthentication"].rps
-    throttled = results["DRF Token + UserRateThrottle"].rps
     header = (
         f"{'endpoint':<30} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>7}"
         f" {'x bare':>7} {'x token':>8} {'x tok+thr':>9}"
@@ -131,10 +153,86 @@ def print_table(results: dict[str, Result]) -> None:
     print(header)
     print("-" * len(header))
     for name, r in results.items():
+        x = ratios(results)[name]
         print(
             f"{name:<30} {r.rps:>8.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.non_2xx:>7}"
-            f" {r.rps / bare:>7.2f} {r.rps / token:>8.2f} {r.rps / throttled:>9.2f}"
+            f" {x['x bare']:>7.2f} {x['x token']:>8.2f} {x['x tok+thr']:>9.2f}"
         )
+
+
+def targets(results: dict[str, Result]) -> list[dict[str, object]]:
+    checks = []
+    for name, base, goal in TARGETS:
+        ratio = results[name].rps / results[base].rps
+        checks.append(
+            {"check": f"{name} >= {goal}x {base}", "value": round(ratio, 3), "met": ratio >= goal}
+        )
+    for name in (ME, AUTHORIZE):
+        r = results[name]
+        spread = r.p99_ms / r.p50_ms
+        checks.append(
+            {
+                "check": f"{name} p99 <= {P99_OVER_P50_MAX}x p50",
+                "value": round(spread, 3),
+                "met": spread <= P99_OVER_P50_MAX,
+            }
+        )
+    return checks
+
+
+def print_targets(checks: list[dict[str, object]]) -> None:
+    for check in checks:
+        verdict = "met" if check["met"] else "NOT met"
+        print(f"target {check['check']}: {check['value']:.2f}x {verdict}")
+
+
+def compare(previous_path: Path, current: dict[str, object]) -> None:
+    """How each ratio moved against an earlier result file (ratios, not req/s: the
+    machine's load differs between runs, the ratios within one run much less)."""
+    previous = json.loads(previous_path.read_text())
+    print(f"\ncompared with {previous_path.name} (commit {previous.get('commit', '?')}):")
+    print(f"{'endpoint':<30} {'ratio':>9} {'before':>7} {'now':>7} {'change':>7}")
+    for name, now in current["ratios"].items():
+        before = previous.get("ratios", {}).get(name)
+        if before is None:
+            continue
+        for label in ("x token", "x tok+thr"):
+            if label in before and label in now and name not in (BARE, TOKEN, THROTTLED):
+                change = now[label] / before[label] - 1
+                print(
+                    f"{name:<30} {label:>9} {before[label]:>7.2f} {now[label]:>7.2f} "
+                    f"{change:>+7.0%}"
+                )
+
+
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607
+            cwd=BASE_DIR,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],  # noqa: S607
+            cwd=BASE_DIR,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def worker_shape(workers: int, extra_args: list[str]) -> str:
+    threads = next((a.split("=", 1)[1] for a in extra_args if a.startswith("--threads=")), None)
+    worker_class = next(
+        (a.split("=", 1)[1] for a in extra_args if a.startswith("--worker-class=")), "sync"
+    )
+    shape = f"gunicorn {workers} {worker_class} workers"
+    return shape + (f" x {threads} threads" if threads else "")
 
 
 def main() -> int:
@@ -145,6 +243,18 @@ def main() -> int:
     parser.add_argument(
         "--scale-agents", type=int, default=1_000_000, help="0 skips the key-lookup scaling"
     )
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument("--worker-class", default="sync", help="gunicorn worker class")
+    parser.add_argument("--threads", type=int, default=0, help="threads per gthread worker")
+    parser.add_argument(
+        "--app-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an app setting for this run (repeatable)",
+    )
+    parser.add_argument("--compare", type=Path, help="an earlier bench/results/*.json")
+    parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install -y wrk")
@@ -153,22 +263,30 @@ def main() -> int:
         "REDIS_URL"
     ):
         raise SystemExit("bench needs DATABASE_URL=postgres://... and REDIS_URL=redis://...")
+    if args.compare and not args.compare.is_file():
+        raise SystemExit(f"--compare: no such file {args.compare}")
+    app_env = dict(item.split("=", 1) for item in args.app_env)
+    gunicorn_args = [f"--worker-class={args.worker_class}"]
+    if args.threads:
+        gunicorn_args.append(f"--threads={args.threads}")
+    shape = worker_shape(args.workers, gunicorn_args)
+    started_at = datetime.datetime.now(datetime.UTC)
 
     with tempfile.TemporaryDirectory(prefix="lithtrix-bench-") as tmp:
         tmp_dir = Path(tmp)
         env = app_environment(
             {
                 "DJANGO_SETTINGS_MODULE": "bench.settings",
-                "DATABASE_URL": fresh_database_url(database_url, "bench", tmp_dir),
                 "LITHTRIX_CACHE_PREFIX": f"bench{os.getpid()}",
                 # Throughput, not refusals: no agent reaches a limit during a run.
                 "LITHTRIX_FREE_RATE": "100000000/m",
                 "LITHTRIX_PRO_RATE": "100000000/m",
                 "LITHTRIX_FREE_CALL_LIMIT": "100000000",
                 "GUNICORN_MAX_REQUESTS": "0",
+                **app_env,
             }
         )
-        manage("migrate", "--noinput", "-v0", env=env)
+        env["DATABASE_URL"] = migrated_database_url(database_url, "bench", env)
         files = {"agents": tmp_dir / "agents.txt", "users": tmp_dir / "users.txt"}
         seed(
             env,
@@ -178,22 +296,31 @@ def main() -> int:
             tokens_out=files["users"],
         )
         log_path = tmp_dir / "gunicorn.log"
+        server_options = {
+            "workers": args.workers,
+            "env": env,
+            "log_path": log_path,
+            "extra_args": tuple(gunicorn_args),
+        }
+        settings_note = ", ".join(f"{k}={v}" for k, v in app_env.items()) or "default settings"
         print(
-            f"gunicorn 2 sync workers, wrk -t2 -c16 -d{args.seconds}s (2 s warm-up), "
+            f"{shape}, wrk -t2 -c16 -d{args.seconds}s (2 s warm-up), "
             f"{args.agents:,} agents, median of {args.rounds} interleaved rounds, "
-            f"{os.cpu_count()} CPUs",
+            f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} "
+            f"at start, {settings_note}",
             flush=True,
         )
-        with running_gunicorn(workers=2, env=env, log_path=log_path) as server:
+        with running_gunicorn(**server_options) as server:
             results = measure_rounds(server.url, ENDPOINTS, files, args.seconds, args.rounds)
         print()
         print_table(results)
 
+        scaled: dict[str, Result] = {}
         if args.scale_agents > args.agents:
             started = time.monotonic()
             seed(env, agents=args.scale_agents - args.agents, keys_out=files["agents"])
             print(f"\nseeded {args.scale_agents:,} agents in {time.monotonic() - started:.0f}s")
-            with running_gunicorn(workers=2, env=env, log_path=log_path) as server:
+            with running_gunicorn(**server_options) as server:
                 keyed = [e for e in ENDPOINTS if e.credentials == "agents"]
                 scaled = measure_rounds(server.url, keyed, files, args.seconds, args.rounds)
             print(f"\nkey lookup: {args.agents:,} agents -> {args.scale_agents:,} agents")
@@ -205,13 +332,34 @@ def main() -> int:
                     f"p99 {before.p99_ms:.2f} -> {r.p99_ms:.2f} ms, non-2xx {r.non_2xx}"
                 )
 
-        token = results["DRF TokenAuthentication"].rps
-        throttled = results["DRF Token + UserRateThrottle"].rps
-        me = results["GET /v1/me"].rps
-        authorize = results["GET /v1/authorize"].rps
-        print()
-        print(f"target GET /v1/me >= 1.0x TokenAuthentication: {me / token:.2f}x")
-        print(f"target /v1/authorize >= 1.3x Token + throttle: {authorize / throttled:.2f}x")
+    checks = targets(results)
+    print()
+    print_targets(checks)
+    commit = git_commit()
+    record = {
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "commit": commit,
+        "worker_shape": shape,
+        "cpu_cores": os.cpu_count(),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "wrk": f"-t2 -c16 -d{args.seconds}s",
+        "rounds": args.rounds,
+        "agents": args.agents,
+        "app_env": app_env,
+        "results": {name: asdict(r) for name, r in results.items()},
+        "ratios": ratios(results),
+        "targets": checks,
+        "scaled_agents": args.scale_agents if scaled else None,
+        "scaled_results": {name: asdict(r) for name, r in scaled.items()},
+    }
+    if args.compare:
+        compare(args.compare, record)
+    if not args.no_save:
+        RESULTS_DIR.mkdir(exist_ok=True)
+        path = RESULTS_DIR / f"{started_at:%Y%m%dT%H%M%SZ}-{commit}.json"
+        path.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"\nwritten to {path.relative_to(BASE_DIR)}")
     return 0
 
 

@@ -7,7 +7,7 @@ from rest_framework.request import Request
 
 from accounts.models import Agent
 from keys import selectors
-from keys.crypto import is_well_formed
+from keys.crypto import hash_key, is_well_formed
 from keys.models import ApiKey
 from lithtrix.errors import InvalidApiKeyError
 
@@ -20,6 +20,23 @@ def bearer_token(header: str) -> str | None:
     return token.strip() or None
 
 
+def presented_key_hash(header: str) -> str:
+    """The hash of the well-formed ltx_ key in an Authorization header value, else
+    InvalidApiKeyError (without any database query)."""
+    token = bearer_token(header)
+    if token is None or not is_well_formed(token):
+        raise InvalidApiKeyError()
+    return hash_key(token)
+
+
+def authenticate_key_hash(hashed_key: str) -> tuple[Agent, ApiKey]:
+    """Agent and key for a presented key's hash (one indexed query), or InvalidApiKeyError."""
+    api_key = selectors.active_api_key_with_agent_by_hash(hashed_key=hashed_key)
+    if api_key is None:
+        raise InvalidApiKeyError()
+    return api_key.agent, api_key
+
+
 def authenticate_key(header: str) -> tuple[Agent, ApiKey]:
     """Agent and key for an Authorization header value, or InvalidApiKeyError.
 
@@ -27,13 +44,7 @@ def authenticate_key(header: str) -> tuple[Agent, ApiKey]:
     the caller. A key without the ltx_ shape costs no database query; any other
     costs one indexed query.
     """
-    token = bearer_token(header)
-    if token is None or not is_well_formed(token):
-        raise InvalidApiKeyError()
-    api_key = selectors.active_api_key_with_agent(key=token)
-    if api_key is None:
-        raise InvalidApiKeyError()
-    return api_key.agent, api_key
+    return authenticate_key_hash(presented_key_hash(header))
 
 
 class ApiKeyAuthentication(BaseAuthentication):

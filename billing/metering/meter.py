@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
+
 from django.http import HttpRequest
 
 from accounts.models import Agent
-from billing.metering.ratelimit import RateLimitState, rate_limit
+from billing.metering.ratelimit import RateLimitState, forget_decision, rate_limit
 from billing.metering.services import MeterResult, meter_call
-from lithtrix.errors import OverLimitError
+from keys import hints
+from keys.authentication import authenticate_key_hash, presented_key_hash
+from lithtrix.errors import OverLimitError, RateLimitExceededError
 
 UPGRADE_URL = "/v1/billing/setup"
 
@@ -25,3 +30,43 @@ def meter_request(
     if not result.allowed:
         raise OverLimitError(extra={"upgrade_url": UPGRADE_URL})
     return result, state
+
+
+@dataclass(frozen=True)
+class MeteredCall:
+    agent_id: uuid.UUID
+    tier: str
+    result: MeterResult
+    rate_limit: RateLimitState | None
+
+
+def meter_presented_key(request: HttpRequest, *, authorization: str) -> MeteredCall:
+    """Authenticate an Authorization header value, rate-limit, meter: one metered call.
+
+    Raises InvalidApiKeyError (401), RateLimitExceededError (429) or OverLimitError
+    (402). With a key hint (keys.hints) the key lookup is skipped: the metering
+    statement re-checks the key itself and only counts the call while the key still
+    authenticates, so a call is allowed on the database's word alone; anything
+    else (an unknown, revoked or rotated key, the cap, a 429, a tier that changed)
+    is decided by the full lookup that follows, exactly as without a hint.
+    """
+    hashed_key = presented_key_hash(authorization)
+    hint = hints.get(hashed_key) if hints.enabled() else None
+    if hint is not None:
+        try:
+            state = rate_limit(request, agent=Agent(id=hint.agent_id, tier=hint.tier))
+        except RateLimitExceededError:
+            pass  # the full lookup first: an invalid key gets 401, not 429
+        else:
+            result = meter_call(agent_id=hint.agent_id, hashed_key=hashed_key, tier=hint.tier)
+            if result.allowed:
+                return MeteredCall(hint.agent_id, hint.tier, result, state)
+        hints.forget(hashed_key)
+    agent, _api_key = authenticate_key_hash(hashed_key)
+    if hint is not None and hint.tier != agent.tier:
+        # Counted under the tier the hint named: count it again under the real one.
+        forget_decision(request)
+    result, state = meter_request(request, agent=agent)
+    if hints.enabled():
+        hints.remember(hashed_key, agent)
+    return MeteredCall(agent.pk, agent.tier, result, state)

@@ -153,6 +153,13 @@ def rate_limit(request: HttpRequest, *, agent: Agent | None) -> RateLimitState |
     return state
 
 
+def forget_decision(request: HttpRequest) -> None:
+    """Drop this request's remembered decision (its count stays): the next
+    rate_limit() call counts again. For a request first counted under a tier its
+    agent turned out not to be on (keys.hints, a stale hint)."""
+    _django_request(request).__dict__.pop(_STATE_ATTR, None)
+
+
 class RateLimitThrottle(BaseThrottle):
     """DRF's default throttle: per agent when authenticated, else per client IP.
 

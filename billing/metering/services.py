@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import Agent, Tier
 from billing.metering.tiers import tier_limits
 from billing.models import DailyUsage
+from keys.models import ApiKey
+from keys.selectors import live_key_condition
+from lithtrix import db
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,7 @@ def _sql_names() -> dict[str, str]:
     return {
         "agent": qn(Agent._meta.db_table),
         "usage": qn(DailyUsage._meta.db_table),
+        "key": qn(ApiKey._meta.db_table),
     }
 
 
@@ -39,6 +45,27 @@ WITH metered AS (
        SET calls_total = calls_total + 1, last_call_at = %(now)s
      WHERE id = %(agent_id)s AND (tier <> %(free)s OR calls_total < %(free_limit)s)
  RETURNING id, calls_total
+), daily AS (
+    INSERT INTO {usage} (agent_id, date, calls)
+    SELECT id, %(today)s, 1 FROM metered
+    ON CONFLICT (agent_id, date) DO UPDATE SET calls = {usage}.calls + 1
+)
+SELECT calls_total FROM metered
+"""
+
+# The same, for a caller that skipped the key lookup (a key hint, keys.hints): the
+# UPDATE also requires the presented key to still authenticate (the lookup's own
+# condition, keys.selectors.live_key_condition) and the agent to be on the tier the
+# caller rate-limited it as. A call that does not match is not counted and changes
+# nothing; the caller then decides 401, 402 or a tier change with the full lookup.
+_METER_WITH_KEY_SQL_POSTGRESQL = """
+WITH metered AS (
+    UPDATE {agent} a
+       SET calls_total = a.calls_total + 1, last_call_at = %(now)s
+      FROM {key} k
+     WHERE a.id = %(agent_id)s AND k.agent_id = a.id AND {live_key}
+       AND a.tier = %(tier)s AND (a.tier <> %(free)s OR a.calls_total < %(free_limit)s)
+ RETURNING a.id, a.calls_total
 ), daily AS (
     INSERT INTO {usage} (agent_id, date, calls)
     SELECT id, %(today)s, 1 FROM metered
@@ -62,7 +89,18 @@ ON CONFLICT (agent_id, date) DO UPDATE SET calls = calls + 1
 """
 
 
-def meter_call(*, agent_id: uuid.UUID) -> MeterResult:
+@functools.cache
+def _postgresql_sql(*, with_key: bool) -> str:
+    if with_key:
+        return _METER_WITH_KEY_SQL_POSTGRESQL.format(
+            **_sql_names(), live_key=live_key_condition("k")
+        )
+    return _METER_SQL_POSTGRESQL.format(**_sql_names())
+
+
+def meter_call(
+    *, agent_id: uuid.UUID, hashed_key: str | None = None, tier: str | None = None
+) -> MeterResult:
     """Count one metered call for the agent if its tier allows it.
 
     Guarantees, on PostgreSQL and SQLite alike: a Free agent's calls_total is
@@ -70,6 +108,11 @@ def meter_call(*, agent_id: uuid.UUID) -> MeterResult:
     any concurrency); Pro agents are counted without a cap; the agent's
     last_call_at and its DailyUsage row for today (UTC) change in the same
     transaction as the counter. A refused call changes nothing.
+
+    With ``hashed_key`` and ``tier`` (PostgreSQL only; a caller that did not look
+    the key up): the call is counted only if, in the same statement, that key
+    still authenticates as this agent and the agent is on ``tier``. Not allowed
+    then means "not counted", for one of those reasons or the cap.
     """
     now = timezone.now()
     params = {
@@ -82,10 +125,16 @@ def meter_call(*, agent_id: uuid.UUID) -> MeterResult:
     names = _sql_names()
     if connection.vendor == "postgresql":
         # A single statement is atomic on its own; no explicit transaction round trips.
-        with connection.cursor() as cursor:
-            cursor.execute(_METER_SQL_POSTGRESQL.format(**names), params)
-            row = cursor.fetchone()
+        if hashed_key is not None:
+            params.update(hashed_key=hashed_key, tier=tier)
+        row = db.fetchone(
+            _postgresql_sql(with_key=hashed_key is not None),
+            params,
+            synchronous_commit=settings.LITHTRIX_METER_SYNCHRONOUS_COMMIT,
+        )
     else:
+        if hashed_key is not None:
+            raise NotImplementedError("meter_call(hashed_key=...) needs PostgreSQL")
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(_METER_UPDATE_SQLITE.format(**names), params)
             row = cursor.fetchone()

@@ -6,9 +6,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from billing.metering import selectors
-from billing.metering.meter import meter_request
+from billing.metering.meter import meter_presented_key
 from billing.metering.serializers import BillingSerializer, UsageSerializer
-from keys.authentication import authenticate_key
 from lithtrix.errors import ApiError, api_error_response
 
 
@@ -45,11 +44,11 @@ def authorize(request: HttpRequest) -> HttpResponse:
     the envelope (401, 402 OVER_LIMIT, 429) for the gateway to return.
     """
     try:
-        agent, _api_key = authenticate_key(request.headers.get("Authorization", ""))
-        meter_request(request, agent=agent)
+        call = meter_presented_key(request, authorization=request.headers.get("Authorization", ""))
     except ApiError as error:
         return api_error_response(error, request)
-    response = JsonResponse({"agent_id": str(agent.pk), "tier": agent.tier})
-    response["X-Agent-Id"] = str(agent.pk)
-    response["X-Agent-Tier"] = agent.tier
+    agent_id = str(call.agent_id)
+    response = JsonResponse({"agent_id": agent_id, "tier": call.tier})
+    response["X-Agent-Id"] = agent_id
+    response["X-Agent-Tier"] = call.tier
     return response

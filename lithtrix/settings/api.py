@@ -12,6 +12,11 @@ LITHTRIX_REGISTER_RATE = os.environ.get("LITHTRIX_REGISTER_RATE", "10/m")
 # X-Forwarded-For. 0: the client IP is REMOTE_ADDR and X-Forwarded-For is ignored.
 LITHTRIX_TRUSTED_PROXY_COUNT = int(os.environ.get("LITHTRIX_TRUSTED_PROXY_COUNT", "0"))
 
+# Metered path (README, "Benchmark"): key -> agent hints kept per process (0: off),
+# and whether a metered call's commit waits for its WAL flush (on: durable).
+LITHTRIX_KEY_HINTS = int(os.environ.get("LITHTRIX_KEY_HINTS", "10000"))
+LITHTRIX_METER_SYNCHRONOUS_COMMIT = os.environ.get("LITHTRIX_METER_SYNCHRONOUS_COMMIT", "on")
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["keys.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

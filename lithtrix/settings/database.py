@@ -4,7 +4,7 @@ import os
 
 import dj_database_url
 
-from lithtrix.settings.env import BASE_DIR
+from lithtrix.settings.env import BASE_DIR, env_bool
 
 _default = dj_database_url.parse(
     os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
@@ -21,5 +21,13 @@ if _default["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+
+elif _default["ENGINE"] == "django.db.backends.postgresql" and env_bool(
+    "DJANGO_DB_PREPARED_STATEMENTS", default=True
+):
+    # The hot path's fixed statements (lithtrix.db) are prepared once per connection.
+    # Off for a pooler that cannot keep prepared statements (PgBouncer < 1.21 in
+    # transaction mode); Django's own queries are never prepared either way.
+    _default.setdefault("OPTIONS", {})["prepare_threshold"] = 5
 
 DATABASES = {"default": _default}
