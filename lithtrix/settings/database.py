@@ -22,12 +22,13 @@ if _default["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 
-elif _default["ENGINE"] == "django.db.backends.postgresql" and env_bool(
-    "DJANGO_DB_PREPARED_STATEMENTS", default=True
-):
+elif _default["ENGINE"] == "django.db.backends.postgresql":
+    # Django's backend, with a health check that needs no SELECT 1 per request.
+    _default["ENGINE"] = "lithtrix.postgresql"
     # The hot path's fixed statements (lithtrix.db) are prepared once per connection.
     # Off for a pooler that cannot keep prepared statements (PgBouncer < 1.21 in
     # transaction mode); Django's own queries are never prepared either way.
-    _default.setdefault("OPTIONS", {})["prepare_threshold"] = 5
+    if env_bool("DJANGO_DB_PREPARED_STATEMENTS", default=True):
+        _default.setdefault("OPTIONS", {})["prepare_threshold"] = 5
 
 DATABASES = {"default": _default}
