@@ -17,7 +17,7 @@ simply joins the transaction, whose commit stays as durable as configured.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -27,9 +27,18 @@ SYNCHRONOUS_COMMIT_VALUES = ("on", "off", "local", "remote_write", "remote_apply
 
 
 def fetchone(
-    sql: str, params: Mapping[str, Any] | Sequence[Any], *, synchronous_commit: str = "on"
+    sql: str,
+    params: Mapping[str, Any] | Sequence[Any],
+    *,
+    synchronous_commit: str = "on",
+    while_waiting: Callable[[], None] | None = None,
 ) -> tuple | None:
-    """Run ``sql`` (PostgreSQL only) and return its first row, or None."""
+    """Run ``sql`` (PostgreSQL only) and return its first row, or None.
+
+    ``while_waiting`` is called after the statement is sent and before its answer
+    is read (psycopg's pipeline mode), so another round trip (Redis) overlaps this
+    one instead of following it.
+    """
     if synchronous_commit not in SYNCHRONOUS_COMMIT_VALUES:
         raise ValueError(f"synchronous_commit must be one of {SYNCHRONOUS_COMMIT_VALUES}")
     connection.close_if_health_check_failed()
@@ -43,6 +52,12 @@ def fetchone(
     # Django's wrapper (its query log in tests, execute_wrappers, error mapping)
     # around the server-binding cursor.
     cursor = connection._prepare_cursor(_Prepared(raw_cursor, prepare))
+    if while_waiting is not None:
+        with cursor:
+            with connection.wrap_database_errors, raw_connection.pipeline():
+                cursor.execute(sql, params)
+                while_waiting()
+            return cursor.fetchone()
     if synchronous_commit == "on" or connection.in_atomic_block:
         with cursor:
             cursor.execute(sql, params)

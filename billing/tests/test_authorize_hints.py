@@ -203,3 +203,51 @@ def test_metering_without_waiting_for_the_wal_flush_is_still_exact(registered, s
         assert cursor.fetchone() == ("on",)
         cursor.execute("SELECT now() = statement_timestamp()")  # no transaction left open
         assert cursor.fetchone() == (True,)
+
+
+# --- Any other key-authenticated endpoint: the rate limit overlaps the key lookup ---
+
+
+@pytest.mark.django_db
+def test_a_hinted_key_is_rate_limited_once_per_request(api_client, hinted):
+    for remaining in (58, 57):
+        with CaptureQueriesContext(connection) as captured:
+            response = api_client.get("/v1/me", **hinted.auth)
+        assert response.status_code == 200
+        assert response.json()["agent_id"] == str(hinted.agent.pk)
+        assert rate_headers(response)[:2] == (60, remaining)
+        assert statements(captured) == ["SELECT"]
+
+
+@pytest.mark.django_db
+def test_a_revoked_hinted_key_gets_401_on_any_endpoint(api_client, hinted):
+    api_key_revoke(api_key=hinted.agent.api_keys.get())
+
+    response = api_client.get("/v1/me", **hinted.auth)
+
+    assert_envelope(response, 401, "INVALID_API_KEY")
+    assert hints.get(hash_key(hinted.api_key)) is None
+
+
+@pytest.mark.django_db
+def test_a_tier_change_after_the_hint_is_rate_limited_under_the_new_tier(api_client, hinted):
+    agent_set_tier(agent=hinted.agent, tier="pro")
+
+    response = api_client.get("/v1/me", **hinted.auth)
+
+    assert response.status_code == 200
+    assert response.json()["tier"] == "pro"
+    assert rate_headers(response)[:2] == (600, 599)
+    assert hints.get(hash_key(hinted.api_key)).tier == "pro"
+
+
+@pytest.mark.django_db
+def test_a_hinted_key_over_its_rate_gets_429_and_a_revoked_one_401(api_client, hinted):
+    for _ in range(59):
+        assert api_client.get("/v1/me", **hinted.auth).status_code == 200
+    response = api_client.get("/v1/me", **hinted.auth)
+    assert_envelope(response, 429, "RATE_LIMIT_EXCEEDED")
+    assert int(response["Retry-After"]) >= 1
+
+    api_key_revoke(api_key=hinted.agent.api_keys.get())
+    assert_envelope(api_client.get("/v1/me", **hinted.auth), 401, "INVALID_API_KEY")
