@@ -303,6 +303,7 @@ def main() -> int:
         gunicorn_args.append(f"--threads={args.threads}")
     shape = worker_shape(args.workers, gunicorn_args)
     started_at = datetime.datetime.now(datetime.UTC)
+    commit = git_commit()  # the code measured, whatever happens to the tree meanwhile
 
     with tempfile.TemporaryDirectory(prefix="lithtrix-bench-") as tmp:
         tmp_dir = Path(tmp)
@@ -369,7 +370,6 @@ def main() -> int:
     checks = targets(results, rounds)
     print()
     print_targets(checks)
-    commit = git_commit()
     record = {
         "started_at": started_at.isoformat(timespec="seconds"),
         "commit": commit,
