@@ -93,10 +93,13 @@ def statement_and_tables(env: dict[str, str]) -> tuple[str, list[str]]:
 
 
 def psql(url: str, sql: str) -> None:
+    """Each statement on its own (autocommit: VACUUM cannot run in a transaction)."""
     subprocess.run(  # noqa: S603
-        ["psql", "-q", "-v", "ON_ERROR_STOP=1", url, "-c", sql],  # noqa: S607
+        ["psql", "-q", "-v", "ON_ERROR_STOP=1", url],  # noqa: S607
+        input=sql,
         check=True,
         capture_output=True,
+        text=True,
     )
 
 
@@ -167,7 +170,9 @@ def main() -> int:
     database_url = os.environ.get("DATABASE_URL", "")
     if not database_url.startswith(("postgres://", "postgresql://")):
         raise SystemExit("needs DATABASE_URL=postgres://... (the schema is migrated there)")
-    env = app_environment({"DJANGO_SETTINGS_MODULE": "lithtrix.settings"})
+    env = app_environment(
+        {"DJANGO_SETTINGS_MODULE": "lithtrix.settings", "LITHTRIX_SINGLE_PROCESS": "on"}
+    )
     schema_url = migrated_database_url(database_url, "pgbench_schema", env)
     env["DATABASE_URL"] = schema_url
     statement, tables = statement_and_tables(env)
