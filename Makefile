@@ -56,7 +56,9 @@ fuzz: venv
 	$(BIN)/python deploy/fuzz.py
 
 # wrk against gunicorn (2 sync workers) on PostgreSQL + Redis: needs DATABASE_URL,
-# REDIS_URL and wrk (apt-get install -y wrk). See README, "Benchmark".
+# REDIS_URL and wrk (apt-get install -y wrk). Writes bench/results/<time>-<sha>.json;
+# BENCH_ARGS="--compare bench/results/<earlier>.json" prints the ratio change.
+# See README, "Benchmark".
 bench: venv
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
