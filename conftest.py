@@ -58,7 +58,13 @@ class RegisteredAgent:
 
     @property
     def auth(self) -> dict[str, str]:
+        """The Bearer header for Django's test client (WSGI environ name)."""
         return {"HTTP_AUTHORIZATION": f"Bearer {self.api_key}"}
+
+    @property
+    def auth_header(self) -> dict[str, str]:
+        """The Bearer header for a real HTTP client (requests)."""
+        return {"Authorization": f"Bearer {self.api_key}"}
 
     def __repr__(self) -> str:
         return f"RegisteredAgent({self.agent.agent_name})"
