@@ -30,12 +30,22 @@ class LithtrixAdminSite(admin.AdminSite):
     index_title = "Overview"
     # The admin has no public site of its own; the API's docs are what it serves.
     site_url = "/v1/docs"
-    # The index leads with what support looks at most; other apps follow, by name.
+    # The index and the side bar lead with what support looks at most: these apps
+    # in this order (others follow, by name), each app's main page first.
     app_order = ("accounts", "keys", "billing", "djstripe")
+    lead_models = ("accounts.agent", "keys.apikey")
+    app_names = {"djstripe": "Stripe (read-only mirror)"}
 
     def get_app_list(self, request: HttpRequest, app_label: str | None = None) -> list[dict]:
         apps = super().get_app_list(request, app_label)
         rank = {label: n for n, label in enumerate(self.app_order)}
+        for app in apps:
+            app["name"] = self.app_names.get(app["app_label"], app["name"])
+            app["models"].sort(
+                key=lambda model: (
+                    f"{app['app_label']}.{model['object_name'].lower()}" not in self.lead_models
+                )
+            )
         return sorted(apps, key=lambda app: (rank.get(app["app_label"], len(rank)), app["name"]))
 
 

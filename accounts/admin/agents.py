@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from urllib.parse import urlencode
 
 from django.apps import apps
@@ -11,7 +12,9 @@ from django.db.models import BooleanField, ExpressionWrapper, OuterRef, QuerySet
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
+from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
+from django.utils.timezone import localtime
 
 from accounts.admin.actions import AgentActionsMixin
 from accounts.admin.bulk import AgentBulkActionsMixin
@@ -49,6 +52,11 @@ class OverLimitFilter(admin.SimpleListFilter):
         return queryset
 
 
+def short_datetime(value: datetime.datetime | None) -> str | None:
+    """2026-11-27 09:40 (UTC): the width of a column, not of a sentence."""
+    return None if value is None else date_format(localtime(value), "Y-m-d H:i")
+
+
 def cap_badge(agent: Agent) -> str:
     """ "at cap" (red) or "near cap" (amber) for a Free agent; empty otherwise."""
     limit = tier_limits(agent.tier).call_limit
@@ -75,7 +83,7 @@ class AgentAdmin(AgentActionsMixin, AgentBulkActionsMixin, LargeTableAdmin):
         "over_limit",
         "refused_calls",
         "last_metered_call",
-        "created_at",
+        "registered",
     )
     list_filter = ("tier", OverLimitFilter)
     # Prefix matches: UPPER(col) LIKE 'TERM%' has an index on PostgreSQL (migration 0002).
@@ -85,7 +93,7 @@ class AgentAdmin(AgentActionsMixin, AgentBulkActionsMixin, LargeTableAdmin):
         f"or key prefix ({KEY_PREFIX}…)."
     )
     # Only orderings an index serves: (calls_total, id), created_at, (agent_name, owner).
-    sortable_by = ("agent_name", "calls_total", "created_at")
+    sortable_by = ("agent_name", "calls_total", "registered")
     ordering = ("-created_at",)
     actions = ("grant_pro", "remove_pro", "reset_usage")
     readonly_fields = (
@@ -159,7 +167,7 @@ class AgentAdmin(AgentActionsMixin, AgentBulkActionsMixin, LargeTableAdmin):
         # Deleting an agent erases its audit trail; only a superuser may.
         return request.user.is_superuser and obj is not None
 
-    @admin.display(description="call limit")
+    @admin.display(description="limit")
     def call_limit(self, agent: Agent) -> str:
         limit = tier_limits(agent.tier).call_limit
         return "unlimited" if limit is None else f"{limit:,}"
@@ -168,20 +176,24 @@ class AgentAdmin(AgentActionsMixin, AgentBulkActionsMixin, LargeTableAdmin):
     def over_limit(self, agent: Agent) -> str:
         return cap_badge(agent)
 
-    @admin.display(description="refused (402) today / total")
+    @admin.display(description="refused today / total")
     def refused_calls(self, agent: Agent) -> str:
         if not agent.refused_total:
             return "-"
         return format_html(
-            '<span class="refused{}">{} / {}</span>',
+            '<span class="refused{}" title="calls refused at the cap (402)">{} / {}</span>',
             " refused-today" if agent.refused_today else "",
             f"{agent.refused_today:,}",
             f"{agent.refused_total:,}",
         )
 
-    @admin.display(description="last metered call")
-    def last_metered_call(self, agent: Agent):
-        return agent.last_call_at
+    @admin.display(description="last metered call", empty_value="never")
+    def last_metered_call(self, agent: Agent) -> str | None:
+        return short_datetime(agent.last_call_at)
+
+    @admin.display(description="registered", ordering="created_at")
+    def registered(self, agent: Agent) -> str | None:
+        return short_datetime(agent.created_at)
 
     @admin.display(description="Stripe (dj-stripe)")
     def stripe_links(self, agent: Agent) -> str:

@@ -135,7 +135,9 @@ class DailyCalls:
     date: datetime.date
     calls: int
     refused: int  # calls refused (402) at the cap that day
-    percent: int  # of the busiest day in the period, for the bar chart
+    # Of the busiest day in the period (calls and refusals), for the bar chart.
+    percent: int
+    refused_percent: int
 
 
 def agent_daily_usage(*, agent: Agent, days: int = 30) -> list[DailyCalls]:
@@ -149,16 +151,19 @@ def agent_daily_usage(*, agent: Agent, days: int = 30) -> list[DailyCalls]:
         .order_by()
         .values_list("date", "calls", "refused")
     }
-    busiest = max((calls for calls, _ in rows.values()), default=0)
+    busiest = max((calls + refused for calls, refused in rows.values()), default=0)
+
+    def share(n: int) -> int:
+        return round(100 * n / busiest) if busiest else 0
+
+    days_back = (first + datetime.timedelta(days=n) for n in range(days))
     return [
         DailyCalls(
             date=day,
             calls=calls,
             refused=refused,
-            percent=round(100 * calls / busiest) if busiest else 0,
+            percent=share(calls),
+            refused_percent=share(refused),
         )
-        for day, (calls, refused) in (
-            (day, rows.get(day, (0, 0)))
-            for day in (first + datetime.timedelta(days=n) for n in range(days))
-        )
+        for day, (calls, refused) in ((day, rows.get(day, (0, 0))) for day in days_back)
     ]
