@@ -30,6 +30,9 @@ class LithtrixAdminSite(admin.AdminSite):
     index_title = "Overview"
     # The admin has no public site of its own; the API's docs are what it serves.
     site_url = "/v1/docs"
+    # The changelists need the width (ten columns on the agent list); Home and the
+    # breadcrumbs are one click from everything.
+    enable_nav_sidebar = False
     # The index and the side bar lead with what support looks at most: these apps
     # in this order (others follow, by name), each app's main page first.
     app_order = ("accounts", "keys", "billing", "djstripe")
