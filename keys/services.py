@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
@@ -80,9 +82,31 @@ def api_key_revoke(
 
 @transaction.atomic
 def api_key_reissue(
-    *, agent: Agent, actor: AbstractBaseUser | None, reason: str = "", ip: str | None = None
-) -> str:
-    """Revoke every active key of ``agent`` and issue a new one (support, for a lost key)."""
-    for api_key in ApiKey.objects.select_for_update().filter(agent=agent, revoked_at__isnull=True):
+    *,
+    agent: Agent,
+    actor: AbstractBaseUser | None,
+    reason: str = "",
+    ip: str | None = None,
+    expected_active_keys: Collection[int] | None = None,
+) -> str | None:
+    """Revoke every active key of ``agent`` and issue a new one (support, for a lost key).
+
+    ``expected_active_keys``: the ids of the active keys the caller was shown. When
+    the agent's active keys are no longer exactly those, nothing is done and None is
+    returned: of two submissions of one support page (a double click, a reload of
+    the new-key page), however close, the second does not revoke the key just
+    handed out. The agent's row lock makes check-then-reissue one step, even for an
+    agent with no active key left (FOR NO KEY UPDATE: key inserts elsewhere, which
+    take a KEY SHARE lock on the agent, are not blocked by it).
+    """
+    Agent.objects.select_for_update(no_key=True).filter(pk=agent.pk).first()
+    active = list(
+        ApiKey.objects.select_for_update()
+        .filter(agent=agent, revoked_at__isnull=True)
+        .order_by("pk")
+    )
+    if expected_active_keys is not None and {k.pk for k in active} != set(expected_active_keys):
+        return None
+    for api_key in active:
         api_key_revoke(api_key=api_key, actor=actor, reason=reason, ip=ip)
     return _issue(agent=agent, ip=ip, actor=actor, reason=reason)

@@ -122,7 +122,9 @@ def test_authorize_over_the_cap_is_402_and_not_counted(api_client, registered):
     assert "X-Agent-Id" not in response
     assert rate_headers(response)[:2] == (60, 59)
     assert calls_total(registered.agent) == 300
-    assert not DailyUsage.objects.exists()
+    # Not counted as a call; counted as refused, for support to see.
+    usage = DailyUsage.objects.get(agent=registered.agent)
+    assert (usage.calls, usage.refused) == (0, 1)
 
 
 @pytest.mark.django_db
