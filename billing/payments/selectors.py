@@ -37,10 +37,13 @@ def pending_cancel_at(*, customer_id: str | None) -> datetime.datetime | None:
     """
     if not customer_id:
         return None
-    live = djstripe_models.Subscription.objects.filter(
-        customer_id=customer_id, status__in=stripe_client.ENTITLED_STATUSES
-    ).only("stripe_data")
-    dates = [subscription_cancel_at(s.stripe_data) for s in live]
+    mirrored = djstripe_models.Subscription.objects.filter(customer_id=customer_id)
+    live = [
+        s.stripe_data
+        for s in mirrored.only("stripe_data")
+        if s.stripe_data.get("status") in stripe_client.ENTITLED_STATUSES
+    ]
+    dates = [subscription_cancel_at(data) for data in live]
     if not dates or any(at is None for at in dates):
         return None
     return max(dates)

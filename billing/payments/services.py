@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+import stripe
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -21,7 +22,7 @@ from accounts.models import Agent, AgentEvent, Tier
 from accounts.services import agent_set_tier
 from billing.payments import locks, stripe_client
 from billing.payments.selectors import subscription_cancel_at
-from lithtrix.errors import PaymentFailedError
+from lithtrix.errors import PaymentFailedError, PaymentProviderError, ValidationError
 
 logger = logging.getLogger("billing.payments")
 
@@ -62,7 +63,26 @@ def billing_setup(*, agent: Agent, payment_method_id: str) -> Agent:
     - Called again as Pro, it makes the new payment method the invoice default.
     """
     stripe_client.require_configured()
-    with locks.agent_billing_lock(agent.pk), stripe_client.deadline():
+    with locks.agent_billing_lock(agent.pk):
+        current, customer_id, payment_method, subscription, resumed = _setup_on_stripe(
+            agent=agent, payment_method_id=payment_method_id
+        )
+        _setup_record(
+            agent=current,
+            customer_id=customer_id,
+            payment_method=payment_method,
+            subscription=subscription,
+            resumed=resumed,
+        )
+    agent.tier = Tier.PRO
+    agent.stripe_customer_id = customer_id
+    logger.info("agent %s upgraded to pro (customer %s)", agent.pk, customer_id)
+    return agent
+
+
+def _setup_on_stripe(*, agent: Agent, payment_method_id: str) -> tuple[Any, ...]:
+    """Setup's Stripe calls and the mirror, within the request deadline; no transaction."""
+    with stripe_client.deadline():
         current = Agent.objects.get(pk=agent.pk)
         agent_id = str(current.pk)
         customer_id = current.stripe_customer_id
@@ -86,7 +106,14 @@ def billing_setup(*, agent: Agent, payment_method_id: str) -> Agent:
         # dj-stripe may fetch related objects while mirroring: Stripe errors there are ours too.
         with stripe_client.translated_errors("djstripe.sync"):
             _mirror(customer=customer, payment_method=payment_method, subscription=subscription)
+    return current, customer_id, payment_method, subscription, resumed
 
+
+def _setup_record(
+    *, agent: Agent, customer_id: str, payment_method: Any, subscription: Any, resumed: bool
+) -> None:
+    """Setup's one short transaction: customer link, audit rows, tier."""
+    current = agent
     facts = {
         "stripe_customer_id": customer_id,
         "payment_method_id": payment_method.id,
@@ -112,10 +139,6 @@ def billing_setup(*, agent: Agent, payment_method_id: str) -> Agent:
         agent_set_tier(
             agent=current, tier=Tier.PRO, reason="Upgraded through billing setup.", data=facts
         )
-    agent.tier = Tier.PRO
-    agent.stripe_customer_id = customer_id
-    logger.info("agent %s upgraded to pro (customer %s)", agent_id, customer_id)
-    return agent
 
 
 def _mirror(*, customer: Any = None, payment_method: Any = None, subscription: Any = None) -> None:
@@ -212,7 +235,12 @@ def billing_cancel(*, agent: Agent) -> Cancellation:
       (no row lock, no transaction), then one durable transaction for the tier
       and the audit row. A Stripe failure: PaymentProviderError, nothing changed.
     """
-    with locks.agent_billing_lock(agent.pk), stripe_client.deadline():
+    with locks.agent_billing_lock(agent.pk):
+        return _cancel_locked(agent=agent)
+
+
+def _cancel_locked(*, agent: Agent) -> Cancellation:
+    with stripe_client.deadline():
         current = Agent.objects.get(pk=agent.pk)
         if current.tier == Tier.FREE:
             return Cancellation(tier=Tier.FREE, cancel_at=None)
@@ -390,6 +418,25 @@ def local_stripe_account_ensure(
         key.name = "localstripe"
         key.save()
     return key
+
+
+def local_pro_plan_ensure(*, plan_id: str, amount: int = 2900, currency: str = "usd") -> str:
+    """The monthly Pro plan on a Stripe-compatible local server (localstripe), made once.
+
+    Stripe accepts a plan id wherever a price id goes, so STRIPE_PRO_PRICE_ID can
+    name it. Returns the id.
+    """
+    try:
+        return stripe_client.plan_retrieve(plan_id=plan_id).id
+    except ValidationError:
+        raise
+    except PaymentProviderError as exc:
+        cause = exc.__cause__
+        if not isinstance(cause, stripe.InvalidRequestError) or cause.http_status != 404:
+            raise
+    return stripe_client.pro_plan_create(
+        plan_id=plan_id, amount=amount, currency=currency, product_name="Lithtrix Pro"
+    ).id
 
 
 @transaction.atomic

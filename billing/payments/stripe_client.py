@@ -342,3 +342,30 @@ def webhook_endpoint_create(*, url: str, enabled_events: list[str], metadata: di
         # Events in the API version this library speaks.
         api_version=stripe.api_version,
     )
+
+
+def pro_plan_create(*, plan_id: str, amount: int, currency: str, product_name: str) -> Any:
+    """A monthly Plan (a legacy Price: its id goes wherever a price id goes) and its Product.
+
+    For Stripe-compatible local servers, which have Plans but no Prices.
+    """
+    product = _call(
+        "product.create",
+        stripe.Product.create,
+        name=product_name,
+        idempotency_key=f"lithtrix-product-{plan_id}",
+    )
+    return _call(
+        "plan.create",
+        stripe.Plan.create,
+        id=plan_id,
+        product=product.id,
+        amount=amount,
+        currency=currency,
+        interval="month",
+        idempotency_key=f"lithtrix-plan-{plan_id}",
+    )
+
+
+def plan_retrieve(*, plan_id: str) -> Any:
+    return _call("plan.retrieve", stripe.Plan.retrieve, plan_id)
