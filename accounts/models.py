@@ -65,6 +65,8 @@ class AgentEvent(models.Model):
         PAYMENT_METHOD_SET = "payment_method_set", "Payment method set"
         PAYMENT_FAILED = "payment_failed", "Payment failed"
         SUBSCRIPTION_ENDED = "subscription_ended", "Subscription ended"
+        SUBSCRIPTION_CANCEL_REQUESTED = "subscription_cancel_requested", "Cancellation requested"
+        SUBSCRIPTION_RESUMED = "subscription_resumed", "Subscription resumed"
 
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="events")
     kind = models.CharField(max_length=32, choices=Kind.choices)

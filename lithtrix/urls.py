@@ -5,7 +5,12 @@ from django.urls import include, path, re_path
 
 from accounts.views import MeViewSet, RegisterViewSet
 from billing.metering.views import BillingViewSet, UsageViewSet, authorize
-from billing.payments.views import BillingConfigViewSet, BillingSetupViewSet, stripe_webhook_view
+from billing.payments.views import (
+    BillingCancelViewSet,
+    BillingConfigViewSet,
+    BillingSetupViewSet,
+    stripe_webhook_view,
+)
 from keys.views import KeyViewSet
 from lithtrix import errors, health
 from lithtrix.views import ApiDocsView, CapabilitiesViewSet, OpenApiSchemaView
@@ -23,6 +28,9 @@ v1 = [
         name="billing-config",
     ),
     path("v1/billing/setup", BillingSetupViewSet.as_view({"post": "create"}), name="billing-setup"),
+    path(
+        "v1/billing/cancel", BillingCancelViewSet.as_view({"post": "create"}), name="billing-cancel"
+    ),
     path("v1/billing/webhook", stripe_webhook_view, name="billing-webhook"),
 ]
 

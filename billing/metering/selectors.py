@@ -15,6 +15,7 @@ from django.utils import timezone
 from accounts.models import Agent, Tier
 from billing.metering.tiers import over_limit_condition, tier_limits
 from billing.models import DailyUsage
+from billing.payments import selectors as payments_selectors
 
 USAGE_DAYS = 7
 
@@ -26,6 +27,7 @@ class BillingSummary:
     call_limit: int | None
     over_limit: bool
     stripe_customer_id: str | None
+    cancel_at: datetime.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ def billing_summary(*, agent: Agent) -> BillingSummary:
         call_limit=call_limit,
         over_limit=call_limit is not None and agent.calls_total >= call_limit,
         stripe_customer_id=agent.stripe_customer_id,
+        cancel_at=payments_selectors.pending_cancel_at(customer_id=agent.stripe_customer_id),
     )
 
 

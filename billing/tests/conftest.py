@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +72,43 @@ def local_stripe(settings, db, localstripe_url) -> str:
     urllib.request.urlopen(reset, timeout=5).close()  # noqa: S310 - loopback http
     _configure(settings, api_base=localstripe_url)
     return localstripe_url
+
+
+LOCAL_PRO_PLAN = "price_lithtrix_pro_monthly"
+
+
+@pytest.fixture
+def local_stripe_pro(local_stripe, settings) -> str:
+    """localstripe with the monthly Pro plan as STRIPE_PRO_PRICE_ID (what `make run` sets)."""
+    settings.STRIPE_PRO_PRICE_ID = payments.local_pro_plan_ensure(plan_id=LOCAL_PRO_PLAN)
+    return local_stripe
+
+
+@pytest.fixture
+def black_hole():
+    """A loopback port that accepts connections and never answers (Stripe hanging)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    accepted = []
+    stop = threading.Event()
+
+    def accept():
+        sock.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(sock.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    sock.close()
 
 
 @pytest.fixture

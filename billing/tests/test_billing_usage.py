@@ -23,6 +23,7 @@ def test_billing_for_a_new_free_agent(api_client, registered):
         "call_limit": 300,
         "over_limit": False,
         "stripe_customer_id": None,
+        "cancel_at": None,
     }
     assert rate_headers(response)[:2] == (60, 59)
 
@@ -51,6 +52,7 @@ def test_billing_for_pro_has_no_limit_and_shows_the_customer(api_client, registe
         "call_limit": None,
         "over_limit": False,
         "stripe_customer_id": "cus_Test123",
+        "cancel_at": None,
     }
 
 
