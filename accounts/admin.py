@@ -30,11 +30,12 @@ from django.utils.html import format_html_join
 from accounts.forms import ReasonForm, ReissueKeyForm, TierForm
 from accounts.models import Agent, AgentEvent, Tier
 from accounts.selectors import agent_daily_usage
-from accounts.services import agent_reset_usage, agent_set_tier
+from accounts.services import agent_delete, agent_reset_usage, agent_set_tier
 from billing.metering.tiers import over_limit_condition, tier_limits
 from keys.crypto import DISPLAY_PREFIX_LENGTH, KEY_PREFIX
 from keys.models import ApiKey, KeyEvent
 from keys.services import api_key_reissue, api_key_revoke
+from lithtrix.errors import ApiError
 from lithtrix.http import client_ip
 from lithtrix.paginators import LargeTablePaginator
 
@@ -194,9 +195,8 @@ class AgentAdmin(LargeTableAdmin):
             return queryset.filter(pk__in=matching.values("agent_id")), False
         return super().get_search_results(request, queryset, search_term)
 
-    def has_delete_permission(self, request, obj=None):
-        # Deleting an agent erases its audit trail; only a superuser may.
-        return request.user.is_superuser and obj is not None
+    # No cascading delete (LargeTableAdmin.has_delete_permission): "Delete agent"
+    # goes through accounts.services.agent_delete, which keeps the audit rows.
 
     @admin.display(description="call limit")
     def call_limit(self, agent: Agent) -> str:
@@ -259,6 +259,7 @@ class AgentAdmin(LargeTableAdmin):
             "can_change_tier": user.has_perm("accounts.change_tier"),
             "can_reset_usage": user.has_perm("accounts.reset_usage"),
             "can_revoke_key": user.has_perm("keys.revoke_apikey"),
+            "can_delete_agent": user.has_perm("accounts.delete_agent") and agent.deleted_at is None,
         }
 
     # --- support actions ----------------------------------------------------------
@@ -285,6 +286,11 @@ class AgentAdmin(LargeTableAdmin):
                 "<path:object_id>/reset-usage/",
                 view(self.reset_usage_view),
                 name="accounts_agent_reset_usage",
+            ),
+            path(
+                "<path:object_id>/delete-agent/",
+                view(self.delete_agent_view),
+                name="accounts_agent_delete_agent",
             ),
             *super().get_urls(),
         ]
@@ -454,6 +460,31 @@ class AgentAdmin(LargeTableAdmin):
             button="Reset the counter to 0",
             intro=f"Sets the lifetime call counter ({agent.calls_total:,} calls) back to 0. "
             "Daily usage history is kept.",
+        )
+
+    def delete_agent_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        agent = self._agent_for_action(request, object_id, "accounts.delete_agent")
+        form = ReasonForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                deleted = agent_delete(
+                    agent=agent, actor=request.user, reason=form.cleaned_data["reason"]
+                )
+            except ApiError as error:  # e.g. Stripe failed: nothing was changed
+                self.message_user(request, f"Not deleted: {error.message}", messages.ERROR)
+                return HttpResponseRedirect(self._change_url(agent))
+            if not deleted:
+                self.message_user(request, "The agent was already deleted.", messages.WARNING)
+                return HttpResponseRedirect(self._change_url(agent))
+            return self._done(request, agent, "Agent deleted (keys revoked, name and owner erased)")
+        return self._confirm_page(
+            request,
+            agent,
+            form,
+            title="Delete agent",
+            button="Delete this agent",
+            intro="Cancels any Stripe subscription, revokes every key and erases the agent's "
+            "name and owner. Usage counts and audit rows are kept. This cannot be undone.",
         )
 
     # --- the same actions on agents selected in the list ------------------------------

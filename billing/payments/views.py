@@ -20,6 +20,7 @@ from billing.payments.serializers import (
     BillingSetupSerializer,
     BillingUpgradedSerializer,
 )
+from idempotency.views import IdempotentViewSetMixin, idempotent
 from lithtrix import errors
 from lithtrix.openapi import error_response
 
@@ -47,7 +48,7 @@ class BillingConfigViewSet(viewsets.ViewSet):
         return Response(BillingConfigSerializer(body).data)
 
 
-class BillingSetupViewSet(viewsets.ViewSet):
+class BillingSetupViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
     """POST /v1/billing/setup — attach a PaymentMethod and move to Pro."""
 
     @extend_schema(
@@ -61,6 +62,7 @@ class BillingSetupViewSet(viewsets.ViewSet):
         },
         tags=["billing"],
     )
+    @idempotent()
     def create(self, request: Request) -> Response:
         serializer = BillingSetupSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
