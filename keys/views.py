@@ -63,7 +63,8 @@ class KeyViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
         responses={200: KeyListSerializer},
         tags=["keys"],
     )
-    def list(self, request: Request) -> Response:
+    def working(self, request: Request) -> Response:
+        # Not named "list": the answer is one object, not a list of keys.
         keys = agent_working_keys(agent=request.user)
         return Response(KeyListSerializer({"keys": keys}).data)
 

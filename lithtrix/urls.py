@@ -13,7 +13,7 @@ from lithtrix.views import ApiDocsView, CapabilitiesViewSet, OpenApiSchemaView
 v1 = [
     path("v1/register", RegisterViewSet.as_view({"post": "create"}), name="register"),
     path("v1/me", MeViewSet.as_view({"get": "retrieve", "delete": "destroy"}), name="me"),
-    path("v1/keys", KeyViewSet.as_view({"get": "list"}), name="keys"),
+    path("v1/keys", KeyViewSet.as_view({"get": "working"}), name="keys"),
     path("v1/keys/rotate", KeyViewSet.as_view({"post": "rotate"}), name="keys-rotate"),
     path("v1/keys/revoke", KeyViewSet.as_view({"post": "revoke"}), name="keys-revoke"),
     path("v1/keys/leaked", LeakedKeysViewSet.as_view({"post": "create"}), name="keys-leaked"),
