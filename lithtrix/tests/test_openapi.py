@@ -193,8 +193,16 @@ def test_lifecycle_endpoints_are_documented(schema):
     rotate_body = schema["components"]["schemas"]["KeyRotateRequest"]["properties"]
     overlap = rotate_body["previous_key_expires_in"]
     assert (overlap["minimum"], overlap["maximum"]) == (0, 604800)
-    assert "keys" in str(paths["/v1/keys"]["get"]["responses"]["200"])
-    assert "revoked" in str(paths["/v1/keys/revoke"]["post"]["responses"]["200"])
+    components = schema["components"]["schemas"]
+    listed = paths["/v1/keys"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert listed["schema"] == {"$ref": "#/components/schemas/KeyList"}
+    assert set(components["ApiKeySummary"]["properties"]) == {
+        "prefix",
+        "created_at",
+        "expires_at",
+        "current",
+    }
+    assert "revoked" in components["KeyRevoked"]["properties"]
     leaked = paths["/v1/keys/leaked"]["post"]
     assert {p["name"] for p in leaked["parameters"]} >= {
         "Github-Public-Key-Identifier",
