@@ -299,9 +299,10 @@ def document_errors_and_headers(
                 headers["X-Request-Id"] = _ref("X-Request-Id", required=True)
                 if keyed and code != "401":
                     # Once the rate limit has been decided, every answer carries them
-                    # (a 500 may come before it is).
+                    # (a 500 may come before it is, and so does an answer replayed
+                    # under an Idempotency-Key, or refused with 409/422 because of it).
                     for name in RATE_LIMIT_HEADERS:
-                        headers[name] = _ref(name, required=code != "500")
+                        headers[name] = _ref(name, required=code != "500" and not idempotent)
                 if code == "429":
                     headers["Retry-After"] = _ref("Retry-After", required=True)
                 if code == "401":
