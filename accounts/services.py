@@ -109,8 +109,11 @@ def agent_delete(*, agent: Agent, actor: AbstractBaseUser | None = None, reason:
     """
     agent_deletion_requested.send(sender=Agent, agent=agent)
     with transaction.atomic(durable=True):
-        locked = Agent.objects.select_for_update().filter(pk=agent.pk, deleted_at__isnull=True)
-        if not locked.exists():
+        # The row lock orders this after any rotation or reissue in flight (they lock it too).
+        locked = (
+            Agent.objects.select_for_update().filter(pk=agent.pk, deleted_at__isnull=True).first()
+        )
+        if locked is None:
             return False
         now = timezone.now()
         api_keys_revoke_all(agent=agent, actor=actor, reason="Agent deleted")

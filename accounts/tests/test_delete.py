@@ -165,3 +165,55 @@ def test_admin_delete_needs_the_delete_permission(staff_client_with, registered)
     response = client.post(f"/admin/accounts/agent/{registered.agent.pk}/delete-agent/", {})
     assert response.status_code == 403
     assert Agent.objects.get(pk=registered.agent.pk).deleted_at is None
+
+
+@pytest.mark.requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_rotation_racing_the_deletion_leaves_no_working_key(make_agent):
+    import threading
+
+    from django.db import connection
+    from rest_framework.test import APIClient
+
+    registered = make_agent(name="racer")
+    barrier = threading.Barrier(2)
+    statuses: dict[str, int] = {}
+
+    def call(name: str, send) -> None:
+        client = APIClient()
+        barrier.wait()
+        try:
+            statuses[name] = send(client).status_code
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(
+            target=call,
+            args=(
+                "delete",
+                lambda c: c.delete(ME, {"confirm": "racer"}, format="json", **registered.auth),
+            ),
+        ),
+        threading.Thread(
+            target=call,
+            args=(
+                "rotate",
+                lambda c: c.post(
+                    "/v1/keys/rotate",
+                    {"previous_key_expires_in": 600},
+                    format="json",
+                    **registered.auth,
+                ),
+            ),
+        ),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert statuses["delete"] == 204
+    assert statuses["rotate"] in {200, 401}
+    assert not ApiKey.objects.filter(agent=registered.agent, revoked_at__isnull=True).exists()
+    assert Agent.objects.get(pk=registered.agent.pk).deleted_at is not None
