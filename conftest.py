@@ -87,3 +87,24 @@ def make_agent(db):
 @pytest.fixture
 def registered(make_agent) -> RegisteredAgent:
     return make_agent(name="my-agent", owner="you@example.com")
+
+
+class Clock:
+    """timezone.now() under the test's control: ``clock.advance(seconds=...)``."""
+
+    def __init__(self, now) -> None:
+        self.now = now
+
+    def advance(self, **delta) -> None:
+        import datetime as dt
+
+        self.now += dt.timedelta(**delta)
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    from django.utils import timezone
+
+    clock = Clock(timezone.now())
+    monkeypatch.setattr(timezone, "now", lambda: clock.now)
+    return clock

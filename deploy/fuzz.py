@@ -60,6 +60,25 @@ def register(base_url: str) -> str:
         return json.load(response)["api_key"]
 
 
+def write_secret_scanning_keys(tmp_dir: Path) -> Path:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    public_pem = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    path = tmp_dir / "secret_scanning_keys.json"
+    path.write_text(
+        json.dumps(
+            {"public_keys": [{"key_identifier": "fuzz", "key": public_pem, "is_current": True}]}
+        )
+    )
+    return path
+
+
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="lithtrix-fuzz-") as tmp:
         tmp_dir = Path(tmp)
@@ -85,6 +104,9 @@ def main() -> int:
             STRIPE_PUBLISHABLE_KEY=LOCAL_PUBLISHABLE_KEY,
             STRIPE_API_BASE=api_base,
         )
+        # Secret-scanning reports are verified against a local public key list:
+        # the fuzzer must not reach GitHub (and the machine may have no network).
+        overrides["LITHTRIX_SECRET_SCANNING_KEYS_FILE"] = str(write_secret_scanning_keys(tmp_dir))
         env = app_environment(overrides)
         try:
             return fuzz(env, tmp_dir, workers)
@@ -100,8 +122,8 @@ def fuzz(env: dict[str, str], tmp_dir: Path, workers: int) -> int:
         started = time.monotonic()
         totals = {"cases": 0, "failures": 0, "errored": 0, "auth_warnings": 0}
         returncodes = []
-        # Key rotation invalidates the key every other operation uses: it gets a
-        # run (and a key) of its own.
+        # Key rotation, revocation and deletion invalidate the key every other
+        # operation uses: each gets a run (and a key) of its own.
         for name, selection in RUNS:
             report = REPORT_DIR / f"fuzz-{name}.json"
             returncode = run_schemathesis(server.url, register(server.url), selection, report)
@@ -128,8 +150,20 @@ def fuzz(env: dict[str, str], tmp_dir: Path, workers: int) -> int:
 
 
 RUNS = [
-    ("api", ["--exclude-path", "/v1/keys/rotate"]),
+    (
+        "api",
+        [
+            "--exclude-path",
+            "/v1/keys/rotate",
+            "--exclude-path",
+            "/v1/keys/revoke",
+            "--exclude-operation-id",
+            "me_destroy",
+        ],
+    ),
     ("rotate", ["--include-path", "/v1/keys/rotate"]),
+    ("revoke", ["--include-path", "/v1/keys/revoke"]),
+    ("delete", ["--include-operation-id", "me_destroy"]),
 ]
 
 

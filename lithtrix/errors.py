@@ -107,6 +107,23 @@ class AgentAlreadyExistsError(ApiError):
     )
 
 
+class IdempotencyKeyInUseError(ApiError):
+    status_code = 409
+    error_code = "IDEMPOTENCY_KEY_IN_USE"
+    default_message = (
+        "A request with this Idempotency-Key is still being processed; retry in a moment."
+    )
+
+
+class IdempotencyKeyReusedError(ApiError):
+    status_code = 422
+    error_code = "IDEMPOTENCY_KEY_REUSED"
+    default_message = (
+        "This Idempotency-Key was already used for a different request "
+        "(method, path, credential or body). Use a new key for a new request."
+    )
+
+
 class PayloadTooLargeError(ApiError):
     status_code = 413
     error_code = "PAYLOAD_TOO_LARGE"

@@ -8,7 +8,11 @@ so an endpoint added later is documented the same way without repeating it:
   401 and 429 on those that need a key, 429 on those marked ``x-rate-limit``;
   402 on metered ones (``x-metered``: the Metered permission, /v1/authorize);
 - ``X-Request-Id`` on every answer; ``RateLimit-*`` on every answer to a keyed
-  operation except 401; ``Retry-After`` on 429; ``WWW-Authenticate`` on 401.
+  operation except 401; ``Retry-After`` on 429; ``WWW-Authenticate`` on 401;
+  ``X-Calls-Remaining`` on the 200 of metered ones;
+- on actions marked idempotent (an ``idempotency_policy`` attribute, see
+  idempotency.views): the ``Idempotency-Key`` parameter, ``Idempotent-Replayed``
+  on every answer, 409 IDEMPOTENCY_KEY_IN_USE and 422 IDEMPOTENCY_KEY_REUSED.
 """
 
 from __future__ import annotations
@@ -84,9 +88,10 @@ ERROR_DESCRIPTIONS = {
     "402": "OVER_LIMIT (Free lifetime cap reached) or PAYMENT_FAILED.",
     "404": "NOT_FOUND.",
     "405": "METHOD_NOT_ALLOWED.",
-    "409": "AGENT_ALREADY_EXISTS.",
+    "409": "AGENT_ALREADY_EXISTS or IDEMPOTENCY_KEY_IN_USE.",
     "413": "PAYLOAD_TOO_LARGE: body over the configured maximum.",
     "415": "UNSUPPORTED_MEDIA_TYPE: the body is not JSON.",
+    "422": "IDEMPOTENCY_KEY_REUSED: the Idempotency-Key was used for a different request.",
     "429": "RATE_LIMIT_EXCEEDED: per-minute limit hit; see Retry-After.",
     "500": "INTERNAL_ERROR: a bug, logged with the request id.",
     "502": "PAYMENT_PROVIDER_ERROR.",
@@ -110,6 +115,14 @@ HEADERS: dict[str, dict[str, Any]] = {
         "Whole seconds to wait before retrying.", {"type": "integer", "minimum": 1}
     ),
     "WWW-Authenticate": _header("Always `Bearer`.", {"type": "string"}),
+    "Idempotent-Replayed": _header(
+        "`true` when this is the stored answer to an earlier request with the same "
+        "Idempotency-Key.",
+        {"type": "string", "enum": ["true"]},
+    ),
+    "X-Calls-Remaining": _header(
+        "Free agents only: lifetime metered calls left after this one (Pro: absent).", _INTEGER
+    ),
 }
 RATE_LIMIT_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
 
@@ -132,6 +145,10 @@ class LithtrixAutoSchema(AutoSchema):
             operation["x-metered"] = True
         if getattr(self.view, "throttle_classes", None):
             operation.setdefault("x-rate-limit", "per agent; per client IP without a key")
+        action = getattr(self.view, getattr(self.view, "action", None) or "", None)
+        policy = getattr(action, "idempotency_policy", None)
+        if policy is not None:
+            operation["x-idempotent"] = {"min_key_length": policy.min_key_length}
         return operation
 
 
@@ -173,6 +190,7 @@ def _authorize_operation(method: str) -> dict[str, Any]:
                     | {"required": True},
                     "X-Agent-Tier": _header("free or pro.", {"type": "string"})
                     | {"required": True},
+                    "X-Calls-Remaining": {"$ref": "#/components/headers/X-Calls-Remaining"},
                 },
             }
         },
@@ -267,6 +285,10 @@ def document_errors_and_headers(
                 codes.add("429")
             if operation.get("x-metered"):
                 codes.add("402")
+            idempotent = operation.get("x-idempotent")
+            if idempotent:
+                codes |= {"400", "409", "422"}
+                _add_idempotency_parameter(operation, idempotent["min_key_length"])
             responses = operation.setdefault("responses", {})
             for code in codes:
                 responses.setdefault(
@@ -277,12 +299,42 @@ def document_errors_and_headers(
                 headers["X-Request-Id"] = _ref("X-Request-Id", required=True)
                 if keyed and code != "401":
                     # Once the rate limit has been decided, every answer carries them
-                    # (a 500 may come before it is).
+                    # (a 500 may come before it is, and so does an answer replayed
+                    # under an Idempotency-Key, or refused with 409/422 because of it).
                     for name in RATE_LIMIT_HEADERS:
-                        headers[name] = _ref(name, required=code != "500")
+                        headers[name] = _ref(name, required=code != "500" and not idempotent)
                 if code == "429":
                     headers["Retry-After"] = _ref("Retry-After", required=True)
                 if code == "401":
                     headers["WWW-Authenticate"] = _ref("WWW-Authenticate", required=True)
+                if idempotent and code not in {"409", "422"}:
+                    headers["Idempotent-Replayed"] = _ref("Idempotent-Replayed")
+                if operation.get("x-metered") and code == "200":
+                    headers["X-Calls-Remaining"] = _ref("X-Calls-Remaining")
             operation["responses"] = dict(sorted(responses.items()))
     return result
+
+
+def _add_idempotency_parameter(operation: dict[str, Any], min_length: int) -> None:
+    parameters = operation.setdefault("parameters", [])
+    length = f", at least {min_length} characters (a UUID4 is fine)" if min_length > 1 else ""
+    if any(p.get("name") == "Idempotency-Key" for p in parameters):
+        return
+    parameters.append(
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "schema": {
+                "type": "string",
+                "minLength": min_length,
+                "maxLength": 255,
+                "pattern": "^[!-~]([ -~]*[!-~])?$",
+            },
+            "description": (
+                "Makes a retry safe: the same request with the same key within "
+                "LITHTRIX_IDEMPOTENCY_TTL_HOURS (24 h) gets the first answer again "
+                f"(`Idempotent-Replayed: true`); nothing runs twice. Printable ASCII{length}."
+            ),
+        }
+    )

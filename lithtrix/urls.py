@@ -11,14 +11,17 @@ from billing.payments.views import (
     BillingSetupViewSet,
     stripe_webhook_view,
 )
-from keys.views import KeyViewSet
+from keys.views import KeyViewSet, LeakedKeysViewSet
 from lithtrix import errors, health
 from lithtrix.views import ApiDocsView, CapabilitiesViewSet, OpenApiSchemaView
 
 v1 = [
     path("v1/register", RegisterViewSet.as_view({"post": "create"}), name="register"),
-    path("v1/me", MeViewSet.as_view({"get": "retrieve"}), name="me"),
+    path("v1/me", MeViewSet.as_view({"get": "retrieve", "delete": "destroy"}), name="me"),
+    path("v1/keys", KeyViewSet.as_view({"get": "working"}), name="keys"),
     path("v1/keys/rotate", KeyViewSet.as_view({"post": "rotate"}), name="keys-rotate"),
+    path("v1/keys/revoke", KeyViewSet.as_view({"post": "revoke"}), name="keys-revoke"),
+    path("v1/keys/leaked", LeakedKeysViewSet.as_view({"post": "create"}), name="keys-leaked"),
     path("v1/billing", BillingViewSet.as_view({"get": "retrieve"}), name="billing"),
     path("v1/usage", UsageViewSet.as_view({"get": "retrieve"}), name="usage"),
     path("v1/authorize", authorize, name="authorize"),

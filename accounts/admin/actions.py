@@ -14,10 +14,11 @@ from django.utils.cache import add_never_cache_headers
 
 from accounts.forms import ReasonForm, ReissueKeyForm, TierForm
 from accounts.models import Agent, Tier
-from accounts.services import agent_reset_usage, agent_set_tier
+from accounts.services import agent_delete, agent_reset_usage, agent_set_tier
 from keys.crypto import DISPLAY_PREFIX_LENGTH
 from keys.models import ApiKey
 from keys.services import api_key_reissue, api_key_revoke
+from lithtrix.errors import ApiError
 from lithtrix.http import client_ip
 
 
@@ -31,6 +32,7 @@ class AgentActionsMixin(admin.ModelAdmin):
             ("keys/<int:key_id>/revoke/", self.revoke_key_view, "revoke_key"),
             ("set-tier/", self.set_tier_view, "set_tier"),
             ("reset-usage/", self.reset_usage_view, "reset_usage"),
+            ("delete-agent/", self.delete_agent_view, "delete_agent"),
         ]
         return [
             *(
@@ -200,4 +202,29 @@ class AgentActionsMixin(admin.ModelAdmin):
             button="Reset the counter to 0",
             intro=f"Sets the lifetime call counter ({agent.calls_total:,} calls) back to 0. "
             "Daily usage history is kept.",
+        )
+
+    def delete_agent_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        agent = self._agent_for_action(request, object_id, "accounts.delete_agent")
+        form = ReasonForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                deleted = agent_delete(
+                    agent=agent, actor=request.user, reason=form.cleaned_data["reason"]
+                )
+            except ApiError as error:  # e.g. Stripe failed: nothing was changed
+                self.message_user(request, f"Not deleted: {error.message}", messages.ERROR)
+                return HttpResponseRedirect(self._change_url(agent))
+            if not deleted:
+                self.message_user(request, "The agent was already deleted.", messages.WARNING)
+                return HttpResponseRedirect(self._change_url(agent))
+            return self._done(request, agent, "Agent deleted (keys revoked, name and owner erased)")
+        return self._confirm_page(
+            request,
+            agent,
+            form,
+            title="Delete agent",
+            button="Delete this agent",
+            intro="Cancels any Stripe subscription, revokes every key and erases the agent's "
+            "name and owner. Usage counts and audit rows are kept. This cannot be undone.",
         )

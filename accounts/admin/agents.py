@@ -163,9 +163,8 @@ class AgentAdmin(AgentActionsMixin, AgentBulkActionsMixin, LargeTableAdmin):
             return queryset.filter(pk__in=matching.values("agent_id")), False
         return super().get_search_results(request, queryset, search_term)
 
-    def has_delete_permission(self, request, obj=None):
-        # Deleting an agent erases its audit trail; only a superuser may.
-        return request.user.is_superuser and obj is not None
+    # No cascading delete (LargeTableAdmin.has_delete_permission): "Delete agent"
+    # goes through accounts.services.agent_delete, which keeps the audit rows.
 
     @admin.display(description="limit")
     def call_limit(self, agent: Agent) -> str:
@@ -253,6 +252,7 @@ class AgentAdmin(AgentActionsMixin, AgentBulkActionsMixin, LargeTableAdmin):
             "can_reissue_key": user.has_perm("accounts.reissue_key"),
             "can_change_tier": user.has_perm("accounts.change_tier"),
             "can_reset_usage": user.has_perm("accounts.reset_usage"),
+            "can_delete_agent": user.has_perm("accounts.delete_agent") and agent.deleted_at is None,
             "can_revoke_key": user.has_perm("keys.revoke_apikey"),
         }
 

@@ -31,6 +31,8 @@ from lithtrix.http import client_ip
 AGENT_GROUP = "lithtrix.agent"
 IP_GROUP = "lithtrix.ip"
 _STATE_ATTR = "lithtrix_rate_limit"
+# Set by meter_request for a Free agent's metered call: lifetime calls left after it.
+CALLS_REMAINING_ATTR = "lithtrix_calls_remaining"
 # One IPv6 client usually holds a whole /64; counting per address would let it
 # register without limit. IPv4 addresses count one by one.
 IPV6_PREFIX = 64
@@ -166,7 +168,8 @@ class RateLimitThrottle(BaseThrottle):
 
 
 class RateLimitHeadersMiddleware:
-    """Adds RateLimit-* to every answer of a request whose rate limit was decided."""
+    """Adds RateLimit-* to every answer of a request whose rate limit was decided,
+    and X-Calls-Remaining to a Free agent's metered 200."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -177,4 +180,7 @@ class RateLimitHeadersMiddleware:
         if state is not None:
             for name, value in state.headers().items():
                 response[name] = value
+        remaining = getattr(request, CALLS_REMAINING_ATTR, None)
+        if remaining is not None and response.status_code == 200:
+            response["X-Calls-Remaining"] = str(remaining)
         return response

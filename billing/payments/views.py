@@ -22,6 +22,7 @@ from billing.payments.serializers import (
     BillingSetupSerializer,
     BillingUpgradedSerializer,
 )
+from idempotency.views import IdempotentViewSetMixin, idempotent
 from lithtrix import errors
 from lithtrix.openapi import error_response
 
@@ -60,7 +61,7 @@ class BillingConfigViewSet(viewsets.ViewSet):
         return Response(BillingConfigSerializer(body).data)
 
 
-class BillingSetupViewSet(viewsets.ViewSet):
+class BillingSetupViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
     """POST /v1/billing/setup — attach a PaymentMethod and move to Pro."""
 
     @extend_schema(
@@ -75,6 +76,7 @@ class BillingSetupViewSet(viewsets.ViewSet):
         },
         tags=["billing"],
     )
+    @idempotent()
     def create(self, request: Request) -> Response:
         serializer = BillingSetupSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -89,7 +91,7 @@ class BillingSetupViewSet(viewsets.ViewSet):
         return Response(BillingUpgradedSerializer(body).data)
 
 
-class BillingCancelViewSet(viewsets.ViewSet):
+class BillingCancelViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
     """POST /v1/billing/cancel — Pro -> Free (at the end of the paid period)."""
 
     @extend_schema(
@@ -103,6 +105,7 @@ class BillingCancelViewSet(viewsets.ViewSet):
         },
         tags=["billing"],
     )
+    @idempotent()
     def create(self, request: Request) -> Response:
         cancellation = payments.billing_cancel(agent=request.user)
         body = {

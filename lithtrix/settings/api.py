@@ -12,6 +12,19 @@ LITHTRIX_REGISTER_RATE = os.environ.get("LITHTRIX_REGISTER_RATE", "10/m")
 # X-Forwarded-For. 0: the client IP is REMOTE_ADDR and X-Forwarded-For is ignored.
 LITHTRIX_TRUSTED_PROXY_COUNT = int(os.environ.get("LITHTRIX_TRUSTED_PROXY_COUNT", "0"))
 
+# --- Account lifecycle ----------------------------------------------------------
+# How long an answer is kept for replay under its Idempotency-Key (idempotency/).
+LITHTRIX_IDEMPOTENCY_TTL_HOURS = int(os.environ.get("LITHTRIX_IDEMPOTENCY_TTL_HOURS", "24"))
+# Public keys that sign GitHub's secret-scanning reports (POST /v1/keys/leaked): a
+# local file (tests, offline) wins over the URL (GitHub's published list).
+LITHTRIX_SECRET_SCANNING_KEYS_URL = os.environ.get(
+    "LITHTRIX_SECRET_SCANNING_KEYS_URL",
+    "https://api.github.com/meta/public_keys/secret_scanning",
+)
+LITHTRIX_SECRET_SCANNING_KEYS_FILE = os.environ.get("LITHTRIX_SECRET_SCANNING_KEYS_FILE", "")
+# Per client IP; scanners report in bursts.
+LITHTRIX_SECRET_SCANNING_RATE = os.environ.get("LITHTRIX_SECRET_SCANNING_RATE", "600/m")
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["keys.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

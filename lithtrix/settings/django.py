@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "accounts",
     "keys",
     "billing",
+    "idempotency",
     "djstripe",
     # OpenAPI 3 schema and docs (assets from the sidecar package: no CDN).
     "drf_spectacular",

@@ -148,3 +148,68 @@ def test_billing_endpoints_and_the_stripe_webhook_are_documented(schema):
     assert "security" not in webhook
     assert webhook["parameters"][0]["name"] == "Stripe-Signature"
     assert webhook["responses"]["400"]["content"]["application/json"]["schema"] == ENVELOPE_REF
+
+
+IDEMPOTENT = {
+    ("/v1/register", "post"): 32,
+    ("/v1/keys/rotate", "post"): 32,
+    ("/v1/keys/revoke", "post"): 1,
+    ("/v1/billing/setup", "post"): 1,
+    ("/v1/billing/cancel", "post"): 1,
+    ("/v1/me", "delete"): 1,
+}
+
+
+def test_every_post_and_delete_route_honours_idempotency_key():
+    """A new POST/DELETE action must opt in (``@idempotent`` and the mixin), or be listed."""
+    from idempotency.views import IdempotentViewSetMixin
+
+    exempt = {"/v1/keys/leaked"}  # signed by GitHub, naturally idempotent
+    for pattern in get_resolver().url_patterns:
+        if not isinstance(pattern, URLPattern) or not hasattr(pattern.callback, "actions"):
+            continue
+        path = f"/{pattern.pattern}"
+        for method, action in pattern.callback.actions.items():
+            if method not in {"post", "delete"} or path in exempt or not path.startswith("/v1/"):
+                continue
+            view_class = pattern.callback.cls
+            assert issubclass(view_class, IdempotentViewSetMixin), path
+            assert getattr(getattr(view_class, action), "idempotency_policy", None), path
+
+
+def test_idempotent_operations_document_the_header_and_its_errors(schema):
+    for (path, method), min_length in IDEMPOTENT.items():
+        operation = schema["paths"][path][method]
+        parameter = next(p for p in operation["parameters"] if p["name"] == "Idempotency-Key")
+        assert parameter["in"] == "header" and parameter["schema"]["minLength"] == min_length
+        assert {"400", "409", "422"} <= set(operation["responses"])
+        success = next(code for code in operation["responses"] if code.startswith("2"))
+        assert "Idempotent-Replayed" in operation["responses"][success]["headers"]
+    assert "Idempotency-Key" not in str(schema["paths"]["/v1/me"]["get"])
+
+
+def test_lifecycle_endpoints_are_documented(schema):
+    paths = schema["paths"]
+    assert "204" in paths["/v1/me"]["delete"]["responses"]
+    rotate_body = schema["components"]["schemas"]["KeyRotateRequest"]["properties"]
+    overlap = rotate_body["previous_key_expires_in"]
+    assert (overlap["minimum"], overlap["maximum"]) == (0, 604800)
+    components = schema["components"]["schemas"]
+    listed = paths["/v1/keys"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert listed["schema"] == {"$ref": "#/components/schemas/KeyList"}
+    assert set(components["ApiKeySummary"]["properties"]) == {
+        "prefix",
+        "created_at",
+        "expires_at",
+        "current",
+    }
+    assert "revoked" in components["KeyRevoked"]["properties"]
+    leaked = paths["/v1/keys/leaked"]["post"]
+    assert {p["name"] for p in leaked["parameters"]} >= {
+        "Github-Public-Key-Identifier",
+        "Github-Public-Key-Signature",
+    }
+    assert {"200", "400", "429", "503"} <= set(leaked["responses"])
+    assert "security" not in leaked or {} in leaked["security"]
+    authorize = paths["/v1/authorize"]["get"]["responses"]["200"]["headers"]
+    assert "X-Calls-Remaining" in authorize
