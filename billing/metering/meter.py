@@ -7,6 +7,7 @@ from django.http import HttpRequest
 from accounts.models import Agent
 from billing.metering.ratelimit import RateLimitState, rate_limit
 from billing.metering.services import MeterResult, meter_call
+from lithtrix import metrics
 from lithtrix.errors import OverLimitError
 
 UPGRADE_URL = "/v1/billing/setup"
@@ -22,6 +23,7 @@ def meter_request(
     """
     state = rate_limit(request, agent=agent)
     result = meter_call(agent_id=agent.pk)
+    metrics.METERED_CALLS.labels(outcome="allowed" if result.allowed else "over_limit").inc()
     if not result.allowed:
         raise OverLimitError(extra={"upgrade_url": UPGRADE_URL})
     return result, state
