@@ -83,6 +83,8 @@ _UNROUTED_ENDPOINTS = {"/healthz": "healthz", "/readyz": "readyz", "/metrics": "
 def _endpoint(request: HttpRequest) -> str:
     """The route, not the path: a label per endpoint, never one per URL a client invents."""
     match = getattr(request, "resolver_match", None)
+    if match is not None and match.url_name == "unrouted":  # the /v1 catch-all (404)
+        return "unrouted"
     if match is not None and match.route:
         return "/" + match.route.lstrip("^").rstrip("$")
     return _UNROUTED_ENDPOINTS.get(request.path, "unrouted")

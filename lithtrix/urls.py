@@ -48,7 +48,7 @@ urlpatterns = [
     # Django's technical 404 page would answer here when DEBUG is on; the API never
     # answers with HTML, so unknown /v1 paths get the envelope in every mode, and
     # for every method (CSRF-exempt: there is nothing here to protect).
-    re_path(r"^v1(?:/.*)?$", csrf_exempt(errors.not_found_view)),
+    re_path(r"^v1(?:/.*)?$", csrf_exempt(errors.not_found_view), name="unrouted"),
 ]
 
 handler400 = errors.bad_request_view

@@ -12,6 +12,7 @@ from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
 from drf_spectacular.views import SCHEMA_KWARGS, SpectacularJSONAPIView, SpectacularSwaggerView
 from rest_framework import viewsets
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
@@ -63,6 +64,13 @@ class OpenApiSchemaView(SpectacularJSONAPIView):
     """GET /v1/openapi.json: the OpenAPI 3 schema, built once per process."""
 
     throttle_classes = [OpenApiRateThrottle]
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # Errors (a 429) are the JSON envelope, not the schema's media type.
+        response = super().handle_exception(exc)
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return response
 
     @extend_schema(**SCHEMA_KWARGS)  # as drf-spectacular's own view declares it
     def get(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:

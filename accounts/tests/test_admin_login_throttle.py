@@ -21,8 +21,11 @@ def staff(db):
 
 @pytest.mark.django_db
 def test_after_five_wrong_passwords_the_right_one_is_refused(client, staff):
-    for _ in range(settings.AXES_FAILURE_LIMIT):
-        assert login(client, "alice", "wrong", "192.0.2.1").status_code == 200  # form again
+    statuses = [
+        login(client, "alice", "wrong", "192.0.2.1").status_code
+        for _ in range(settings.AXES_FAILURE_LIMIT)
+    ]
+    assert statuses == [200] * (settings.AXES_FAILURE_LIMIT - 1) + [429]  # the form, then locked
 
     refused = login(client, "alice", "alice-right-password", "192.0.2.1")
 

@@ -3,6 +3,7 @@ caching headers and the OpenAPI document at the edges."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -22,14 +23,22 @@ def test_unknown_v1_path_is_404_for_every_method(settings, method, debug):
     settings.DEBUG = debug
     client = Client(enforce_csrf_checks=True)
     call = getattr(client, method)
-    response = call("/v1/nothing/here", data="{}", content_type="application/json")
+    body = {} if method == "get" else {"data": "{}", "content_type": "application/json"}
+    response = call("/v1/nothing/here", **body)
     assert_envelope(response, 404, "NOT_FOUND")
     assert response["Cache-Control"] == "no-store"
 
 
 def test_csrf_failure_under_v1_is_the_envelope():
     request = RequestFactory().post("/v1/anything")
-    assert_envelope(csrf_failure_view(request, reason="CSRF cookie not set."), 403, "FORBIDDEN")
+    response = csrf_failure_view(request, reason="CSRF cookie not set.")
+    assert response.status_code == 403
+    assert response["Content-Type"] == "application/json"
+    assert json.loads(response.content) == {
+        "status": "error",
+        "error_code": "FORBIDDEN",
+        "message": "CSRF verification failed.",
+    }
 
 
 def test_csrf_failure_elsewhere_is_djangos_page():

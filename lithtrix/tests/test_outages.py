@@ -37,6 +37,15 @@ def outage_lines(caplog, dependency: str) -> list[logging.LogRecord]:
     ]
 
 
+def readyz_envelope(response) -> dict:
+    """/readyz's 503: the envelope plus ``checks``."""
+    assert response.status_code == 503
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert (body["status"], body["error_code"]) == ("error", "SERVICE_UNAVAILABLE")
+    return body
+
+
 def assert_no_tracebacks(caplog) -> None:
     assert [r for r in caplog.records if r.exc_info] == []
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
@@ -138,7 +147,7 @@ def test_lifetime_cap_stays_exact_while_redis_is_down(
 def test_readyz_names_the_cache_when_redis_is_down(client, settings, closed_port):
     use_redis(settings, f"redis://127.0.0.1:{closed_port}/0")
     response = client.get("/readyz")
-    body = assert_envelope(response, 503, "SERVICE_UNAVAILABLE")
+    body = readyz_envelope(response)
     assert body["checks"] == {"database": "ok", "cache": "unavailable"}
 
 
@@ -192,5 +201,5 @@ def test_readyz_names_the_database(client, monkeypatch):
         raise OperationalError("connection refused")
 
     monkeypatch.setitem(__import__("lithtrix.health").health.READINESS_CHECKS, "database", refuse)
-    body = assert_envelope(client.get("/readyz"), 503, "SERVICE_UNAVAILABLE")
+    body = readyz_envelope(client.get("/readyz"))
     assert body["checks"] == {"database": "unavailable", "cache": "ok"}

@@ -138,6 +138,10 @@ def test_database_outage_is_503_logged_once_per_process_and_heals(redis_url, tmp
     finally:
         proxy.cut()
 
+    print(
+        f"database cut: {len(answers)} requests answered in {outage_seconds:.2f} s; "
+        f"served again {recovery_seconds:.2f} s after it came back"
+    )
     for answer in answers:
         assert answer.status_code == 503, answer.text
         assert answer.json()["error_code"] == "SERVICE_UNAVAILABLE"
