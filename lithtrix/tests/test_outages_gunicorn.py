@@ -8,6 +8,7 @@ import json
 import socket
 import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -163,3 +164,30 @@ def test_database_outage_is_503_logged_once_per_process_and_heals(redis_url, tmp
     assert 1 <= len(outages) <= workers  # one per process that met the outage
     assert not [e for e in entries if "exc" in e or e["level"] in ("ERROR", "CRITICAL")]
     assert "Traceback" not in server.log()
+
+
+def test_metrics_add_up_every_workers_counts(redis_url, tmp_path):
+    multiproc_dir = tmp_path / "prometheus"
+    multiproc_dir.mkdir()
+    env = server_env(redis_url, PROMETHEUS_MULTIPROC_DIR=str(multiproc_dir))
+    with running_gunicorn(workers=2, env=env, log_path=tmp_path / "gunicorn.log") as server:
+        # Concurrent, each on its own connection, so both workers serve some.
+        url = f"{server.url}/v1/capabilities"
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(lambda _n: requests.get(url, timeout=30), range(40)))
+        assert [a.status_code for a in answers] == [200] * 40
+        text = requests.get(f"{server.url}/metrics", timeout=30).text
+        pids = {
+            json.loads(line)["pid"]
+            for line in server.log().splitlines()
+            if line.startswith("{") and '"path": "/v1/capabilities"' in line
+        }
+    line = next(
+        line
+        for line in text.splitlines()
+        if line.startswith("lithtrix_http_requests_total{")
+        and 'endpoint="/v1/capabilities"' in line
+        and 'status="200"' in line
+    )
+    assert float(line.rsplit(" ", 1)[1]) == 40
+    assert len(pids) == 2  # served by both workers, and counted together
