@@ -122,9 +122,17 @@ def authenticate_key(header: str, *, ip: str | None = None) -> tuple[Agent, ApiK
         blocked = _blocked_for(bucket)
         if blocked and not _seen_valid(digest):
             metrics.RATE_LIMIT_REFUSALS.labels(bucket=AUTH_FAILURE_GROUP).inc()
+            reset = str(max(1, round(blocked)))
+            limit, _period = ratelimit.parse_rate(settings.LITHTRIX_AUTH_FAILURE_RATE)
             raise RateLimitExceededError(
                 "Too many failed authentications from this address. See Retry-After header.",
-                headers={"Retry-After": str(max(1, round(blocked)))},
+                # The limit that refused, like every other 429.
+                headers={
+                    "Retry-After": reset,
+                    "RateLimit-Limit": str(limit),
+                    "RateLimit-Remaining": "0",
+                    "RateLimit-Reset": reset,
+                },
             )
     api_key = selectors.active_api_key_with_agent(key=token)
     if api_key is None:

@@ -42,6 +42,8 @@ def test_past_the_limit_junk_keys_get_429_without_a_query(
     body = assert_envelope(response, 429, "RATE_LIMIT_EXCEEDED")
     assert "failed authentications" in body["message"]
     assert 1 <= int(response["Retry-After"]) <= 60
+    assert (response["RateLimit-Limit"], response["RateLimit-Remaining"]) == ("3", "0")
+    assert response["RateLimit-Reset"] == response["Retry-After"]
 
 
 @pytest.mark.django_db
