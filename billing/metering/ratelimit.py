@@ -138,6 +138,7 @@ def _count(key: str, timeout: int) -> int:
 def _hit(group: str, bucket: str, rate: str) -> RateLimitState | None:
     """Count one request in ``bucket`` of ``group``; None when the count is unknown
     and the limit fails open. Raises ServiceUnavailableError when it fails closed."""
+    parse_rate(rate)  # a malformed rate is a configuration error, never a cache outage
     try:
         return count_in_bucket(group, bucket, rate)
     except Exception as exc:  # the cache backend's errors have no common base class
