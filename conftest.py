@@ -32,8 +32,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True)
 def _clear_cache() -> None:
-    # Rate-limit counters live in the cache; every test starts with none.
+    # Rate-limit counters live in the cache; every test starts with none, and with
+    # no process-local memory of earlier tests' failures (breaker, blocked addresses).
+    from billing.metering.ratelimit import reset_breaker
+    from keys.authentication import reset_failure_limits
+    from lithtrix.outages import reset
+
     cache.clear()
+    reset_breaker()
+    reset_failure_limits()
+    reset()
 
 
 @pytest.fixture

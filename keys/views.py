@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
 
-from billing.metering.ratelimit import get_usage, ip_bucket
+from billing.metering.ratelimit import rate_limit
 from idempotency.views import IdempotentViewSetMixin, idempotent
 from keys import secret_scanning
 from keys.selectors import agent_working_keys
@@ -29,7 +29,7 @@ from keys.services import (
     api_key_rotate,
     api_keys_report_leaked,
 )
-from lithtrix.errors import InvalidApiKeyError, RateLimitExceededError, ValidationError
+from lithtrix.errors import InvalidApiKeyError, ValidationError
 from lithtrix.http import client_ip
 from lithtrix.openapi import error_response
 
@@ -88,18 +88,9 @@ class SecretScanningThrottle(BaseThrottle):
     GROUP = "lithtrix.secret_scanning"
 
     def allow_request(self, request, view) -> bool:
-        django_request = request._request
-        bucket = ip_bucket(client_ip(django_request))
-        usage = get_usage(
-            django_request,
-            group=self.GROUP,
-            key=lambda _group, _request: bucket,
-            rate=settings.LITHTRIX_SECRET_SCANNING_RATE,
-            increment=True,
+        rate_limit(
+            request, agent=None, group=self.GROUP, rate=settings.LITHTRIX_SECRET_SCANNING_RATE
         )
-        if usage is not None and usage["should_limit"]:
-            retry_after = max(1, usage["time_left"] + 1)
-            raise RateLimitExceededError(headers={"Retry-After": str(retry_after)})
         return True
 
 

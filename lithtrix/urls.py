@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.views.decorators.csrf import csrf_exempt
 
 from accounts.views import MeViewSet, RegisterViewSet
 from billing.metering.views import BillingViewSet, UsageViewSet, authorize
@@ -12,7 +13,7 @@ from billing.payments.views import (
     stripe_webhook_view,
 )
 from keys.views import KeyViewSet, LeakedKeysViewSet
-from lithtrix import errors, health
+from lithtrix import errors, health, metrics
 from lithtrix.views import ApiDocsView, CapabilitiesViewSet, OpenApiSchemaView
 
 v1 = [
@@ -44,6 +45,9 @@ service = [
     path("v1/docs", ApiDocsView.as_view(), name="docs"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    # Answered by lithtrix.middleware.ProbeMiddleware before the Host check; routed
+    # here too so the URL resolves like any other.
+    path("metrics", metrics.metrics_view, name="metrics"),
 ]
 
 urlpatterns = [
@@ -53,8 +57,9 @@ urlpatterns = [
     # dj-stripe's signed webhook view: stripe/webhook/<uuid> (one URL per WebhookEndpoint row).
     path("stripe/", include("djstripe.urls", namespace="djstripe")),
     # Django's technical 404 page would answer here when DEBUG is on; the API never
-    # answers with HTML, so unknown /v1 paths get the envelope in every mode.
-    re_path(r"^v1(?:/.*)?$", errors.not_found_view),
+    # answers with HTML, so unknown /v1 paths get the envelope in every mode, and
+    # for every method (CSRF-exempt: there is nothing here to protect).
+    re_path(r"^v1(?:/.*)?$", csrf_exempt(errors.not_found_view), name="unrouted"),
 ]
 
 handler400 = errors.bad_request_view

@@ -8,6 +8,7 @@ from accounts.models import Agent, Tier
 from billing.metering.ratelimit import CALLS_REMAINING_ATTR, RateLimitState, rate_limit
 from billing.metering.services import MeterResult, meter_call
 from billing.metering.tiers import tier_limits
+from lithtrix import metrics
 from lithtrix.errors import OverLimitError
 
 UPGRADE_URL = "/v1/billing/setup"
@@ -23,6 +24,7 @@ def meter_request(
     """
     state = rate_limit(request, agent=agent)
     result = meter_call(agent_id=agent.pk)
+    metrics.METERED_CALLS.labels(outcome="allowed" if result.allowed else "over_limit").inc()
     if not result.allowed:
         raise OverLimitError(extra={"upgrade_url": UPGRADE_URL})
     if agent.tier == Tier.FREE:

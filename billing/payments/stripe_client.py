@@ -31,6 +31,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from lithtrix import metrics
 from lithtrix.errors import (
     BillingUnavailableError,
     PaymentFailedError,
@@ -125,6 +126,7 @@ class LoggingRequestsClient(stripe.RequestsClient):
         try:
             body, status, response_headers = super().request(method, url, headers, post_data)
         except Exception as exc:
+            metrics.observe_stripe_call("network_error", time.monotonic() - started)
             logger.warning(
                 "stripe %s %s failed after %.0f ms: %s",
                 method.upper(),
@@ -133,6 +135,7 @@ class LoggingRequestsClient(stripe.RequestsClient):
                 type(exc).__name__,
             )
             raise
+        metrics.observe_stripe_call(f"{status // 100}xx", time.monotonic() - started)
         logger.info(
             "stripe %s %s -> %s in %.0f ms (request id %s)",
             method.upper(),

@@ -12,7 +12,6 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import django_ratelimit.core
 import pytest
 import stripe
 
@@ -22,14 +21,14 @@ from billing.payments.dev.localstripe_server import start_subprocess, stop_subpr
 
 @pytest.fixture(autouse=True)
 def ratelimit_clock(monkeypatch):
-    """Freeze django-ratelimit's clock (``clock.now``, seconds) so a window never rolls over.
+    """Freeze the rate limits' clock (``clock.now``, seconds) so a window never rolls over.
 
     Autouse: a test that counts RateLimit-Remaining must not see a window end
     between two requests. Server subprocesses keep the real clock.
     """
     # A whole minute starts here for no agent in particular; tests move it on purpose.
     clock = SimpleNamespace(now=1_900_000_000.0)
-    monkeypatch.setattr(django_ratelimit.core, "time", SimpleNamespace(time=lambda: clock.now))
+    monkeypatch.setattr("billing.metering.ratelimit.clock", lambda: clock.now)
     return clock
 
 

@@ -87,8 +87,8 @@ def test_production_starts_with_redis():
 
 
 def test_debug_without_redis_passes_the_checks_migrate_runs(tmp_path):
-    # django-ratelimit refuses a process-local cache (E003), which would stop
-    # `migrate`; in debug, with no REDIS_URL, one process serves and it is silenced.
+    # In debug, with no REDIS_URL, one process serves: the process-local cache is
+    # accepted and `migrate` runs.
     clean = {
         k: v
         for k, v in os.environ.items()

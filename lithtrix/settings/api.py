@@ -7,6 +7,16 @@ LITHTRIX_FREE_CALL_LIMIT = int(os.environ.get("LITHTRIX_FREE_CALL_LIMIT", "300")
 LITHTRIX_FREE_RATE = os.environ.get("LITHTRIX_FREE_RATE", "60/m")
 LITHTRIX_PRO_RATE = os.environ.get("LITHTRIX_PRO_RATE", "600/m")
 LITHTRIX_REGISTER_RATE = os.environ.get("LITHTRIX_REGISTER_RATE", "10/m")
+# GET /v1/openapi.json, per client IP (its own bucket: reading the docs does not
+# use up registrations).
+LITHTRIX_OPENAPI_RATE = os.environ.get("LITHTRIX_OPENAPI_RATE", "30/m")
+# Failed key authentications per client IP; past it, keys this service has not
+# seen authenticate recently get 429 without a database query (keys/authentication.py).
+LITHTRIX_AUTH_FAILURE_RATE = os.environ.get("LITHTRIX_AUTH_FAILURE_RATE", "30/m")
+# A key that authenticated within this many seconds is never refused by that limit.
+LITHTRIX_AUTH_SEEN_VALID_SECONDS = int(
+    os.environ.get("LITHTRIX_AUTH_SEEN_VALID_SECONDS", str(7 * 24 * 3600))
+)
 
 # Number of reverse proxies of ours in front of the app that append to
 # X-Forwarded-For. 0: the client IP is REMOTE_ADDR and X-Forwarded-For is ignored.
