@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 from django.conf import settings
@@ -115,4 +116,17 @@ def clock(monkeypatch) -> Clock:
 
     clock = Clock(timezone.now())
     monkeypatch.setattr(timezone, "now", lambda: clock.now)
+    return clock
+
+
+@pytest.fixture
+def ratelimit_clock(monkeypatch):
+    """Freeze the rate limits' clock (``clock.now``, seconds) so a window never rolls over.
+
+    A test that counts RateLimit-Remaining must not see a window end between two
+    requests. Server subprocesses keep the real clock.
+    """
+    # A whole minute starts here for no agent in particular; tests move it on purpose.
+    clock = SimpleNamespace(now=1_900_000_000.0)
+    monkeypatch.setattr("billing.metering.ratelimit.clock", lambda: clock.now)
     return clock

@@ -8,7 +8,6 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,16 +19,9 @@ from billing.payments.dev.localstripe_server import start_subprocess, stop_subpr
 
 
 @pytest.fixture(autouse=True)
-def ratelimit_clock(monkeypatch):
-    """Freeze the rate limits' clock (``clock.now``, seconds) so a window never rolls over.
-
-    Autouse: a test that counts RateLimit-Remaining must not see a window end
-    between two requests. Server subprocesses keep the real clock.
-    """
-    # A whole minute starts here for no agent in particular; tests move it on purpose.
-    clock = SimpleNamespace(now=1_900_000_000.0)
-    monkeypatch.setattr("billing.metering.ratelimit.clock", lambda: clock.now)
-    return clock
+def _frozen_ratelimit_clock(ratelimit_clock):
+    """Every metering test runs on the frozen rate-limit clock (root conftest)."""
+    return ratelimit_clock
 
 
 # --- Stripe ---------------------------------------------------------------------

@@ -4,9 +4,7 @@ import base64
 import hashlib
 import json
 import socket
-from types import SimpleNamespace
 
-import django_ratelimit.core
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -238,9 +236,8 @@ def test_keys_source_unreachable_is_503(api_client, registered, settings, closed
 
 
 @pytest.mark.django_db
-def test_leaked_has_its_own_rate_limit_per_ip(api_client, github_key, settings, monkeypatch):
+def test_leaked_has_its_own_rate_limit_per_ip(api_client, github_key, settings, ratelimit_clock):
     # A frozen rate-limit clock: the window must not roll over between the requests.
-    monkeypatch.setattr(django_ratelimit.core, "time", SimpleNamespace(time=lambda: 1.9e9))
     settings.LITHTRIX_SECRET_SCANNING_RATE = "2/m"
     body = report("x")
     statuses = [post(api_client, body, signed(github_key, body)).status_code for _ in range(3)]
