@@ -21,8 +21,10 @@ max_requests_jitter = 1000
 # Behind a proxy of ours only; the app decides what to trust from X-Forwarded-*.
 forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
 # gunicorn's control socket has one default path per user: several instances on
-# one machine (tests, bench) would fight over it. Nothing here uses it.
-no_control_socket = True
+# one machine (tests, bench) would fight over it. Nothing here uses it. (gunicorn
+# ignores unknown names in this file without a word: testing/tests/
+# test_gunicorn_conf.py fails on any name it does not know.)
+control_socket_disable = True
 
 # The app logs one JSON access line per request itself (with the request id and the
 # agent); gunicorn's own lines go out as JSON too, on stderr.
