@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.requires_postgres, pytest.mark.django_db(transaction=T
 # Measured on the 2-core machine (load average 9, shared with other suites):
 # /healthz and /v1/me through nginx under 50 slowloris connections, p50 6 ms,
 # p99 120 ms. A starved worker pool shows as seconds (or timeouts), not as
-# milliseconds: without nginx, 4 slow clients hold all 4 workers (below).
+# milliseconds: without nginx, a few dozen slow clients hold every thread (below).
 P99_BOUND = 0.25
 MAX_BOUND = 1.0
 
@@ -63,8 +63,8 @@ def front(app, tmp_path):
 
 
 def test_slow_clients_hold_gunicorn_itself(app):
-    """Why the front exists: 4 slow clients straight at gunicorn hold its 4 workers."""
-    with Slowloris(app.url, connections=8, interval=0.5).running():
+    """Why the front exists: slow clients straight at gunicorn hold its 4x4 threads."""
+    with Slowloris(app.url, connections=40, interval=0.5).running():
         time.sleep(0.5)
         with pytest.raises(requests.Timeout):
             requests.get(f"{app.url}/healthz", timeout=1.5)
