@@ -154,8 +154,12 @@ def counted(
     ok = load.calls["authorize"].ok + load.warmup_ok
     if lost_allowed:
         holds = ok <= total <= ok + lost_allowed
-        return f"{total} for {ok} 200s + {lost_allowed} lost: {'ok' if holds else 'WRONG'}", holds
-    return f"{total} {'=' if total == ok else '!='} {ok} 200s", total == ok
+        return (
+            f"{total} for {ok} 200s (incl. warm-up) + {lost_allowed} lost: "
+            f"{'ok' if holds else 'WRONG'}",
+            holds,
+        )
+    return f"{total} {'=' if total == ok else '!='} {ok} 200s (incl. warm-up)", total == ok
 
 
 def row(drill: str, broken: str, saw: str, unaffected: Calls, recovery: str, total: str) -> None:
