@@ -45,7 +45,7 @@ clean:
 # gunicorn with WORKERS processes on DATABASE_URL and REDIS_URL (see README,
 # "Production"); DJANGO_SECRET_KEY is required (DJANGO_DEBUG is off).
 WORKERS ?= 4
-.PHONY: serve fuzz bench profile
+.PHONY: serve fuzz bench profile drills
 serve: venv
 	$(BIN)/python manage.py collectstatic --noinput -v0
 	$(BIN)/python manage.py migrate --noinput
@@ -54,6 +54,12 @@ serve: venv
 # schemathesis against a gunicorn started on a free loopback port, bounded in time.
 fuzz: venv
 	$(BIN)/python deploy/fuzz.py
+
+# Fault drills: gunicorn (+ nginx) on a throwaway PostgreSQL cluster and Redis of
+# their own, broken on purpose; prints a table. Needs PostgreSQL's binaries,
+# redis-server and nginx (see README, "Fault drills").
+drills: venv
+	$(BIN)/pytest -c drills/pytest.ini --confcutdir=drills drills $(PYTEST_ARGS)
 
 # wrk against gunicorn (2 sync workers) on PostgreSQL + Redis: needs DATABASE_URL,
 # REDIS_URL and wrk (apt-get install -y wrk). See README, "Benchmark".

@@ -21,12 +21,26 @@ if _default["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-
 elif _default["ENGINE"] == "django.db.backends.postgresql":
     # An unreachable database fails a request within seconds (503), not after the
     # operating system's TCP timeout.
     _default.setdefault("OPTIONS", {})["connect_timeout"] = int(
         os.environ.get("LITHTRIX_DB_CONNECT_TIMEOUT_SECONDS", "3")
     )
+
+# DATABASE_POOLING=pgbouncer: DATABASE_URL points at PgBouncer in transaction pooling
+# mode, where consecutive transactions of one client may run on different server
+# connections. What needs one server connection for longer than a transaction is
+# off: psycopg's server-side prepared statements (PgBouncer 1.18 cannot track them)
+# and server-side cursors (a named cursor lives past its transaction). Connections to
+# PgBouncer are cheap and stay open (CONN_MAX_AGE); it holds the real ones.
+DATABASE_POOLING = os.environ.get("DATABASE_POOLING", "").strip().lower()
+if DATABASE_POOLING not in ("", "pgbouncer"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("DATABASE_POOLING must be empty or 'pgbouncer'.")
+if DATABASE_POOLING == "pgbouncer" and _default["ENGINE"].endswith("postgresql"):
+    _default["OPTIONS"] = {**_default.get("OPTIONS", {}), "prepare_threshold": None}
+    _default["DISABLE_SERVER_SIDE_CURSORS"] = True
 
 DATABASES = {"default": _default}
