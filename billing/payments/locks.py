@@ -2,32 +2,69 @@
 
 Stripe calls take seconds (and up to STRIPE_REQUEST_DEADLINE_SECONDS when Stripe
 hangs), so they must never run under a lock that metering needs: the agent row is
-locked by nothing here. On PostgreSQL the lock is a session-level advisory lock
-keyed on the agent id, taken with pg_try_advisory_lock in a short polling loop
-(no statement ever waits on it) and released in ``finally``; a connection that
-dies releases it too. Elsewhere (SQLite: development and single-process tests) a
-process-local lock stands in.
+locked by nothing here. The lock is a lease row (billing.models.BillingLease), one
+per agent, the same on PostgreSQL (behind PgBouncer in any pooling mode: no session
+state is kept between statements) and on SQLite:
 
-Session-level advisory locks need the same server connection for lock and unlock:
-behind PgBouncer that means session pooling (transaction pooling would lose it).
+- acquire is one autocommit statement, an upsert that takes the row when it is
+  missing or its lease has expired, and returns the holder now in it; the lease is
+  ours iff that is our random token. Busy: poll again a little later, for at most
+  STRIPE_BILLING_LOCK_WAIT_SECONDS, then 409 BILLING_IN_PROGRESS with Retry-After.
+  No statement waits on a lock held longer than that one statement, and no
+  transaction stays open while the block calls Stripe.
+- release, in ``finally``, is one DELETE of the row only while it still holds our
+  token: it never deletes a newer holder's lease.
+- a lease lasts STRIPE_REQUEST_DEADLINE_SECONDS + LEASE_MARGIN_SECONDS (10 + 20 s by
+  default), at least as long as gunicorn lets a request run (30 s): a worker that
+  crashed or was killed mid-action leaves a lease that expires by itself, and the
+  next billing request of that agent takes it over.
+
+Must be entered outside any transaction (the block calls Stripe): inside an atomic
+block it raises RuntimeError before writing anything.
 """
 
 from __future__ import annotations
 
-import hashlib
-import threading
+import logging
+import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
+from django.utils import timezone
 
+from billing.models import BillingLease
 from lithtrix.errors import ApiError
 
+logger = logging.getLogger("billing.payments.locks")
+
 _POLL_SECONDS = 0.05
-_local_locks: dict[str, threading.Lock] = {}
-_local_locks_guard = threading.Lock()
+# Added to the Stripe deadline: the durable write after Stripe, dj-stripe's mirror
+# and slow database round trips fit in it, and deadline + margin >= gunicorn's
+# worker timeout, so a live worker never outlasts its own lease.
+LEASE_MARGIN_SECONDS = 20.0
+
+# billing.models.BillingLease's table; each statement commits on its own.
+_ACQUIRE_POSTGRESQL = """
+    INSERT INTO billing_billinglease (agent_id, holder, expires_at)
+    VALUES (%s, %s, clock_timestamp() + %s * interval '1 second')
+    ON CONFLICT (agent_id) DO UPDATE
+    SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+    WHERE billing_billinglease.expires_at < clock_timestamp()
+    RETURNING holder
+"""
+# SQLite 3.35+ (RETURNING); expires_at compared as Django stores it (UTC text).
+_ACQUIRE_SQLITE = """
+    INSERT INTO billing_billinglease (agent_id, holder, expires_at) VALUES (%s, %s, %s)
+    ON CONFLICT (agent_id) DO UPDATE
+    SET holder = excluded.holder, expires_at = excluded.expires_at
+    WHERE billing_billinglease.expires_at < %s
+    RETURNING holder
+"""
+_RELEASE = "DELETE FROM billing_billinglease WHERE agent_id = %s AND holder = %s"
 
 
 class BillingInProgressError(ApiError):
@@ -42,54 +79,79 @@ class BillingInProgressError(ApiError):
         self.headers.setdefault("Retry-After", "2")
 
 
-def _advisory_key(agent_id: str) -> int:
-    # A signed 64-bit key derived from the id (namespaced so other advisory locks
-    # in the same database cannot collide by accident).
-    digest = hashlib.blake2b(f"lithtrix-billing:{agent_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+def lease_seconds() -> float:
+    return settings.STRIPE_REQUEST_DEADLINE_SECONDS + LEASE_MARGIN_SECONDS
 
 
 @contextmanager
 def agent_billing_lock(agent_id: object, *, wait: float | None = None) -> Iterator[None]:
-    """Hold the agent's billing lock for the block; 409 BILLING_IN_PROGRESS after ``wait`` s.
+    """Hold the agent's billing lease for the block; 409 BILLING_IN_PROGRESS after ``wait`` s.
 
     Must be entered outside any transaction: the block calls Stripe.
     """
+    _require_no_transaction()
     wait = settings.STRIPE_BILLING_LOCK_WAIT_SECONDS if wait is None else wait
-    if connection.vendor == "postgresql":
-        with _advisory_lock(_advisory_key(str(agent_id)), wait=wait):
-            yield
-    else:
-        with _local_lock(str(agent_id), wait=wait):
-            yield
-
-
-@contextmanager
-def _advisory_lock(key: int, *, wait: float) -> Iterator[None]:
+    key = BillingLease._meta.pk.get_db_prep_value(agent_id, connection)
+    holder = secrets.token_hex(16)
     give_up_at = time.monotonic() + wait
-    while True:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
-            (taken,) = cursor.fetchone()
-        if taken:
-            break
+    while not _acquire(key, holder):
         if time.monotonic() >= give_up_at:
             raise BillingInProgressError()
         time.sleep(_POLL_SECONDS)
     try:
         yield
     finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+        _release(key, holder, agent_id)
 
 
-@contextmanager
-def _local_lock(agent_id: str, *, wait: float) -> Iterator[None]:
-    with _local_locks_guard:
-        lock = _local_locks.setdefault(agent_id, threading.Lock())
-    if not lock.acquire(timeout=wait):
-        raise BillingInProgressError()
+def _require_no_transaction() -> None:
+    # The atomic blocks a Django TestCase wraps each test in do not count: there,
+    # the lease is written in the test's transaction and rolled back with it.
+    own_blocks = [b for b in connection.atomic_blocks if not b._from_testcase]
+    if (connection.in_atomic_block and own_blocks) or (
+        not connection.in_atomic_block and not connection.get_autocommit()
+    ):
+        raise RuntimeError(
+            "agent_billing_lock must be entered outside any transaction: "
+            "its block calls Stripe, and no transaction may stay open across that."
+        )
+
+
+def _acquire(key: object, holder: str) -> bool:
+    if connection.vendor == "postgresql":
+        # The database's clock, one for every worker and host.
+        sql = _ACQUIRE_POSTGRESQL
+        params: list[object] = [key, holder, lease_seconds()]
+    else:
+        # SQLite (3.35+ for RETURNING): one file, one host, the process clock.
+        field = BillingLease._meta.get_field("expires_at")
+        now = timezone.now()
+        sql = _ACQUIRE_SQLITE
+        params = [
+            key,
+            holder,
+            field.get_db_prep_value(now + timedelta(seconds=lease_seconds()), connection),
+            field.get_db_prep_value(now, connection),
+        ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    return rows == [(holder,)]
+
+
+def _release(key: object, holder: str, agent_id: object) -> None:
     try:
-        yield
-    finally:
-        lock.release()
+        with connection.cursor() as cursor:
+            cursor.execute(_RELEASE, [key, holder])
+            released = cursor.rowcount
+    except DatabaseError:
+        # Never hide the block's own outcome: the lease expires by itself.
+        logger.exception("agent %s: billing lease not released; it expires by itself", agent_id)
+        return
+    if released != 1:
+        logger.warning(
+            "agent %s: billing lease expired before the action ended (over %.0f s); "
+            "another request may have run beside it",
+            agent_id,
+            lease_seconds(),
+        )
