@@ -105,7 +105,7 @@ def block_steps(block: Block) -> list[Step]:
     steps: list[Step] = []
     lines = block.text.splitlines()
     i = 0
-    current: Step | None = None  # the command answer lines may still follow
+    current: Step | None = None  # the command whose answer lines may follow
     while i < len(lines):
         stripped = lines[i].strip()
         if not stripped:
@@ -114,8 +114,8 @@ def block_steps(block: Block) -> list[Step]:
             text = stripped.lstrip("#").strip()
             if current is not None and ANSWER.match(text):
                 current.answers.append(text)
-            elif current is not None:
-                current = None
+            else:
+                current = None  # prose: what follows answers nothing above it
         else:
             command = [lines[i]]
             while command[-1].rstrip().endswith("\\") and i + 1 < len(lines):
