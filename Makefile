@@ -11,8 +11,15 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check install --quiet
 # Two installs, each with its stamp: what serving needs (requirements-run.txt: the
 # runtime set plus localstripe for make run), and on top of it the test and tool
 # set (requirements-dev.txt: pytest, Playwright, schemathesis, ruff...).
-$(BIN)/.installed-run: requirements.txt requirements-run.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+# The venv gets a current pip (much quicker than Python's bundled one at choosing
+# wheels) from the host's pip when that can install into another environment
+# (pip >= 22.3), which spares ensurepip's bundled pip and setuptools; else the usual way.
+$(BIN)/python:
+	$(PYTHON) -m venv --without-pip $(VENV)
+	$(PYTHON) -m pip --python $(BIN)/python install --quiet --upgrade pip 2>/dev/null \
+	  || { $(BIN)/python -m ensurepip --upgrade --default-pip >/dev/null && $(PIP) --upgrade pip; }
+
+$(BIN)/.installed-run: requirements.txt requirements-run.txt | $(BIN)/python
 	$(PIP) -r requirements-run.txt
 	touch $@
 
