@@ -14,6 +14,8 @@ import uuid
 from django.conf import settings
 from django.db import migrations, models
 
+from billing.djstripe_migrations._operations import CreateModelsAtOnce
+
 
 class Migration(migrations.Migration):
 
@@ -30,7 +32,8 @@ class Migration(migrations.Migration):
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
-    operations = [
+    # makemigrations' operations, applied as one (see _operations.py).
+    operations = [CreateModelsAtOnce([
         migrations.CreateModel(
             name='CountrySpec',
             fields=[
@@ -1283,4 +1286,4 @@ class Migration(migrations.Migration):
                 'unique_together': {('id', 'livemode')},
             },
         ),
-    ]
+    ])]
