@@ -279,6 +279,13 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         response._has_been_logged = True
     if isinstance(exc, drf_exceptions.MethodNotAllowed) and context.get("view") is not None:
         response["Allow"] = ", ".join(context["view"].allowed_methods)
+    # As DRF's own handler: a view running inside a transaction (ATOMIC_REQUESTS, an
+    # atomic block around the action) must not commit what it wrote before failing.
+    # (Imported here: rest_framework.views loads the authentication classes, which
+    # import this module.)
+    from rest_framework.views import set_rollback
+
+    set_rollback()
     return response
 
 
