@@ -26,13 +26,6 @@ from lithtrix.errors import PaymentFailedError, PaymentProviderError, Validation
 
 logger = logging.getLogger("billing.payments")
 
-# Events the project acts on (and asks Stripe to send).
-WEBHOOK_EVENTS = [
-    "customer.subscription.deleted",
-    "customer.subscription.updated",
-    "invoice.payment_failed",
-]
-
 
 def _stripe_id(value: Any) -> str | None:
     """The id of a Stripe reference, expanded (an object) or not (a string)."""
@@ -453,6 +446,9 @@ def webhook_endpoint_register(
     signing secret); with one, it records an endpoint made elsewhere (the Stripe
     dashboard, localstripe's /_config/webhooks).
     """
+    # The receivers module imports this one: the event list is read at call time.
+    from billing.payments.webhooks import WEBHOOK_EVENTS
+
     if livemode is None:
         livemode = settings.STRIPE_LIVE_MODE
     if secret is None:

@@ -25,6 +25,16 @@ def on_invoice_payment_failed(sender: Any, event: Any, **kwargs: Any) -> None:
     payments.invoice_payment_failed_record(event=event)
 
 
+# The events the project acts on, each with its receiver; Stripe is asked to send
+# exactly these (webhook endpoints are created with WEBHOOK_EVENTS).
+RECEIVERS = {
+    "customer.subscription.deleted": on_subscription_changed,
+    "customer.subscription.updated": on_subscription_changed,
+    "invoice.payment_failed": on_invoice_payment_failed,
+}
+WEBHOOK_EVENTS = list(RECEIVERS)
+
+
 def endpoint_signed_for(*, payload: bytes, signature: str) -> WebhookEndpoint | None:
     """The endpoint whose secret signed ``payload`` (dj-stripe's view checks it again)."""
     body = payload.decode("utf-8", errors="replace")
@@ -65,13 +75,8 @@ def connect() -> None:
     import djstripe.event_handlers  # noqa: F401
     from djstripe.signals import WEBHOOK_SIGNALS
 
-    for event_type in ("customer.subscription.deleted", "customer.subscription.updated"):
-        WEBHOOK_SIGNALS[event_type].connect(
-            on_subscription_changed, dispatch_uid=f"lithtrix:{event_type}"
-        )
-    WEBHOOK_SIGNALS["invoice.payment_failed"].connect(
-        on_invoice_payment_failed, dispatch_uid="lithtrix:invoice.payment_failed"
-    )
+    for event_type, receiver in RECEIVERS.items():
+        WEBHOOK_SIGNALS[event_type].connect(receiver, dispatch_uid=f"lithtrix:{event_type}")
 
     from accounts.signals import agent_deletion_requested
 

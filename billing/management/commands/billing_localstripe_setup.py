@@ -18,6 +18,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from billing.payments import services as payments
+from billing.payments import webhooks
 from lithtrix.errors import ApiError
 
 LOCAL_ENDPOINT_ID = "we_localstripe"
@@ -51,7 +52,7 @@ class Command(BaseCommand):
         if webhook_url:
             secret = f"whsec_{secrets.token_hex(16)}"
             body = json.dumps(
-                {"url": webhook_url, "secret": secret, "events": payments.WEBHOOK_EVENTS}
+                {"url": webhook_url, "secret": secret, "events": webhooks.WEBHOOK_EVENTS}
             )
             request = urllib.request.Request(  # noqa: S310 - the configured local server
                 f"{settings.STRIPE_API_BASE.rstrip('/')}/_config/webhooks/lithtrix",
@@ -65,5 +66,5 @@ class Command(BaseCommand):
                 url=webhook_url, secret=secret, endpoint_id=LOCAL_ENDPOINT_ID, livemode=False
             )
             self.stdout.write(
-                f"localstripe sends {json.dumps(payments.WEBHOOK_EVENTS)} to {webhook_url}"
+                f"localstripe sends {json.dumps(webhooks.WEBHOOK_EVENTS)} to {webhook_url}"
             )
