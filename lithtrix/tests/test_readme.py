@@ -6,24 +6,34 @@ Marker convention (in README.md):
   as runnable (blank lines may sit between the marker and the fence). Unmarked
   blocks are never run (placeholders such as ``ltx_your_key``, production hosts).
 - ``<!-- readme-test NAME=value ... -->`` also says what the server needs for that
-  block, as the prose tells the reader (e.g. ``LITHTRIX_FREE_CALL_LIMIT=3``). One
-  ``make run`` serves every block, started with the union of these variables (two
-  blocks asking for different values of one variable is an error here).
+  block, as the prose tells the reader (e.g. ``LITHTRIX_FREE_CALL_LIMIT=3``). A block
+  runs against a ``make run`` started with exactly its marker's variables (none: the
+  defaults). When a block asks for other variables than the block before it, the
+  server is stopped and started again with them, on the same port and the same
+  database, as a reader restarts ``make run`` (localstripe starts afresh then).
 - Every marked block runs in one bash session, in README order, from the repo root,
   so a variable set in one block is seen by the next, as in a reader's terminal.
-  ``127.0.0.1:8000`` in a block is replaced by the test server's address; the
-  session has that server's ``DATABASE_URL`` (a fresh SQLite file), so management
-  commands (``make superuser``, ``manage.py ...``) act on the server's database.
+  ``127.0.0.1:8000`` in a block is replaced by the test server's address, and
+  ``http://127.0.0.1:NNNNN`` by the localstripe address that server printed
+  (``Stripe: localstripe at ...``); the session has that server's ``DATABASE_URL``
+  (a fresh SQLite file), so management commands (``make superuser``,
+  ``manage.py ...``) act on the server's database.
 - A command is one line, or several joined by a trailing backslash. Every command
   must exit 0.
 - The comment lines directly under a command (no blank line between) that begin with
-  ``{``, a three-digit status or ``=>`` are its documented answer, and are checked; so
-  is a trailing ``# 200 ...`` on the command's own line. Other comments are prose:
-    - ``# {"tier": "pro", ..., "call_limit": null}``: the JSON the command printed.
-      Keys listed must be present with these values; ``"..."`` is any value,
-      ``"ltx_..."`` a string starting with ``ltx_``; a bare ``...`` entry allows
-      other keys, without it the keys must be exactly these. A trailing
-      ``(HTTP 401)`` checks the status; without it a non-error answer must be 2xx.
+  ``{``, a three-digit status, ``HTTP/`` or ``=>`` are its documented answer, and are
+  checked; so is a trailing ``# 200 ...`` on the command's own line. Other comments
+  are prose:
+    - ``# {"tier": "pro", ..., "call_limit": null}``: the JSON the command printed
+      (its body, after the headers, for ``curl -i``). Keys listed must be present
+      with these values; ``"..."`` is any value, ``"ltx_..."`` a string starting with
+      ``ltx_``; a bare ``...`` entry allows other keys, without it the keys must be
+      exactly these. A trailing ``(HTTP 401)`` checks the status; without it a
+      non-error answer must be 2xx. JSON that does not fit a line goes on in the
+      next comment lines until its braces close.
+    - ``# HTTP/1.1 201 Created``: the status of the command's last HTTP answer; the
+      comment lines right under it of the form ``# Name: value`` are headers that
+      answer carried (the name in any case; a value ending in ``...`` is a prefix).
     - ``# 200``, ``# 402 OVER_LIMIT``: the status of the command's last HTTP answer;
       ``# 200 200 200 402`` when the command printed only status codes (``curl -w
       '%{http_code}'`` in a loop): the codes it printed, in order.
@@ -44,6 +54,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -57,9 +68,13 @@ from testing.servers import BASE_DIR, free_port
 README = BASE_DIR / "README.md"
 MARKER = re.compile(r"^<!--\s*readme-test\b(?P<env>[^>]*?)\s*-->\s*$")
 DOCUMENTED_ADDRESS = "127.0.0.1:8000"
-ANSWER = re.compile(r"^(\{|\d{3}\b|=> )")
+LOCALSTRIPE_PLACEHOLDER = "http://127.0.0.1:NNNNN"
+LOCALSTRIPE_LINE = re.compile(r"Stripe: localstripe at (?P<address>http://\S+)")
+ANSWER = re.compile(r"^(\{|\d{3}\b|=> |HTTP/)")
+STATUS_LINE = re.compile(r"^HTTP/\S+ (\d{3})\b")
+HEADER_LINE = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9-]*):\s*(?P<value>.*?)\s*$")
 TRAILING_ANSWER = re.compile(r"\s#\s+(?P<answer>\d{3}\b.*)$")
-HTTP_STATUS = re.compile(r"\(HTTP (\d{3})\)")
+HTTP_STATUS = re.compile(r"\(HTTP (\d{3})\b")
 STATUS_CODES = re.compile(r"^\d{3}(?:\s+\d{3})*\b")
 MORE = "\u2026more"  # the key standing for a bare `...` entry
 
@@ -112,7 +127,16 @@ def block_steps(block: Block) -> list[Step]:
             current = None
         elif stripped.startswith("#"):
             text = stripped.lstrip("#").strip()
-            if current is not None and ANSWER.match(text):
+            last = current.answers[-1] if current is not None and current.answers else ""
+            if last.startswith("{") and open_braces(last):
+                current.answers[-1] = f"{last} {text}"  # JSON going on from the line above
+            elif (
+                last
+                and (STATUS_LINE.match(last) or HEADER_LINE.match(last))
+                and (HEADER_LINE.match(text))
+            ):
+                current.answers.append(text)  # a header under `HTTP/1.1 200 OK`
+            elif current is not None and ANSWER.match(text):
                 current.answers.append(text)
             else:
                 current = None  # prose: what follows answers nothing above it
@@ -128,6 +152,22 @@ def block_steps(block: Block) -> list[Step]:
             steps.append(current)
         i += 1
     return steps
+
+
+def open_braces(text: str) -> int:
+    """How many of the JSON text's `{` and `[` are still open at its end."""
+    depth, in_string, escaped = 0, False, False
+    for char in text:
+        if in_string:
+            in_string = not (char == '"' and not escaped)
+            escaped = char == "\\" and not escaped
+        elif char == '"':
+            in_string = True
+        elif char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+    return depth
 
 
 def expected_json(answer: str):
@@ -151,6 +191,14 @@ def mismatches(expected, actual, path: str = "$") -> list[str]:
             else:
                 problems += mismatches(expected[key], actual[key], f"{path}.{key}")
         return problems
+    if isinstance(expected, list):
+        if not isinstance(actual, list) or len(actual) != len(expected):
+            return [f"{path}: {actual!r}, documented {len(expected)} items"]
+        return [
+            problem
+            for n, (item, actual_item) in enumerate(zip(expected, actual, strict=True))
+            for problem in mismatches(item, actual_item, f"{path}[{n}]")
+        ]
     if isinstance(expected, str) and expected.endswith("..."):
         prefix = expected[:-3]
         if isinstance(actual, str) and actual.startswith(prefix):
@@ -159,12 +207,31 @@ def mismatches(expected, actual, path: str = "$") -> list[str]:
     return [] if expected == actual else [f"{path}: {actual!r}, documented {expected!r}"]
 
 
-def check_answer(answer: str, stdout: str, status: int | None) -> list[str]:
+def response_headers(headers: str) -> dict[str, str]:
+    """The headers of the last answer in a `curl -D` file, by lower-case name."""
+    last = re.split(r"^(?=HTTP/)", headers, flags=re.MULTILINE)[-1]
+    pairs = (line.split(":", 1) for line in last.splitlines()[1:] if ":" in line)
+    return {name.strip().lower(): value.strip() for name, value in pairs}
+
+
+def check_answer(answer: str, stdout: str, status: int | None, headers: str = "") -> list[str]:
     if answer.startswith("=> "):
         text = answer[3:]
         return [] if text in stdout else [f"did not print {text!r}"]
+    status_line = STATUS_LINE.match(answer)
+    if status_line:
+        return [] if status == int(status_line[1]) else [f"HTTP {status}, documented {answer}"]
+    header = HEADER_LINE.match(answer)
+    if header:
+        actual = response_headers(headers).get(header["name"].lower())
+        value = header["value"]
+        if value.endswith("...") and actual is not None and actual.startswith(value[:-3]):
+            return []
+        return [] if actual == value else [f"header {header['name']}: {actual!r}, documented"]
     if answer.startswith("{"):
         expected = expected_json(answer)
+        if stdout.startswith("HTTP/"):  # curl -i: the body follows the headers
+            stdout = re.split(r"\r?\n\r?\n", stdout.strip())[-1]
         try:
             actual = json.loads(stdout)
         except ValueError:
@@ -184,13 +251,33 @@ def check_answer(answer: str, stdout: str, status: int | None) -> list[str]:
     return [] if str(status) == codes[0] else [f"HTTP {status}, documented {codes[0]}"]
 
 
-def bash_script(steps: list[Step], address: str, workdir: Path) -> str:
-    lines = [
-        # Observation only: every curl also writes its answer's headers to a file.
-        'curl() { command curl -D "$__READMETEST_HEADERS" "$@"; }',
-    ]
-    for n, step in enumerate(steps):
+def driver_script(segments: int, workdir: Path) -> str:
+    """One bash session that runs segment-K.sh (K = 0, 1, ...) as each one appears.
+
+    The test writes a segment once its server is up, and waits for segment-K.done
+    before restarting the server for the next one.
+    """
+    return "\n".join(
+        [
+            # Observation only: every curl also writes its answer's headers to a file.
+            'curl() { command curl -D "$__READMETEST_HEADERS" "$@"; }',
+            f"for __READMETEST_SEGMENT in $(seq 0 {segments - 1}); do",
+            f"  while [ ! -e {workdir}/segment-$__READMETEST_SEGMENT.sh ]; do sleep 0.1; done",
+            f"  source {workdir}/segment-$__READMETEST_SEGMENT.sh",
+            f"  : > {workdir}/segment-$__READMETEST_SEGMENT.done",
+            "done",
+            "",
+        ]
+    )
+
+
+def segment_script(
+    numbered: list[tuple[int, Step]], address: str, localstripe: str, workdir: Path
+) -> str:
+    lines = []
+    for n, step in numbered:
         command = step.command.replace(DOCUMENTED_ADDRESS, address)
+        command = command.replace(LOCALSTRIPE_PLACEHOLDER, localstripe)
         lines += [
             f"__READMETEST_HEADERS={workdir}/headers-{n}",
             f": > {workdir}/headers-{n}",
@@ -268,6 +355,21 @@ def test_answer_checks_catch_a_difference() -> None:
     assert check_answer("200 again", "", 401) != []
     assert check_answer("=> Superuser created.", "make: x\nSuperuser created.\n", None) == []
     assert check_answer("=> Superuser created.", "Error: That username is taken.", None) != []
+    headers = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nIdempotent-Replayed: true\r\n"
+    assert check_answer("HTTP/1.1 201 Created", "", 201, headers) == []
+    assert check_answer("HTTP/1.1 201 Created", "", 200, headers) != []
+    assert check_answer("idempotent-replayed: true", "", 201, headers) == []
+    assert check_answer("Idempotent-Replayed: tr...", "", 201, headers) == []
+    assert check_answer("Idempotent-Replayed: false", "", 201, headers) != []
+    assert check_answer("X-Calls-Remaining: 299", "", 201, headers) != []
+    printed_i = 'HTTP/1.1 201 Created\r\nX: y\r\n\r\n{"api_key": "ltx_1"}'
+    assert check_answer('{"api_key": "ltx_..."}', printed_i, 201) == []
+    assert check_answer('{"api_key": "ltx_2..."}', printed_i, 201) != []
+    keys = '{"keys": [{"prefix": "ltx_...", "current": true}, {"prefix": "ltx_...", ...}]}'
+    two = {"keys": [{"prefix": "ltx_a", "current": True}, {"prefix": "ltx_b", "current": False}]}
+    assert check_answer(keys, json.dumps(two), 200) == []
+    assert check_answer(keys, json.dumps({"keys": two["keys"][:1]}), 200) != []
+    assert check_answer(keys, json.dumps({"keys": two["keys"][::-1]}), 200) != []
 
 
 def test_steps_and_answers_are_read_from_a_block() -> None:
@@ -283,6 +385,12 @@ def test_steps_and_answers_are_read_from_a_block() -> None:
             "curl -s -o /dev/null -w '%{http_code}' $B/v1/authorize   # 200 again",
             "",
             "# 404 is prose here: a blank line separates it from the command",
+            "curl -s -i $B/v1/keys",
+            "# HTTP/1.1 200 OK",
+            "# X-Agent-Tier: free",
+            '# {"keys": [{"prefix": "ltx_...",',
+            '#           "current": true}]}   (HTTP 200)',
+            "# Note: prose again, not a header",
             "```",
             "```sh",
             "not marked",
@@ -291,68 +399,118 @@ def test_steps_and_answers_are_read_from_a_block() -> None:
     )
     [block] = readme_blocks(markdown)
     assert block.env == {"LITHTRIX_FREE_CALL_LIMIT": "3"}
-    first, second = block_steps(block)
+    first, second, third = block_steps(block)
     assert first.command.endswith('-H "Authorization: Bearer $KEY"')
     assert first.answers == ['{"tier": "free", ...}']
     assert second.answers == ["200 again"]
+    assert third.answers == [
+        "HTTP/1.1 200 OK",
+        "X-Agent-Tier: free",
+        '{"keys": [{"prefix": "ltx_...", "current": true}]}   (HTTP 200)',
+    ]
 
 
 # --- the README -----------------------------------------------------------------
+
+
+def start_make_run(
+    port: int, database_url: str, env: dict[str, str], log: Path
+) -> subprocess.Popen:
+    with open(log, "wb") as log_file:
+        return subprocess.Popen(
+            ["make", "run"],
+            cwd=BASE_DIR,
+            env=clean_environment(PORT=str(port), DATABASE_URL=database_url, **env),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def wait_for_file(path: Path, bash: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert bash.poll() is None, f"the README's bash session ended early ({bash.returncode})"
+        assert time.monotonic() < deadline, f"no {path.name} after {timeout:.0f}s"
+        time.sleep(0.1)
+
+
+def wait_for_port_closed(port: int, timeout: float = 20) -> None:
+    """The stopped server's listening socket is gone (the next one takes the port)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        time.sleep(0.1)
+    pytest.fail(f"port {port} still answers {timeout:.0f}s after make run was stopped")
 
 
 def test_readme_walkthroughs_run_as_written(tmp_path: Path) -> None:
     blocks = readme_blocks(README.read_text())
     # The walkthrough, billing and admin blocks at least: a lost marker must not
     # turn this test into one that checks nothing.
-    assert len(blocks) >= 3, "README.md has lost its <!-- readme-test --> markers"
-    server_env: dict[str, str] = {}
+    assert len(blocks) >= 11, "README.md has lost its <!-- readme-test --> markers"
+    # Runs of blocks with the same server settings, each against its own make run.
+    segments: list[tuple[dict[str, str], list[Step]]] = []
     for block in blocks:
-        for name, value in block.env.items():
-            assert server_env.setdefault(name, value) == value, (
-                f"README line {block.line}: {name}={value} conflicts with {server_env[name]}"
-            )
-    steps = [step for block in blocks for step in block_steps(block)]
+        if not segments or segments[-1][0] != block.env:
+            segments.append((block.env, []))
+        segments[-1][1].extend(block_steps(block))
+    steps = [step for _, segment in segments for step in segment]
 
     port = free_port()
     address = f"127.0.0.1:{port}"
     database_url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
-    log = tmp_path / "make-run.log"
-    with open(log, "wb") as log_file:
-        server = subprocess.Popen(
-            ["make", "run"],
-            cwd=BASE_DIR,
-            env=clean_environment(PORT=str(port), DATABASE_URL=database_url, **server_env),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    workdir = tmp_path / "steps"
+    workdir.mkdir()
+    driver = tmp_path / "readme.sh"
+    driver.write_text(driver_script(len(segments), workdir))
+    bash = subprocess.Popen(
+        ["bash", str(driver)],
+        cwd=BASE_DIR,
+        env=clean_environment(DATABASE_URL=database_url),
+        stdin=subprocess.DEVNULL,
+    )
+    server = None
     try:
-        wait_for_health(f"http://{address}/healthz", server, log, timeout=300)
-        workdir = tmp_path / "steps"
-        workdir.mkdir()
-        script = tmp_path / "readme.sh"
-        script.write_text(bash_script(steps, address, workdir))
-        subprocess.run(
-            ["bash", str(script)],
-            cwd=BASE_DIR,
-            env=clean_environment(DATABASE_URL=database_url),
-            timeout=300,
-            check=True,
-        )
-        status = None
+        first = 0
+        for k, (env, segment) in enumerate(segments):
+            if server is not None:
+                wait_for_file(workdir / f"segment-{k - 1}.done", bash, timeout=300)
+                stop_process_group(server)
+                wait_for_port_closed(port)
+            log = tmp_path / f"make-run-{k}.log"
+            server = start_make_run(port, database_url, env, log)
+            wait_for_health(f"http://{address}/healthz", server, log, timeout=300)
+            printed = LOCALSTRIPE_LINE.search(log.read_text())
+            localstripe = printed["address"] if printed else LOCALSTRIPE_PLACEHOLDER
+            numbered = list(enumerate(segment, start=first))
+            first += len(segment)
+            script = workdir / f"segment-{k}.tmp"
+            script.write_text(segment_script(numbered, address, localstripe, workdir))
+            script.rename(workdir / f"segment-{k}.sh")  # whole, never half-written
+        assert bash.wait(timeout=300) == 0
+        status, last_headers = None, ""
         for n, step in enumerate(steps):
             rc = int((workdir / f"rc-{n}").read_text())
             stdout = (workdir / f"out-{n}").read_text()
             stderr = (workdir / f"err-{n}").read_text()
-            status = last_status((workdir / f"headers-{n}").read_text()) or status
+            headers = (workdir / f"headers-{n}").read_text()
+            if last_status(headers):
+                status, last_headers = last_status(headers), headers
             where = f"README block at line {step.block_line}:\n{step.command}\n"
             output = f"stdout: {stdout[-1000:]}\nstderr: {stderr[-1000:]}"
             assert rc == 0, f"{where}exited {rc}\n{output}"
             for answer in step.answers:
-                problems = check_answer(answer, stdout, status)
+                problems = check_answer(answer, stdout, status, last_headers)
                 assert not problems, f"{where}documented: {answer}\nprinted: {stdout[-1000:]}\n" + (
                     "\n".join(problems)
                 )
     finally:
-        stop_process_group(server)
+        if bash.poll() is None:
+            bash.kill()
+            bash.wait()
+        if server is not None:
+            stop_process_group(server)
