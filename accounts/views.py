@@ -1,4 +1,4 @@
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -10,8 +10,9 @@ from accounts.serializers import (
     AgentRegisterSerializer,
 )
 from accounts.services import agent_register
+from lithtrix.errors import AgentAlreadyExistsError, ValidationError
 from lithtrix.http import client_ip
-from lithtrix.openapi import error_response
+from lithtrix.openapi import EXAMPLE_AGENT_ID, EXAMPLE_API_KEY, errors
 
 REGISTERED_MESSAGE = "Store this key securely. It cannot be retrieved again."
 
@@ -27,10 +28,31 @@ class RegisterViewSet(viewsets.ViewSet):
         request=AgentRegisterSerializer,
         responses={
             201: AgentRegisteredSerializer,
-            409: error_response("AGENT_ALREADY_EXISTS: use key rotation instead."),
+            **errors(
+                ValidationError(
+                    details={"agent_name": ["Use 1-100 characters: letters, digits, '_' and '-'."]}
+                ),
+                AgentAlreadyExistsError,
+            ),
         },
+        examples=[
+            OpenApiExample(
+                "An agent signs up",
+                value={"agent_name": "research-agent", "owner_identifier": "ops@example.com"},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "Registered",
+                value={
+                    "api_key": EXAMPLE_API_KEY,
+                    "agent_id": EXAMPLE_AGENT_ID,
+                    "message": REGISTERED_MESSAGE,
+                },
+                response_only=True,
+                status_codes=["201"],
+            ),
+        ],
         extensions={"x-rate-limit": "per client IP"},
-        tags=["accounts"],
     )
     def create(self, request: Request) -> Response:
         serializer = AgentRegisterSerializer(data=request.data)
@@ -52,7 +74,18 @@ class MeViewSet(viewsets.ViewSet):
     @extend_schema(
         summary="The authenticated agent's profile",
         responses={200: AgentProfileSerializer},
-        tags=["accounts"],
+        examples=[
+            OpenApiExample(
+                "A Free agent",
+                value={
+                    "agent_id": EXAMPLE_AGENT_ID,
+                    "agent_name": "research-agent",
+                    "owner_identifier": "ops@example.com",
+                    "tier": "free",
+                },
+                response_only=True,
+            )
+        ],
     )
     def retrieve(self, request: Request) -> Response:
         return Response(agent_profile(request.user))
