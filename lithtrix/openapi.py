@@ -39,11 +39,14 @@ the rest, with nothing to repeat:
 
 from __future__ import annotations
 
+import copy
 import re
+from http import HTTPStatus
 from typing import Any
 
 from django.core.validators import RegexValidator
 from django.urls import Resolver404, resolve
+from drf_spectacular.drainage import warn
 from drf_spectacular.extensions import (
     OpenApiAuthenticationExtension,
     OpenApiSerializerFieldExtension,
@@ -339,14 +342,8 @@ def add_plain_view_operations(
         result.setdefault("components", {}).setdefault("schemas", {})["Authorized"] = (
             AUTHORIZED_SCHEMA
         )
-        result.setdefault("paths", {})[AUTHORIZE_PATH] = {"get": _deepcopy(AUTHORIZE_OPERATION)}
+        result.setdefault("paths", {})[AUTHORIZE_PATH] = {"get": copy.deepcopy(AUTHORIZE_OPERATION)}
     return result
-
-
-def _deepcopy(value: Any) -> Any:
-    import copy
-
-    return copy.deepcopy(value)
 
 
 # --- Grouping and order -----------------------------------------------------------
@@ -429,8 +426,15 @@ def _is_keyed(operation: dict[str, Any]) -> bool:
     return any(requirement for requirement in security) and {} not in security
 
 
+def _resolved(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/components/schemas/"):
+        return components.get("schemas", {}).get(ref.rsplit("/", 1)[1], {})
+    return schema
+
+
 def _declared_bodies(response: dict[str, Any]) -> list[dict[str, Any]]:
-    """Envelopes ``errors``/``error_response`` declared on this answer (removes the marker)."""
+    """Envelopes ``errors``/``error_response`` declared on this answer (its marker schema)."""
     media = response.get("content", {}).get("application/json", {})
     schema = media.get("schema", {})
     if isinstance(schema, dict) and _DECLARED in schema:
@@ -446,9 +450,7 @@ def _validation_example(operation: dict[str, Any], components: dict[str, Any]) -
         .get("application/json", {})
         .get("schema", {})
     )
-    ref = schema.get("$ref", "")
-    if ref.startswith("#/components/schemas/"):
-        schema = components.get("schemas", {}).get(ref.rsplit("/", 1)[1], {})
+    schema = _resolved(schema, components)
     required = schema.get("required") or list(schema.get("properties", {}))
     if not required:
         return api_errors.ValidationError("Malformed JSON body: JSON parse error.").body()
@@ -538,10 +540,15 @@ def document_errors_and_headers(
                         for cls in _all_error_classes()
                         if str(cls.status_code) == code and cls is not api_errors.ApiError
                     ]
+                if not bodies:
+                    warn(f"answer {code} of {operation.get('operationId')}: no ApiError has it")
+                    bodies = [api_errors.ApiError().body()]
                 responses[code] = _error_response(
                     _describe(bodies), bodies, existing.get("headers", {})
                 )
             for code, response in responses.items():
+                if not response.get("description"):
+                    response["description"] = HTTPStatus(int(code)).phrase
                 headers = response.setdefault("headers", {})
                 headers["X-Request-Id"] = _ref("X-Request-Id", required=True)
                 if keyed and code != "401":
@@ -560,13 +567,6 @@ def document_errors_and_headers(
 
 
 # --- Links: a new key is the Bearer key of the calls after it -----------------------
-
-
-def _resolved(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
-    ref = schema.get("$ref", "")
-    if ref.startswith("#/components/schemas/"):
-        return components.get("schemas", {}).get(ref.rsplit("/", 1)[1], {})
-    return schema
 
 
 def link_new_keys(
