@@ -49,7 +49,7 @@ from testing.servers import (  # noqa: E402
     running_gunicorn,
 )
 
-MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "60"))
+MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "100"))
 STATEFUL_STEPS = int(os.environ.get("FUZZ_STATEFUL_STEPS", "10"))
 HARD_TIMEOUT = int(os.environ.get("FUZZ_TIMEOUT", "180"))
 REPORT_DIR = BASE_DIR / "artifacts"
