@@ -204,11 +204,15 @@ _CODE_AT_START = re.compile(r"^([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)\b")
 
 
 def error_response(description: str) -> OpenApiResponse:
-    """Older form of ``errors``: a description starting with the code ("CODE: why")."""
+    """Older form of ``errors``: a description starting with the code ("CODE: why").
+    Without a known code, the answer lists every code of its status."""
     match = _CODE_AT_START.match(description)
-    if match is None:
+    try:
+        body = error_class(match.group(1))().body() if match else None
+    except LookupError:
+        body = None
+    if body is None:
         return OpenApiResponse(response=ErrorEnvelopeSerializer, description=description)
-    body = error_class(match.group(1))().body()
     return OpenApiResponse(response={_DECLARED: [body]}, description=description)
 
 
@@ -529,17 +533,17 @@ def document_errors_and_headers(
             for code in sorted(codes | {c for c in responses if c >= "400"}):
                 existing = responses.get(code, {})
                 declared = _declared_bodies(existing)
+                if existing and not declared:  # declared without a code: every code of it
+                    declared = [
+                        cls().body()
+                        for cls in _all_error_classes()
+                        if str(cls.status_code) == code and cls is not api_errors.ApiError
+                    ]
                 common = list(shared.get(code, [])) if code in codes else []
                 if code == "400" and common:
                     common = [_validation_example(operation, components)]
                 declared_codes = {body["error_code"] for body in declared}
                 bodies = declared + [b for b in common if b["error_code"] not in declared_codes]
-                if not bodies:  # an error answer declared without a code: every code of it
-                    bodies = [
-                        cls().body()
-                        for cls in _all_error_classes()
-                        if str(cls.status_code) == code and cls is not api_errors.ApiError
-                    ]
                 if not bodies:
                     warn(f"answer {code} of {operation.get('operationId')}: no ApiError has it")
                     bodies = [api_errors.ApiError().body()]

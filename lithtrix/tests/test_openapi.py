@@ -338,3 +338,36 @@ def test_new_keys_link_to_every_keyed_operation(schema):
                 "header.Authorization": "Bearer {$response.body#/api_key}"
             }
     assert "links" not in schema["paths"]["/v1/me"]["get"]["responses"]["200"]
+
+
+def test_error_response_reads_the_code_from_its_description():
+    from lithtrix.openapi import ErrorEnvelopeSerializer, error_response
+
+    declared = error_response("PAYMENT_FAILED: the payment method was declined.")
+    assert declared.response["x-lithtrix-errors"][0]["error_code"] == "PAYMENT_FAILED"
+    # No known code: the answer will list every code of its status.
+    assert error_response("NOT_A_CODE_WE_HAVE: x").response is ErrorEnvelopeSerializer
+    assert error_response("Stripe failed.").response is ErrorEnvelopeSerializer
+
+
+def test_hook_gives_an_undeclared_error_answer_every_code_of_its_status():
+    from lithtrix.openapi import document_errors_and_headers
+
+    operation = {
+        "operationId": "later_endpoint",
+        "security": [{"ApiKeyAuth": []}],
+        "responses": {
+            "200": {"description": ""},
+            "503": {"content": {"application/json": {"schema": ENVELOPE_REF}}},
+        },
+    }
+    result = {"paths": {"/v1/later": {"post": operation}}}
+
+    document_errors_and_headers(result, None, None, True)
+
+    responses = result["paths"]["/v1/later"]["post"]["responses"]
+    assert set(error_schema(responses["503"])) == {"BILLING_UNAVAILABLE", "SERVICE_UNAVAILABLE"}
+    assert error_schema(responses["401"]) == ["INVALID_API_KEY"]
+    assert responses["200"]["description"] == "OK"
+    retry_after = responses["503"]["headers"]["Retry-After"]
+    assert retry_after == {"$ref": "#/components/headers/Retry-After"}
