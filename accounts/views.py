@@ -5,19 +5,27 @@ from rest_framework.response import Response
 
 from accounts.selectors import agent_profile
 from accounts.serializers import (
+    AgentDeleteSerializer,
     AgentProfileSerializer,
     AgentRegisteredSerializer,
     AgentRegisterSerializer,
 )
-from accounts.services import agent_register
-from lithtrix.errors import AgentAlreadyExistsError, ValidationError
+from accounts.services import agent_delete, agent_register
+from billing.payments.locks import BillingInProgressError
+from idempotency.views import IdempotentViewSetMixin, idempotent
+from lithtrix.errors import (
+    AgentAlreadyExistsError,
+    BillingUnavailableError,
+    PaymentProviderError,
+    ValidationError,
+)
 from lithtrix.http import client_ip
 from lithtrix.openapi import EXAMPLE_AGENT_ID, EXAMPLE_API_KEY, errors
 
 REGISTERED_MESSAGE = "Store this key securely. It cannot be retrieved again."
 
 
-class RegisterViewSet(viewsets.ViewSet):
+class RegisterViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
     """POST /v1/register — an agent signs itself up and gets its first key."""
 
     authentication_classes: list = []
@@ -54,6 +62,7 @@ class RegisterViewSet(viewsets.ViewSet):
         ],
         extensions={"x-rate-limit": "per client IP"},
     )
+    @idempotent(min_key_length=32)
     def create(self, request: Request) -> Response:
         serializer = AgentRegisterSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -68,8 +77,8 @@ class RegisterViewSet(viewsets.ViewSet):
         return Response(body, status=status.HTTP_201_CREATED)
 
 
-class MeViewSet(viewsets.ViewSet):
-    """GET /v1/me — the authenticated agent's profile."""
+class MeViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
+    """GET /v1/me — the authenticated agent's profile; DELETE /v1/me — delete it."""
 
     @extend_schema(
         summary="The authenticated agent's profile",
@@ -89,3 +98,36 @@ class MeViewSet(viewsets.ViewSet):
     )
     def retrieve(self, request: Request) -> Response:
         return Response(agent_profile(request.user))
+
+    @extend_schema(
+        summary="Delete this agent: keys revoked, name and owner erased",
+        description=(
+            "Any Stripe subscription is cancelled first (Stripe failing: 502, nothing "
+            "changed); then every key is revoked and agent_name and owner_identifier are "
+            "replaced by a tombstone. Usage counts and audit rows are kept. The same "
+            "(agent_name, owner_identifier) pair may register again as a new agent."
+        ),
+        request=AgentDeleteSerializer,
+        responses={
+            204: None,
+            **errors(
+                ValidationError(details={"confirm": ["Must be this agent's agent_name."]}),
+                BillingInProgressError,
+                PaymentProviderError,
+                BillingUnavailableError,
+            ),
+        },
+        examples=[
+            OpenApiExample(
+                "Confirm with the agent's own name",
+                value={"confirm": "research-agent"},
+                request_only=True,
+            ),
+        ],
+    )
+    @idempotent()
+    def destroy(self, request: Request) -> Response:
+        serializer = AgentDeleteSerializer(data=request.data, context={"agent": request.user})
+        serializer.is_valid(raise_exception=True)
+        agent_delete(agent=request.user, actor=None)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -5,10 +5,11 @@ throwaway SQLite file and process-local caches) with billing on localstripe, and
 schemathesis with every check (`--checks all`), a fixed seed, a cap on examples per
 operation and a hard time limit (FUZZ_TIMEOUT seconds for all runs together):
 
-- ``api``: the examples, coverage and fuzzing phases on every operation but key
-  rotation, with the key of an agent registered for it;
-- ``rotate``: the same on POST /v1/keys/rotate, with a key of its own (rotating
-  kills the key the other operations use);
+- ``api``: the examples, coverage and fuzzing phases on every operation but those
+  that kill the key they are called with, with the key of an agent registered for it;
+- ``rotate``, ``revoke``, ``delete``: the same on POST /v1/keys/rotate, POST
+  /v1/keys/revoke and DELETE /v1/me, each with a key of its own (each kills the
+  key it is called with);
 - ``stateful``: the stateful phase with no key given: sequences of calls follow the
   schema's links, so keys come from POST /v1/register and POST /v1/keys/rotate
   answers and are used as the Bearer key of the calls after them (every check but
@@ -57,9 +58,26 @@ SEED = os.environ.get("FUZZ_SEED", "4242")
 ANY_METHOD_PROBES = ("POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
 
 # (name, phases, extra arguments: the operations it covers..., whether it gets a key)
+KEY_KILLERS = [
+    ("rotate", ["--include-path", "/v1/keys/rotate"]),
+    ("revoke", ["--include-path", "/v1/keys/revoke"]),
+    ("delete", ["--include-operation-id", "me_destroy"]),
+]
 RUNS = [
-    ("api", "examples,coverage,fuzzing", ["--exclude-path", "/v1/keys/rotate"], True),
-    ("rotate", "examples,coverage,fuzzing", ["--include-path", "/v1/keys/rotate"], True),
+    (
+        "api",
+        "examples,coverage,fuzzing",
+        [
+            "--exclude-path",
+            "/v1/keys/rotate",
+            "--exclude-path",
+            "/v1/keys/revoke",
+            "--exclude-operation-id",
+            "me_destroy",
+        ],
+        True,
+    ),
+    *[(name, "examples,coverage,fuzzing", selection, True) for name, selection in KEY_KILLERS],
     # schemathesis counts a key taken from a link as "generated" (it expects 401 for
     # it); the api and rotate runs check auth with probes without and with a bad key.
     ("stateful", "stateful", ["--exclude-checks", "ignored_auth"], False),
@@ -101,6 +119,25 @@ def register(base_url: str) -> str:
     return body["api_key"]
 
 
+def write_secret_scanning_keys(tmp_dir: Path) -> Path:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    public_pem = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    path = tmp_dir / "secret_scanning_keys.json"
+    path.write_text(
+        json.dumps(
+            {"public_keys": [{"key_identifier": "fuzz", "key": public_pem, "is_current": True}]}
+        )
+    )
+    return path
+
+
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="lithtrix-fuzz-") as tmp:
         tmp_dir = Path(tmp)
@@ -126,6 +163,9 @@ def main() -> int:
             STRIPE_PUBLISHABLE_KEY=LOCAL_PUBLISHABLE_KEY,
             STRIPE_API_BASE=api_base,
         )
+        # POST /v1/keys/leaked (GitHub's, not in the schema) verifies against a local
+        # public key list: nothing here may reach GitHub (the machine may be offline).
+        overrides["LITHTRIX_SECRET_SCANNING_KEYS_FILE"] = str(write_secret_scanning_keys(tmp_dir))
         env = app_environment(overrides)
         try:
             manage("migrate", "--noinput", "-v0", env=env)

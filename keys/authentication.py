@@ -1,15 +1,99 @@
-"""Bearer authentication with ltx_ API keys."""
+"""Bearer authentication with ltx_ API keys, and the limit on failed attempts."""
 
 from __future__ import annotations
 
+import contextlib
+import time
+
+from django.conf import settings
+from django.core.cache import cache
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
 from accounts.models import Agent
+from billing.metering import ratelimit
 from keys import selectors
-from keys.crypto import is_well_formed
+from keys.crypto import hash_key, is_well_formed
 from keys.models import ApiKey
-from lithtrix.errors import InvalidApiKeyError
+from lithtrix import metrics
+from lithtrix.errors import InvalidApiKeyError, RateLimitExceededError
+from lithtrix.http import client_ip
+
+# --- failed authentications per client IP -------------------------------------
+#
+# A well-formed junk key costs a database query to refuse. Failures are counted
+# per client IP (shared cache, only on failure: a valid key costs no extra round
+# trip). Past LITHTRIX_AUTH_FAILURE_RATE the address is blocked until its window
+# ends, and while blocked a key is looked up only if it authenticated recently
+# (anywhere: a marker in the shared cache, written once per key per process and
+# hour, read only while blocked). Others get 429 without a query.
+#
+# The trade-off: a key that has authenticated in the last
+# LITHTRIX_AUTH_SEEN_VALID_SECONDS is never refused by this limit. A valid key
+# that has not (a key issued moments ago, or unused for a week) sent from an
+# address that is flooding junk waits for that address's window to end (429 with
+# Retry-After, at most one window) - it is never locked out for longer.
+
+AUTH_FAILURE_GROUP = "auth_failures"
+_SEEN_VALID_LOCALLY_SECONDS = 3600
+_MAX_TRACKED = 100_000  # entries per process in each map below, then it starts over
+
+_blocked_until: dict[str, float] = {}  # ip bucket -> deadline, ratelimit.clock() (this process)
+_seen_valid_until: dict[str, float] = {}  # key digest -> monotonic deadline (this process)
+
+
+def _seen_valid_key(digest: str) -> str:
+    return f"authok:{digest}"
+
+
+def _remember_valid(digest: str) -> None:
+    now = time.monotonic()
+    if _seen_valid_until.get(digest, 0.0) > now:
+        return
+    if len(_seen_valid_until) >= _MAX_TRACKED:
+        _seen_valid_until.clear()
+    _seen_valid_until[digest] = now + _SEEN_VALID_LOCALLY_SECONDS
+    # A failure is reported by the guard; the key is valid all the same.
+    with contextlib.suppress(Exception):
+        ratelimit.guarded_cache_call(
+            lambda: cache.set(
+                _seen_valid_key(digest), 1, timeout=settings.LITHTRIX_AUTH_SEEN_VALID_SECONDS
+            )
+        )
+
+
+def _seen_valid(digest: str) -> bool:
+    if _seen_valid_until.get(digest, 0.0) > time.monotonic():
+        return True
+    try:
+        return bool(ratelimit.guarded_cache_call(lambda: cache.get(_seen_valid_key(digest))))
+    except Exception:
+        return False  # the cache is down: while blocked, only locally known keys pass
+
+
+def _blocked_for(bucket: str) -> float:
+    """Seconds ``bucket`` stays blocked (0: not blocked)."""
+    deadline = _blocked_until.get(bucket)
+    if deadline is None:
+        return 0.0
+    left = deadline - ratelimit.clock()
+    if left <= 0:
+        _blocked_until.pop(bucket, None)
+        return 0.0
+    return left
+
+
+def _count_failure(bucket: str) -> None:
+    try:
+        state = ratelimit.count_in_bucket(
+            AUTH_FAILURE_GROUP, bucket, settings.LITHTRIX_AUTH_FAILURE_RATE
+        )
+    except Exception:
+        return  # the cache is down: failures go uncounted (fail open, logged by the guard)
+    if state.limited:
+        if len(_blocked_until) >= _MAX_TRACKED:
+            _blocked_until.clear()
+        _blocked_until[bucket] = ratelimit.clock() + state.reset
 
 
 def bearer_token(header: str) -> str | None:
@@ -20,27 +104,58 @@ def bearer_token(header: str) -> str | None:
     return token.strip() or None
 
 
-def authenticate_key(header: str) -> tuple[Agent, ApiKey]:
+def authenticate_key(header: str, *, ip: str | None = None) -> tuple[Agent, ApiKey]:
     """Agent and key for an Authorization header value, or InvalidApiKeyError.
 
     Missing, malformed, unknown, rotated and revoked keys are indistinguishable to
     the caller. A key without the ltx_ shape costs no database query; any other
-    costs one indexed query.
+    costs one indexed query, unless ``ip`` (the client's address) is blocked for
+    failing too often: then RateLimitExceededError (429) without a query, for a
+    key not seen valid recently.
     """
     token = bearer_token(header)
     if token is None or not is_well_formed(token):
         raise InvalidApiKeyError()
+    bucket = ratelimit.ip_bucket(ip) if ip is not None else None
+    digest = hash_key(token)[:32]
+    if bucket is not None:
+        blocked = _blocked_for(bucket)
+        if blocked and not _seen_valid(digest):
+            metrics.RATE_LIMIT_REFUSALS.labels(bucket=AUTH_FAILURE_GROUP).inc()
+            reset = str(max(1, round(blocked)))
+            limit, _period = ratelimit.parse_rate(settings.LITHTRIX_AUTH_FAILURE_RATE)
+            raise RateLimitExceededError(
+                "Too many failed authentications from this address. See Retry-After header.",
+                # The limit that refused, like every other 429.
+                headers={
+                    "Retry-After": reset,
+                    "RateLimit-Limit": str(limit),
+                    "RateLimit-Remaining": "0",
+                    "RateLimit-Reset": reset,
+                },
+            )
     api_key = selectors.active_api_key_with_agent(key=token)
     if api_key is None:
+        if bucket is not None:
+            _count_failure(bucket)
         raise InvalidApiKeyError()
+    _remember_valid(digest)
     return api_key.agent, api_key
+
+
+def reset_failure_limits() -> None:
+    """Forget blocked addresses and keys seen valid (tests)."""
+    _blocked_until.clear()
+    _seen_valid_until.clear()
 
 
 class ApiKeyAuthentication(BaseAuthentication):
     """The default for every /v1 endpoint; public endpoints set authentication_classes = []."""
 
     def authenticate(self, request: Request) -> tuple[Agent, ApiKey]:
-        return authenticate_key(request.META.get("HTTP_AUTHORIZATION", ""))
+        return authenticate_key(
+            request.META.get("HTTP_AUTHORIZATION", ""), ip=client_ip(request) or "unknown"
+        )
 
     def authenticate_header(self, request: Request) -> str:
         return "Bearer"

@@ -23,8 +23,11 @@ the rest, with nothing to repeat:
   one example envelope per code.
 - **Headers**: ``X-Request-Id`` on every answer; ``RateLimit-*`` on every answer to
   a keyed operation except 401; ``Retry-After`` on 429 (and optional on 503);
-  ``WWW-Authenticate`` on 401. A request header a view reads (``Idempotency-Key``)
-  is an ``OpenApiParameter(location=HEADER)`` with its pattern and lengths.
+  ``WWW-Authenticate`` on 401; ``X-Calls-Remaining`` on the 200 of metered ones.
+- **Idempotency**: on actions marked idempotent (an ``idempotency_policy`` attribute,
+  see idempotency.views; ``x-idempotent`` in the schema) the hook adds the
+  ``Idempotency-Key`` parameter, ``Idempotent-Replayed`` on every answer, and 409
+  IDEMPOTENCY_KEY_IN_USE / 422 IDEMPOTENCY_KEY_REUSED; the view declares nothing.
 - **Constraints**: every constraint the server enforces is in the schema (lengths,
   patterns; string fields refuse NUL and whitespace-only values: see
   ``StrictCharFieldExtension``), so ``make fuzz`` can check that valid data is
@@ -33,8 +36,9 @@ the rest, with nothing to repeat:
   ordered as an agent meets them (``PATH_ORDER``): register, me, keys, billing,
   usage, metering, then the service's own endpoints. Views set no tags.
 - **Not for agents**: an endpoint only a third party calls (Stripe's webhook,
-  GitHub's secret-scanning reports) is left out with ``extend_schema(exclude=True)``
-  (plain Django views are simply not added by ``add_plain_view_operations``).
+  GitHub's secret-scanning reports to /v1/keys/leaked) is left out with
+  ``extend_schema(exclude=True)`` (plain Django views are simply not added by
+  ``add_plain_view_operations``).
 """
 
 from __future__ import annotations
@@ -225,6 +229,8 @@ def _shared_errors() -> dict[str, list[api_errors.ApiError]]:
         "402": [api_errors.OverLimitError(extra={"upgrade_url": UPGRADE_URL})],
         "413": [api_errors.PayloadTooLargeError()],
         "415": [api_errors.UnsupportedMediaTypeError()],
+        "409": [api_errors.IdempotencyKeyInUseError()],
+        "422": [api_errors.IdempotencyKeyReusedError()],
         "429": [api_errors.RateLimitExceededError()],
         "500": [api_errors.InternalError()],
         "503": [api_errors.ServiceUnavailableError()],
@@ -247,6 +253,14 @@ HEADERS: dict[str, dict[str, Any]] = {
         "Whole seconds to wait before retrying.", {"type": "integer", "minimum": 1}
     ),
     "WWW-Authenticate": _header("Always `Bearer`.", {"type": "string"}),
+    "Idempotent-Replayed": _header(
+        "`true` when this is the stored answer to an earlier request with the same "
+        "Idempotency-Key.",
+        {"type": "string", "enum": ["true"]},
+    ),
+    "X-Calls-Remaining": _header(
+        "Free agents only: lifetime metered calls left after this one (Pro: absent).", _INTEGER
+    ),
 }
 RATE_LIMIT_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
 
@@ -269,7 +283,22 @@ class LithtrixAutoSchema(AutoSchema):
             operation["x-metered"] = True
         if getattr(self.view, "throttle_classes", None):
             operation.setdefault("x-rate-limit", "per agent; per client IP without a key")
+        action = getattr(self.view, getattr(self.view, "action", None) or "", None)
+        policy = getattr(action, "idempotency_policy", None)
+        if policy is not None:
+            operation["x-idempotent"] = {"min_key_length": policy.min_key_length}
         return operation
+
+    def _get_request_body(self, direction: str = "request") -> dict[str, Any] | None:
+        # drf-spectacular describes bodies of POST, PUT and PATCH only; a DELETE that
+        # declares one (DELETE /v1/me's confirmation) reads it, so it is described too.
+        if self.method != "DELETE" or self.get_request_serializer() is None:
+            return super()._get_request_body(direction)
+        self.method = "POST"
+        try:
+            return super()._get_request_body(direction)
+        finally:
+            self.method = "DELETE"
 
 
 # --- /v1/authorize (a plain Django view) ---------------------------------------
@@ -529,6 +558,10 @@ def document_errors_and_headers(
                 codes.add("429")
             if operation.get("x-metered"):
                 codes.add("402")
+            idempotent = operation.get("x-idempotent")
+            if idempotent:
+                codes |= {"400", "409", "422"}
+                _add_idempotency_parameter(operation, idempotent["min_key_length"])
             responses = operation.setdefault("responses", {})
             for code in sorted(codes | {c for c in responses if c >= "400"}):
                 existing = responses.get(code, {})
@@ -541,9 +574,15 @@ def document_errors_and_headers(
                     ]
                 common = list(shared.get(code, [])) if code in codes else []
                 if code == "400" and common:
-                    common = [_validation_example(operation, components)]
+                    common = (
+                        [_validation_example(operation, components)]
+                        if "requestBody" in operation
+                        else []
+                    )
                 declared_codes = {body["error_code"] for body in declared}
                 bodies = declared + [b for b in common if b["error_code"] not in declared_codes]
+                if code == "400" and idempotent:
+                    bodies.append(_idempotency_key_example(idempotent["min_key_length"]))
                 if not bodies:
                     warn(f"answer {code} of {operation.get('operationId')}: no ApiError has it")
                     bodies = [api_errors.ApiError().body()]
@@ -557,15 +596,23 @@ def document_errors_and_headers(
                 headers["X-Request-Id"] = _ref("X-Request-Id", required=True)
                 if keyed and code != "401":
                     # Once the rate limit has been decided, every answer carries them
-                    # (a 500 or 503 may come before it is).
+                    # (a 500 or 503 may come before it is, and so does an answer
+                    # replayed under an Idempotency-Key, or refused with 409/422
+                    # because of it).
                     for name in RATE_LIMIT_HEADERS:
-                        headers[name] = _ref(name, required=code not in ("500", "503"))
+                        headers[name] = _ref(
+                            name, required=code not in ("500", "503") and not idempotent
+                        )
                 if code == "429":
                     headers["Retry-After"] = _ref("Retry-After", required=True)
                 if code == "503":
                     headers["Retry-After"] = _ref("Retry-After")
                 if code == "401":
                     headers["WWW-Authenticate"] = _ref("WWW-Authenticate", required=True)
+                if idempotent and code not in {"409", "422"}:
+                    headers["Idempotent-Replayed"] = _ref("Idempotent-Replayed")
+                if operation.get("x-metered") and code == "200":
+                    headers["X-Calls-Remaining"] = _ref("X-Calls-Remaining")
             operation["responses"] = dict(sorted(responses.items()))
     return result
 
@@ -603,3 +650,39 @@ def link_new_keys(
                     for target in keyed
                 }
     return result
+
+
+def _idempotency_key_example(min_length: int) -> dict[str, Any]:
+    """The VALIDATION_ERROR of a malformed Idempotency-Key (idempotency.views.validate_key)."""
+    from idempotency.views import IdempotencyPolicy, validate_key
+
+    try:
+        validate_key("x" * max(min_length - 1, 0), IdempotencyPolicy(min_key_length=min_length))
+    except api_errors.ValidationError as error:
+        return error.body()
+    raise AssertionError("an empty Idempotency-Key is refused")  # pragma: no cover
+
+
+def _add_idempotency_parameter(operation: dict[str, Any], min_length: int) -> None:
+    parameters = operation.setdefault("parameters", [])
+    length = f", at least {min_length} characters (a UUID4 is fine)" if min_length > 1 else ""
+    if any(p.get("name") == "Idempotency-Key" for p in parameters):
+        return
+    parameters.append(
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "schema": {
+                "type": "string",
+                "minLength": min_length,
+                "maxLength": 255,
+                "pattern": "^[!-~]([ -~]*[!-~])?$",
+            },
+            "description": (
+                "Makes a retry safe: the same request with the same key within "
+                "LITHTRIX_IDEMPOTENCY_TTL_HOURS (24 h) gets the first answer again "
+                f"(`Idempotent-Replayed: true`); nothing runs twice. Printable ASCII{length}."
+            ),
+        }
+    )

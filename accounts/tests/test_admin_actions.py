@@ -277,7 +277,7 @@ def test_bulk_reset_usage_needs_a_reason(admin_client, admin_user, make_agent):
 
 @pytest.mark.django_db
 def test_bulk_actions_refuse_more_than_the_limit(admin_client, make_agent, monkeypatch):
-    from accounts import admin as agent_admin
+    from accounts.admin import bulk as agent_admin
 
     monkeypatch.setattr(agent_admin, "BULK_LIMIT", 2)
     agents = [make_agent().agent for _ in range(3)]

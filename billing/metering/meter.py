@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from django.http import HttpRequest
 
-from accounts.models import Agent
-from billing.metering.ratelimit import RateLimitState, rate_limit
+from accounts.models import Agent, Tier
+from billing.metering.ratelimit import CALLS_REMAINING_ATTR, RateLimitState, rate_limit
 from billing.metering.services import MeterResult, meter_call
+from billing.metering.tiers import tier_limits
+from lithtrix import metrics
 from lithtrix.errors import OverLimitError
 
 UPGRADE_URL = "/v1/billing/setup"
@@ -22,6 +24,11 @@ def meter_request(
     """
     state = rate_limit(request, agent=agent)
     result = meter_call(agent_id=agent.pk)
+    metrics.METERED_CALLS.labels(outcome="allowed" if result.allowed else "over_limit").inc()
     if not result.allowed:
         raise OverLimitError(extra={"upgrade_url": UPGRADE_URL})
+    if agent.tier == Tier.FREE:
+        # X-Calls-Remaining on the 200 (RateLimitHeadersMiddleware); Pro has no cap.
+        remaining = max(0, tier_limits(Tier.FREE).call_limit - result.calls_total)
+        setattr(getattr(request, "_request", request), CALLS_REMAINING_ATTR, remaining)
     return result, state

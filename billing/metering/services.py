@@ -61,6 +61,16 @@ INSERT INTO {usage} (agent_id, date, calls) VALUES (%(agent_id)s, %(today)s, 1)
 ON CONFLICT (agent_id, date) DO UPDATE SET calls = calls + 1
 """
 
+# A refused call (402 at the cap) is counted on the agent's day, for support to see,
+# in one statement of its own that only runs when the call was refused. The SELECT
+# (rather than VALUES) makes an unknown agent id write nothing instead of failing its
+# foreign key (and gives SQLite the WHERE it needs to parse ON CONFLICT after a SELECT).
+_REFUSED_UPSERT_SQL = """
+INSERT INTO {usage} (agent_id, date, calls, refused)
+SELECT id, %(today)s, 0, 1 FROM {agent} WHERE id = %(agent_id)s
+ON CONFLICT (agent_id, date) DO UPDATE SET refused = {usage}.refused + 1
+"""
+
 
 def meter_call(*, agent_id: uuid.UUID) -> MeterResult:
     """Count one metered call for the agent if its tier allows it.
@@ -69,7 +79,8 @@ def meter_call(*, agent_id: uuid.UUID) -> MeterResult:
     incremented only while it is below the Free call limit (never past it, under
     any concurrency); Pro agents are counted without a cap; the agent's
     last_call_at and its DailyUsage row for today (UTC) change in the same
-    transaction as the counter. A refused call changes nothing.
+    transaction as the counter. A refused call changes no counter; it adds one to
+    the day's ``refused`` count only.
     """
     now = timezone.now()
     params = {
@@ -92,5 +103,11 @@ def meter_call(*, agent_id: uuid.UUID) -> MeterResult:
             if row is not None:
                 cursor.execute(_DAILY_UPSERT_SQLITE.format(**names), params)
     if row is None:
+        _count_refusal(names, params)
         return MeterResult(allowed=False, calls_total=None)
     return MeterResult(allowed=True, calls_total=row[0])
+
+
+def _count_refusal(names: dict[str, str], params: dict) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(_REFUSED_UPSERT_SQL.format(**names), params)

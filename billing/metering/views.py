@@ -10,6 +10,7 @@ from billing.metering.meter import meter_request
 from billing.metering.serializers import BillingSerializer, UsageSerializer
 from keys.authentication import authenticate_key
 from lithtrix.errors import ApiError, api_error_response
+from lithtrix.http import client_ip
 
 
 class BillingViewSet(viewsets.ViewSet):
@@ -87,7 +88,9 @@ def authorize(request: HttpRequest) -> HttpResponse:
     the envelope (401, 402 OVER_LIMIT, 429) for the gateway to return.
     """
     try:
-        agent, _api_key = authenticate_key(request.headers.get("Authorization", ""))
+        agent, _api_key = authenticate_key(
+            request.headers.get("Authorization", ""), ip=client_ip(request) or "unknown"
+        )
         meter_request(request, agent=agent)
     except ApiError as error:
         return api_error_response(error, request)

@@ -8,6 +8,7 @@ the same transaction, so a failure rolls everything back and Stripe retries.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import stripe
@@ -38,6 +39,26 @@ def endpoint_signed_for(*, payload: bytes, signature: str) -> WebhookEndpoint | 
     return None
 
 
+def event_summary(payload: bytes) -> dict[str, str]:
+    """The id and type of an event body, for log lines (never the object's data)."""
+    try:
+        event = json.loads(payload)
+    except ValueError:
+        event = {}
+    if not isinstance(event, dict):
+        event = {}
+    return {"id": str(event.get("id", "-")), "type": str(event.get("type", "-"))}
+
+
+def on_agent_deletion_requested(sender: Any, agent: Any, **kwargs: Any) -> None:
+    """accounts.signals.agent_deletion_requested: Stripe stops charging before the agent goes.
+
+    Every live subscription is cancelled at once (not at period end); a Stripe
+    failure raises PaymentProviderError (502), which aborts the deletion.
+    """
+    payments.subscriptions_cancel_now(agent=agent)
+
+
 def connect() -> None:
     # Importing dj-stripe's handlers first connects them first: signal receivers
     # run in connection order, and ours must see the freshly mirrored object.
@@ -50,4 +71,10 @@ def connect() -> None:
         )
     WEBHOOK_SIGNALS["invoice.payment_failed"].connect(
         on_invoice_payment_failed, dispatch_uid="lithtrix:invoice.payment_failed"
+    )
+
+    from accounts.signals import agent_deletion_requested
+
+    agent_deletion_requested.connect(
+        on_agent_deletion_requested, dispatch_uid="lithtrix:billing:agent_deletion_requested"
     )

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import django_ratelimit.core
 import pytest
 import stripe
 
@@ -20,16 +19,9 @@ from billing.payments.dev.localstripe_server import start_subprocess, stop_subpr
 
 
 @pytest.fixture(autouse=True)
-def ratelimit_clock(monkeypatch):
-    """Freeze django-ratelimit's clock (``clock.now``, seconds) so a window never rolls over.
-
-    Autouse: a test that counts RateLimit-Remaining must not see a window end
-    between two requests. Server subprocesses keep the real clock.
-    """
-    # A whole minute starts here for no agent in particular; tests move it on purpose.
-    clock = SimpleNamespace(now=1_900_000_000.0)
-    monkeypatch.setattr(django_ratelimit.core, "time", SimpleNamespace(time=lambda: clock.now))
-    return clock
+def _frozen_ratelimit_clock(ratelimit_clock):
+    """Every metering test runs on the frozen rate-limit clock (root conftest)."""
+    return ratelimit_clock
 
 
 # --- Stripe ---------------------------------------------------------------------
@@ -71,6 +63,43 @@ def local_stripe(settings, db, localstripe_url) -> str:
     urllib.request.urlopen(reset, timeout=5).close()  # noqa: S310 - loopback http
     _configure(settings, api_base=localstripe_url)
     return localstripe_url
+
+
+LOCAL_PRO_PLAN = "price_lithtrix_pro_monthly"
+
+
+@pytest.fixture
+def local_stripe_pro(local_stripe, settings) -> str:
+    """localstripe with the monthly Pro plan as STRIPE_PRO_PRICE_ID (what `make run` sets)."""
+    settings.STRIPE_PRO_PRICE_ID = payments.local_pro_plan_ensure(plan_id=LOCAL_PRO_PLAN)
+    return local_stripe
+
+
+@pytest.fixture
+def black_hole():
+    """A loopback port that accepts connections and never answers (Stripe hanging)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    accepted = []
+    stop = threading.Event()
+
+    def accept():
+        sock.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(sock.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    sock.close()
 
 
 @pytest.fixture

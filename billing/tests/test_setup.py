@@ -88,6 +88,7 @@ def test_capped_free_agent_upgrades_and_is_no_longer_capped(local_stripe, api_cl
         "call_limit": None,
         "over_limit": False,
         "stripe_customer_id": agent.stripe_customer_id,
+        "cancel_at": None,
     }
 
 

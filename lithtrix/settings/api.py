@@ -7,10 +7,33 @@ LITHTRIX_FREE_CALL_LIMIT = int(os.environ.get("LITHTRIX_FREE_CALL_LIMIT", "300")
 LITHTRIX_FREE_RATE = os.environ.get("LITHTRIX_FREE_RATE", "60/m")
 LITHTRIX_PRO_RATE = os.environ.get("LITHTRIX_PRO_RATE", "600/m")
 LITHTRIX_REGISTER_RATE = os.environ.get("LITHTRIX_REGISTER_RATE", "10/m")
+# GET /v1/openapi.json, per client IP (its own bucket: reading the docs does not
+# use up registrations).
+LITHTRIX_OPENAPI_RATE = os.environ.get("LITHTRIX_OPENAPI_RATE", "30/m")
+# Failed key authentications per client IP; past it, keys this service has not
+# seen authenticate recently get 429 without a database query (keys/authentication.py).
+LITHTRIX_AUTH_FAILURE_RATE = os.environ.get("LITHTRIX_AUTH_FAILURE_RATE", "30/m")
+# A key that authenticated within this many seconds is never refused by that limit.
+LITHTRIX_AUTH_SEEN_VALID_SECONDS = int(
+    os.environ.get("LITHTRIX_AUTH_SEEN_VALID_SECONDS", str(7 * 24 * 3600))
+)
 
 # Number of reverse proxies of ours in front of the app that append to
 # X-Forwarded-For. 0: the client IP is REMOTE_ADDR and X-Forwarded-For is ignored.
 LITHTRIX_TRUSTED_PROXY_COUNT = int(os.environ.get("LITHTRIX_TRUSTED_PROXY_COUNT", "0"))
+
+# --- Account lifecycle ----------------------------------------------------------
+# How long an answer is kept for replay under its Idempotency-Key (idempotency/).
+LITHTRIX_IDEMPOTENCY_TTL_HOURS = int(os.environ.get("LITHTRIX_IDEMPOTENCY_TTL_HOURS", "24"))
+# Public keys that sign GitHub's secret-scanning reports (POST /v1/keys/leaked): a
+# local file (tests, offline) wins over the URL (GitHub's published list).
+LITHTRIX_SECRET_SCANNING_KEYS_URL = os.environ.get(
+    "LITHTRIX_SECRET_SCANNING_KEYS_URL",
+    "https://api.github.com/meta/public_keys/secret_scanning",
+)
+LITHTRIX_SECRET_SCANNING_KEYS_FILE = os.environ.get("LITHTRIX_SECRET_SCANNING_KEYS_FILE", "")
+# Per client IP; scanners report in bursts.
+LITHTRIX_SECRET_SCANNING_RATE = os.environ.get("LITHTRIX_SECRET_SCANNING_RATE", "600/m")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["keys.authentication.ApiKeyAuthentication"],

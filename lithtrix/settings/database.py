@@ -22,4 +22,11 @@ if _default["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 
+elif _default["ENGINE"] == "django.db.backends.postgresql":
+    # An unreachable database fails a request within seconds (503), not after the
+    # operating system's TCP timeout.
+    _default.setdefault("OPTIONS", {})["connect_timeout"] = int(
+        os.environ.get("LITHTRIX_DB_CONNECT_TIMEOUT_SECONDS", "3")
+    )
+
 DATABASES = {"default": _default}

@@ -22,7 +22,9 @@ def client_no_raise() -> Client:
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    "path", ["/v1/nope", "/v1/", "/v1", "/v1/me/", "/v1/keys", "/nope", "/"], ids=str
+    "path",
+    ["/v1/nope", "/v1/", "/v1", "/v1/me/", "/v1/keys/", "/v1/keys/nope", "/nope", "/"],
+    ids=str,
 )
 def test_unknown_path_is_404_envelope(client, path):
     response = client.get(path)

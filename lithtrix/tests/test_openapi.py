@@ -43,6 +43,8 @@ def served_api_routes():
             continue
         if route in {"v1/openapi.json", "v1/docs"}:
             continue
+        if route == "v1/keys/leaked":  # GitHub's, left out like Stripe's webhook
+            continue
         for method in actions or {}:
             if method in {"head", "options"}:  # answered by Django/DRF, not documented
                 continue
@@ -111,7 +113,11 @@ def test_keyed_operations_document_rate_limit_headers(schema):
 
 def test_specific_errors_are_documented_where_they_happen(schema):
     register = schema["paths"]["/v1/register"]["post"]
-    assert error_schema(register["responses"]["409"]) == ["AGENT_ALREADY_EXISTS"]
+    assert error_schema(register["responses"]["409"]) == [
+        "AGENT_ALREADY_EXISTS",
+        "IDEMPOTENCY_KEY_IN_USE",
+    ]
+    assert error_schema(register["responses"]["422"]) == ["IDEMPOTENCY_KEY_REUSED"]
     assert "429" in register["responses"]  # per client IP
     assert register["x-rate-limit"] == "per client IP"
 
@@ -371,3 +377,128 @@ def test_hook_gives_an_undeclared_error_answer_every_code_of_its_status():
     assert responses["200"]["description"] == "OK"
     retry_after = responses["503"]["headers"]["Retry-After"]
     assert retry_after == {"$ref": "#/components/headers/Retry-After"}
+
+
+IDEMPOTENT = {
+    ("/v1/register", "post"): 32,
+    ("/v1/keys/rotate", "post"): 32,
+    ("/v1/keys/revoke", "post"): 1,
+    ("/v1/billing/setup", "post"): 1,
+    ("/v1/billing/cancel", "post"): 1,
+    ("/v1/me", "delete"): 1,
+}
+
+
+def test_every_post_and_delete_route_honours_idempotency_key():
+    """A new POST/DELETE action must opt in (``@idempotent`` and the mixin), or be listed."""
+    from idempotency.views import IdempotentViewSetMixin
+
+    exempt = {"/v1/keys/leaked"}  # signed by GitHub, naturally idempotent
+    for pattern in get_resolver().url_patterns:
+        if not isinstance(pattern, URLPattern) or not hasattr(pattern.callback, "actions"):
+            continue
+        path = f"/{pattern.pattern}"
+        for method, action in pattern.callback.actions.items():
+            if method not in {"post", "delete"} or path in exempt or not path.startswith("/v1/"):
+                continue
+            view_class = pattern.callback.cls
+            assert issubclass(view_class, IdempotentViewSetMixin), path
+            assert getattr(getattr(view_class, action), "idempotency_policy", None), path
+
+
+def test_idempotent_operations_document_the_header_and_its_errors(schema):
+    for (path, method), min_length in IDEMPOTENT.items():
+        operation = schema["paths"][path][method]
+        parameter = next(p for p in operation["parameters"] if p["name"] == "Idempotency-Key")
+        assert parameter["in"] == "header" and parameter["schema"]["minLength"] == min_length
+        assert {"400", "409", "422"} <= set(operation["responses"])
+        success = next(code for code in operation["responses"] if code.startswith("2"))
+        assert "Idempotent-Replayed" in operation["responses"][success]["headers"]
+    assert "Idempotency-Key" not in str(schema["paths"]["/v1/me"]["get"])
+
+
+def test_lifecycle_endpoints_are_documented(schema):
+    paths = schema["paths"]
+    assert "204" in paths["/v1/me"]["delete"]["responses"]
+    rotate_body = schema["components"]["schemas"]["KeyRotateRequest"]["properties"]
+    overlap = rotate_body["previous_key_expires_in"]
+    assert (overlap["minimum"], overlap["maximum"]) == (0, 604800)
+    components = schema["components"]["schemas"]
+    listed = paths["/v1/keys"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert listed["schema"] == {"$ref": "#/components/schemas/KeyList"}
+    assert set(components["ApiKeySummary"]["properties"]) == {
+        "prefix",
+        "created_at",
+        "expires_at",
+        "current",
+    }
+    assert "revoked" in components["KeyRevoked"]["properties"]
+    # GitHub's secret-scanning endpoint is for GitHub, not agents (like Stripe's webhook).
+    assert "/v1/keys/leaked" not in paths
+    assert not any("Github" in json.dumps(operation) for _, _, operation in operations(schema))
+    authorize = paths["/v1/authorize"]["get"]["responses"]["200"]["headers"]
+    assert "X-Calls-Remaining" in authorize
+
+
+def test_lifecycle_endpoints_declare_their_error_codes(schema):
+    paths = schema["paths"]
+    cancel = paths["/v1/billing/cancel"]["post"]["responses"]
+    assert set(error_schema(cancel["409"])) == {"BILLING_IN_PROGRESS", "IDEMPOTENCY_KEY_IN_USE"}
+    assert error_schema(cancel["422"]) == ["IDEMPOTENCY_KEY_REUSED"]
+    assert error_schema(cancel["502"]) == ["PAYMENT_PROVIDER_ERROR"]
+    assert set(error_schema(cancel["503"])) == {"BILLING_UNAVAILABLE", "SERVICE_UNAVAILABLE"}
+    setup = paths["/v1/billing/setup"]["post"]["responses"]
+    assert set(error_schema(setup["409"])) == {"BILLING_IN_PROGRESS", "IDEMPOTENCY_KEY_IN_USE"}
+    delete = paths["/v1/me"]["delete"]
+    assert "content" not in delete["responses"]["204"]
+    assert set(error_schema(delete["responses"]["409"])) == {
+        "BILLING_IN_PROGRESS",
+        "IDEMPOTENCY_KEY_IN_USE",
+    }
+    assert error_schema(delete["responses"]["502"]) == ["PAYMENT_PROVIDER_ERROR"]
+    confirm = delete["requestBody"]["content"]["application/json"]
+    assert next(iter(confirm["examples"].values()))["value"] == {"confirm": "research-agent"}
+    revoke = paths["/v1/keys/revoke"]["post"]["responses"]
+    assert error_schema(revoke["401"]) == ["INVALID_API_KEY"]
+    assert error_schema(revoke["409"]) == ["IDEMPOTENCY_KEY_IN_USE"]
+    # A malformed Idempotency-Key is a 400 naming the header, on operations without a body too.
+    examples = revoke["400"]["content"]["application/json"]["examples"].values()
+    assert any("Idempotency-Key" in example["value"].get("details", {}) for example in examples)
+
+
+def test_lifecycle_endpoints_have_tags_order_and_examples(schema):
+    from keys.crypto import is_well_formed
+
+    paths = schema["paths"]
+    assert paths["/v1/me"]["delete"]["tags"] == ["Me"]
+    assert list(paths["/v1/me"]) == ["get", "delete"]
+    for path in ("/v1/keys/rotate", "/v1/keys", "/v1/keys/revoke"):
+        assert next(iter(paths[path].values()))["tags"] == ["Keys"], path
+    assert paths["/v1/billing/cancel"]["post"]["tags"] == ["Billing"]
+    order = list(paths)
+    assert order.index("/v1/keys/rotate") < order.index("/v1/keys") < order.index("/v1/keys/revoke")
+    assert (
+        order.index("/v1/billing/setup")
+        < order.index("/v1/billing/cancel")
+        < order.index("/v1/usage")
+    )
+
+    def example(path, method, code):
+        content = paths[path][method]["responses"][code]["content"]["application/json"]
+        return next(iter(content["examples"].values()))["value"]
+
+    listed = example("/v1/keys", "get", "200")["keys"]
+    assert [key["current"] for key in listed] == [True, False]
+    assert all(key["prefix"].startswith("ltx_") and len(key["prefix"]) == 12 for key in listed)
+    assert example("/v1/keys/revoke", "post", "200")["revoked"] == listed[1]["prefix"]
+    rotated = example("/v1/keys/rotate", "post", "200")
+    assert is_well_formed(rotated["api_key"]) and rotated["previous_key_expires_at"]
+    rotate_body = paths["/v1/keys/rotate"]["post"]["requestBody"]["content"]["application/json"]
+    overlap = next(iter(rotate_body["examples"].values()))["value"]
+    assert overlap == {"previous_key_expires_in": 3600}
+    assert {"pro", "free"} == {
+        value["value"]["tier"]
+        for value in paths["/v1/billing/cancel"]["post"]["responses"]["200"]["content"][
+            "application/json"
+        ]["examples"].values()
+    }
