@@ -124,6 +124,9 @@ class MeViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
                 request_only=True,
             ),
         ],
+        # A well-formed confirm is refused (400) unless it is this agent's own name.
+        # deploy/fuzz.py reads this.
+        extensions={"x-state-decides": [400]},
     )
     @idempotent()
     def destroy(self, request: Request) -> Response:
