@@ -1,4 +1,4 @@
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -11,9 +11,16 @@ from accounts.serializers import (
     AgentRegisterSerializer,
 )
 from accounts.services import agent_delete, agent_register
+from billing.payments.locks import BillingInProgressError
 from idempotency.views import IdempotentViewSetMixin, idempotent
+from lithtrix.errors import (
+    AgentAlreadyExistsError,
+    BillingUnavailableError,
+    PaymentProviderError,
+    ValidationError,
+)
 from lithtrix.http import client_ip
-from lithtrix.openapi import error_response
+from lithtrix.openapi import EXAMPLE_AGENT_ID, EXAMPLE_API_KEY, errors
 
 REGISTERED_MESSAGE = "Store this key securely. It cannot be retrieved again."
 
@@ -29,10 +36,31 @@ class RegisterViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
         request=AgentRegisterSerializer,
         responses={
             201: AgentRegisteredSerializer,
-            409: error_response("AGENT_ALREADY_EXISTS: use key rotation instead."),
+            **errors(
+                ValidationError(
+                    details={"agent_name": ["Use 1-100 characters: letters, digits, '_' and '-'."]}
+                ),
+                AgentAlreadyExistsError,
+            ),
         },
+        examples=[
+            OpenApiExample(
+                "An agent signs up",
+                value={"agent_name": "research-agent", "owner_identifier": "ops@example.com"},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "Registered",
+                value={
+                    "api_key": EXAMPLE_API_KEY,
+                    "agent_id": EXAMPLE_AGENT_ID,
+                    "message": REGISTERED_MESSAGE,
+                },
+                response_only=True,
+                status_codes=["201"],
+            ),
+        ],
         extensions={"x-rate-limit": "per client IP"},
-        tags=["accounts"],
     )
     @idempotent(min_key_length=32)
     def create(self, request: Request) -> Response:
@@ -55,7 +83,18 @@ class MeViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
     @extend_schema(
         summary="The authenticated agent's profile",
         responses={200: AgentProfileSerializer},
-        tags=["accounts"],
+        examples=[
+            OpenApiExample(
+                "A Free agent",
+                value={
+                    "agent_id": EXAMPLE_AGENT_ID,
+                    "agent_name": "research-agent",
+                    "owner_identifier": "ops@example.com",
+                    "tier": "free",
+                },
+                response_only=True,
+            )
+        ],
     )
     def retrieve(self, request: Request) -> Response:
         return Response(agent_profile(request.user))
@@ -71,9 +110,23 @@ class MeViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
         request=AgentDeleteSerializer,
         responses={
             204: None,
-            502: error_response("PAYMENT_PROVIDER_ERROR: Stripe failed; nothing changed."),
+            **errors(
+                ValidationError(details={"confirm": ["Must be this agent's agent_name."]}),
+                BillingInProgressError,
+                PaymentProviderError,
+                BillingUnavailableError,
+            ),
         },
-        tags=["accounts"],
+        examples=[
+            OpenApiExample(
+                "Confirm with the agent's own name",
+                value={"confirm": "research-agent"},
+                request_only=True,
+            ),
+        ],
+        # A well-formed confirm is refused (400) unless it is this agent's own name.
+        # deploy/fuzz.py reads this.
+        extensions={"x-state-decides": [400]},
     )
     @idempotent()
     def destroy(self, request: Request) -> Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -14,6 +14,7 @@ from rest_framework.throttling import BaseThrottle
 from billing.metering.ratelimit import rate_limit
 from idempotency.views import IdempotentViewSetMixin, idempotent
 from keys import secret_scanning
+from keys.crypto import DISPLAY_PREFIX_LENGTH
 from keys.selectors import agent_working_keys
 from keys.serializers import (
     KeyListSerializer,
@@ -31,7 +32,10 @@ from keys.services import (
 )
 from lithtrix.errors import InvalidApiKeyError, ValidationError
 from lithtrix.http import client_ip
-from lithtrix.openapi import error_response
+from lithtrix.openapi import EXAMPLE_API_KEY, EXAMPLE_ROTATED_KEY, errors
+
+EXAMPLE_PREFIX = EXAMPLE_API_KEY[:DISPLAY_PREFIX_LENGTH]
+EXAMPLE_ROTATED_PREFIX = EXAMPLE_ROTATED_KEY[:DISPLAY_PREFIX_LENGTH]
 
 
 class KeyViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
@@ -39,9 +43,39 @@ class KeyViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
 
     @extend_schema(
         summary="Issue a new key; the presented one stops working now or after an overlap",
+        description=(
+            "Only the agent's current key can rotate (a key in its overlap window, or "
+            "already replaced, gets 401). With `previous_key_expires_in` the presented "
+            "key keeps working that many seconds, so running clients can switch over."
+        ),
         request=KeyRotateSerializer,
-        responses={200: KeyRotatedSerializer},
-        tags=["keys"],
+        responses={
+            200: KeyRotatedSerializer,
+            **errors(
+                ValidationError(
+                    details={
+                        "previous_key_expires_in": [
+                            "Ensure this value is less than or equal to 604800."
+                        ]
+                    }
+                )
+            ),
+        },
+        examples=[
+            OpenApiExample(
+                "Keep the old key one hour",
+                value={"previous_key_expires_in": 3600},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "The new key (shown once); the old one works one more hour",
+                value={
+                    "api_key": EXAMPLE_ROTATED_KEY,
+                    "previous_key_expires_at": "2026-03-14T11:30:00Z",
+                },
+                response_only=True,
+            ),
+        ],
     )
     @idempotent(min_key_length=32)
     def rotate(self, request: Request) -> Response:
@@ -61,7 +95,28 @@ class KeyViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
     @extend_schema(
         summary="The agent's keys that still work, newest first (prefixes only)",
         responses={200: KeyListSerializer},
-        tags=["keys"],
+        examples=[
+            OpenApiExample(
+                "Just rotated, the old key in its overlap hour",
+                value={
+                    "keys": [
+                        {
+                            "prefix": EXAMPLE_ROTATED_PREFIX,
+                            "created_at": "2026-03-14T10:30:00Z",
+                            "expires_at": None,
+                            "current": True,
+                        },
+                        {
+                            "prefix": EXAMPLE_PREFIX,
+                            "created_at": "2026-02-02T08:15:00Z",
+                            "expires_at": "2026-03-14T11:30:00Z",
+                            "current": False,
+                        },
+                    ]
+                },
+                response_only=True,
+            )
+        ],
     )
     def working(self, request: Request) -> Response:
         # Not named "list": the answer is one object, not a list of keys.
@@ -70,9 +125,14 @@ class KeyViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
 
     @extend_schema(
         summary="Revoke the presented key at once",
+        description=(
+            "Whichever of the agent's keys is presented stops working now; no body. "
+            "An agent can lock itself out on purpose (a leaked key is killed by "
+            "whoever holds it); support can reissue."
+        ),
         request=None,
         responses={200: KeyRevokedSerializer},
-        tags=["keys"],
+        examples=[OpenApiExample("Revoked", value={"revoked": EXAMPLE_PREFIX}, response_only=True)],
     )
     @idempotent()
     def revoke(self, request: Request) -> Response:
@@ -101,35 +161,9 @@ class LeakedKeysViewSet(viewsets.ViewSet):
     permission_classes: list = []
     throttle_classes = [SecretScanningThrottle]
 
-    @extend_schema(
-        summary="Report leaked keys (GitHub secret-scanning partner protocol)",
-        description=(
-            "The body is signed by GitHub (ECDSA P-256 / SHA-256 over the raw body). "
-            "Each reported token that is a working key is revoked at once."
-        ),
-        parameters=[
-            OpenApiParameter(
-                "Github-Public-Key-Identifier",
-                location=OpenApiParameter.HEADER,
-                required=True,
-                description="Which of GitHub's published public keys signed the body.",
-            ),
-            OpenApiParameter(
-                "Github-Public-Key-Signature",
-                location=OpenApiParameter.HEADER,
-                required=True,
-                description="Base64 DER ECDSA signature of the raw body.",
-            ),
-        ],
-        request=LeakReportSerializer(many=True),
-        responses={
-            200: LeakLabelSerializer(many=True),
-            400: error_response("VALIDATION_ERROR: missing or bad signature, or a bad body."),
-            503: error_response("SERVICE_UNAVAILABLE: GitHub's public keys cannot be fetched."),
-        },
-        extensions={"x-rate-limit": "per client IP (LITHTRIX_SECRET_SCANNING_RATE)"},
-        tags=["keys"],
-    )
+    # For GitHub, not for agents: left out of the API description (as Stripe's
+    # webhook is); the README documents the protocol and the key pattern.
+    @extend_schema(exclude=True)
     def create(self, request: Request) -> Response:
         body = request._request.body  # the raw bytes GitHub signed
         secret_scanning.verify_report(

@@ -8,7 +8,7 @@ import stripe
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from djstripe.views import ProcessWebhookView
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from billing.metering.tiers import tier_limits
 from billing.payments import services as payments
 from billing.payments import stripe_client, webhooks
+from billing.payments.locks import BillingInProgressError
 from billing.payments.serializers import (
     BillingCancelledSerializer,
     BillingConfigSerializer,
@@ -23,8 +24,7 @@ from billing.payments.serializers import (
     BillingUpgradedSerializer,
 )
 from idempotency.views import IdempotentViewSetMixin, idempotent
-from lithtrix import errors
-from lithtrix.openapi import error_response
+from lithtrix import errors, openapi
 
 logger = logging.getLogger("billing.payments.views")
 
@@ -34,12 +34,6 @@ CANCEL_MESSAGES = {
     "moves to Free. POST /v1/billing/setup before then to keep Pro.",
     "free": "Your account is on the Free tier.",
 }
-IN_PROGRESS = error_response(
-    "BILLING_IN_PROGRESS: another billing request of this agent is running; retry."
-)
-PROVIDER_FAILED = error_response(
-    "PAYMENT_PROVIDER_ERROR: Stripe failed or did not answer within the deadline; nothing changed."
-)
 
 
 class BillingConfigViewSet(viewsets.ViewSet):
@@ -50,11 +44,14 @@ class BillingConfigViewSet(viewsets.ViewSet):
 
     @extend_schema(
         summary="The Stripe publishable key, to create a PaymentMethod client-side",
-        responses={
-            200: BillingConfigSerializer,
-            503: error_response("BILLING_UNAVAILABLE: Stripe is not configured."),
-        },
-        tags=["billing"],
+        responses={200: BillingConfigSerializer, **openapi.errors(errors.BillingUnavailableError)},
+        examples=[
+            OpenApiExample(
+                "Stripe test mode",
+                value={"stripe_publishable_key": "pk_test_51Q8mZ3kT1vN5xRbLw2Yh7Gd"},
+                response_only=True,
+            )
+        ],
     )
     def retrieve(self, request: Request) -> Response:
         body = {"stripe_publishable_key": stripe_client.publishable_key()}
@@ -69,12 +66,31 @@ class BillingSetupViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
         request=BillingSetupSerializer,
         responses={
             200: BillingUpgradedSerializer,
-            402: error_response("PAYMENT_FAILED: the payment method was declined."),
-            409: IN_PROGRESS,
-            502: PROVIDER_FAILED,
-            503: error_response("BILLING_UNAVAILABLE: Stripe is not configured."),
+            **openapi.errors(
+                errors.ValidationError(
+                    details={"payment_method_id": ["Stripe does not know this id."]}
+                ),
+                errors.PaymentFailedError("Your card was declined."),
+                BillingInProgressError,
+                errors.PaymentProviderError,
+                errors.BillingUnavailableError,
+            ),
         },
-        tags=["billing"],
+        examples=[
+            OpenApiExample(
+                "A test card",
+                value={"payment_method_id": openapi.EXAMPLE_PAYMENT_METHOD},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "Upgraded",
+                value={"tier": "pro", "call_limit": None, "message": UPGRADED_MESSAGE},
+                response_only=True,
+            ),
+        ],
+        # Whether a well-formed id is accepted is Stripe's answer: unknown (400) or
+        # declined (402). deploy/fuzz.py reads this.
+        extensions={"x-stripe-decides": [400, 402]},
     )
     @idempotent()
     def create(self, request: Request) -> Response:
@@ -96,14 +112,38 @@ class BillingCancelViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
 
     @extend_schema(
         summary="Cancel Pro: at period end with a subscription, at once without",
+        description=(
+            "With a subscription, it is set to cancel at the end of the paid period: "
+            "the agent stays Pro until `cancel_at` (GET /v1/billing shows it), and "
+            "POST /v1/billing/setup before then keeps Pro. Card-on-file Pro: Free at "
+            "once. Calling it again changes nothing; a Free agent gets `tier: free`. "
+            "Stripe failing: 502, nothing changed."
+        ),
         request=None,
         responses={
             200: BillingCancelledSerializer,
-            409: IN_PROGRESS,
-            502: PROVIDER_FAILED,
-            503: error_response("BILLING_UNAVAILABLE: Stripe is not configured."),
+            **openapi.errors(
+                BillingInProgressError,
+                errors.PaymentProviderError,
+                errors.BillingUnavailableError,
+            ),
         },
-        tags=["billing"],
+        examples=[
+            OpenApiExample(
+                "Pro until the end of the paid period",
+                value={
+                    "tier": "pro",
+                    "cancel_at": "2026-04-14T10:30:00Z",
+                    "message": CANCEL_MESSAGES["pending"],
+                },
+                response_only=True,
+            ),
+            OpenApiExample(
+                "Free (no subscription, or already Free)",
+                value={"tier": "free", "cancel_at": None, "message": CANCEL_MESSAGES["free"]},
+                response_only=True,
+            ),
+        ],
     )
     @idempotent()
     def create(self, request: Request) -> Response:

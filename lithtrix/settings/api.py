@@ -47,14 +47,38 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "lithtrix.openapi.LithtrixAutoSchema",
 }
 
-# OpenAPI 3 schema at /v1/openapi.json, docs at /v1/docs.
+# OpenAPI 3 schema at /v1/openapi.json, docs at /v1/docs (see lithtrix/openapi.py).
+# The API's public base URL, the schema's `servers` entry; relative by default (the
+# host that served the schema).
+LITHTRIX_PUBLIC_URL = os.environ.get("LITHTRIX_PUBLIC_URL", "/")
+_QUICKSTART = f"""Accounts, API keys, metering and billing for AI agents.
+
+## Quickstart for agents
+
+1. **Register**: `POST /v1/register` with
+   `{{"agent_name": "research-agent", "owner_identifier": "ops@example.com"}}`.
+   The 201 answer carries your `api_key` (`ltx_` and 36 letters and digits), shown
+   once: store it.
+2. **Authenticate**: send `Authorization: Bearer ltx_...` on every other call
+   (the **Authorize** button on this page does it for you).
+3. **Check**: `GET /v1/me` answers your profile; you start on the `free` tier.
+4. **Meter**: your gateway sends each incoming call's `Authorization` header to
+   `GET /v1/authorize`; 200 lets it through and counts it. Free agents have
+   {LITHTRIX_FREE_CALL_LIMIT} lifetime calls, then 402 `OVER_LIMIT`.
+5. **Upgrade**: `GET /v1/billing/config` gives the Stripe publishable key; create a
+   PaymentMethod with it (`pm_card_visa` in test mode) and `POST /v1/billing/setup`
+   with `{{"payment_method_id": "pm_..."}}`: you are on Pro.
+
+Every non-2xx answer is the error envelope
+`{{"status": "error", "error_code": "...", "message": "..."}}`; each operation lists
+its `error_code` values per status. Every answer carries `X-Request-Id`; answers to
+keyed calls carry `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`.
+"""
 SPECTACULAR_SETTINGS = {
     "TITLE": "Lithtrix API",
-    "DESCRIPTION": (
-        "Accounts, API keys, metering and billing for AI agents. Authenticate with "
-        "`Authorization: Bearer ltx_...`; every non-2xx answer is the error envelope."
-    ),
+    "DESCRIPTION": _QUICKSTART,
     "VERSION": "1.0.0",
+    "SERVERS": [{"url": LITHTRIX_PUBLIC_URL, "description": "This deployment"}],
     "SCHEMA_PATH_PREFIX": r"/v1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_AUTHENTICATION": [],
@@ -64,7 +88,16 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "lithtrix.openapi.add_plain_view_operations",
         "lithtrix.openapi.document_errors_and_headers",
+        "lithtrix.openapi.link_new_keys",
+        "lithtrix.openapi.group_and_order",
     ],
+    # Operations in the schema's order (lithtrix.openapi.group_and_order); the
+    # schemas' section folded.
+    "SWAGGER_UI_SETTINGS": {
+        "deepLinking": True,
+        "persistAuthorization": True,
+        "defaultModelsExpandDepth": 0,
+    },
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
