@@ -109,9 +109,12 @@ def agent_delete(*, agent: Agent, actor: AbstractBaseUser | None = None, reason:
     """
     agent_deletion_requested.send(sender=Agent, agent=agent)
     with transaction.atomic(durable=True):
-        # The row lock orders this after any rotation or reissue in flight (they lock it too).
+        # The row lock orders this after any rotation or reissue in flight (they lock it
+        # too, in the same mode: NO KEY UPDATE lets key inserts referencing the agent run).
         locked = (
-            Agent.objects.select_for_update().filter(pk=agent.pk, deleted_at__isnull=True).first()
+            Agent.objects.select_for_update(no_key=True)
+            .filter(pk=agent.pk, deleted_at__isnull=True)
+            .first()
         )
         if locked is None:
             return False

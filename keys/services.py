@@ -57,7 +57,12 @@ def api_key_rotate(*, api_key: ApiKey, overlap_seconds: int = 0, ip: str | None 
     Only the agent's current key rotates (not one already in its overlap window).
     The key row is locked, so of N concurrent rotations with the same key exactly
     one succeeds; the others find it replaced and get InvalidApiKeyError.
+
+    The agent's row is locked first (FOR NO KEY UPDATE, as deletion and reissue do):
+    one lock order for every key-changing action, so a rotation racing a deletion
+    waits for it instead of deadlocking, and the deletion sees the key it issues.
     """
+    Agent.objects.select_for_update(no_key=True).filter(pk=api_key.agent_id).first()
     now = timezone.now()
     locked = (
         ApiKey.objects.select_for_update()
