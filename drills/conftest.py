@@ -248,6 +248,7 @@ class Service:
     postgres: Postgres
     redis: Redis
     front_url: str | None = None
+    front_dir: Path | None = None
     agents: list[tuple[str, str]] = field(default_factory=list)
 
     def register(self, name: str) -> tuple[str, str]:
@@ -273,6 +274,11 @@ class Service:
             check=False,
         ).stdout
         return [int(pid) for pid in out.split()]
+
+    def front_log(self) -> str:
+        """nginx's error log (warnings and up)."""
+        log = self.front_dir / "error.log" if self.front_dir else None
+        return log.read_text() if log and log.exists() else ""
 
     def log_lines(self, needle: str) -> int:
         return sum(1 for line in self.app.log().splitlines() if needle in line)
@@ -303,7 +309,7 @@ def service(postgres, redis, black_hole, tmp_path) -> Iterator[Service]:
     (tmp_path / "nginx").mkdir()
     nginx, front_url = start_front(tmp_path / "nginx", app.url, workers=1)
     try:
-        yield Service(app, postgres, redis, front_url)
+        yield Service(app, postgres, redis, front_url, tmp_path / "nginx")
     finally:
         stop_nginx(nginx)
         app.stop()

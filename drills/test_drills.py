@@ -24,15 +24,25 @@ import requests
 from drills.conftest import ROWS, WORKERS, Service
 from testing.load import Calls, Slowloris, timed_call
 
-# Latency bounds for calls the fault does not concern, measured on the 2-core CI
-# machine with everything (PostgreSQL, Redis, nginx, gunicorn, the clients) on it:
-# p99 of /healthz and other agents' /v1/me stays under ~150 ms in every drill.
+# Latency bound for calls the fault does not concern. On an idle 2-core machine with
+# everything on it (PostgreSQL, Redis, nginx, gunicorn, the clients) their p99 stays
+# under ~150 ms in every drill, so 0.5 s is the bound there. A machine loaded by other
+# work stretches every call alike (p99 of 700 ms seen with a load average of 9), so
+# each drill first measures the same calls without the fault (its baseline) and the
+# bound is max(UNAFFECTED_P99, UNAFFECTED_FACTOR x baseline p99). What the bound is
+# for — a fault that holds workers (slowloris reaching gunicorn, a Stripe call holding
+# a lock or a worker) — shows as calls waiting seconds or timing out, far above both;
+# every drill also asserts those calls all answered 200 (no timeout, no error).
 UNAFFECTED_P99 = 0.5
+UNAFFECTED_FACTOR = 4
+BASELINE_SECONDS = 2.0
 # Sub-second Redis timeouts: a call never waits on a stalled Redis for long.
 REDIS_STALL_MAX = 2.0
 # After a dependency is back, calls are 200 again within this many seconds.
 RECOVERY_BOUND = 10.0
 STRIPE_DEADLINE = 15.0
+# Agents whose setups hang on Stripe at the same time.
+SETUP_AGENTS = 3
 FAULT_SECONDS = 4.0
 
 
@@ -44,6 +54,8 @@ class Load:
     threads: dict[str, int] = field(default_factory=dict)
     calls: dict[str, Calls] = field(default_factory=dict)
     timeline: list[tuple[float, str, int | str]] = field(default_factory=list)
+    # The same calls before the fault (see measure_baseline).
+    baseline: dict[str, Calls] = field(default_factory=dict)
     # 200s from agent A's /v1/authorize before the load (the warm-up): metered too.
     warmup_ok: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -79,6 +91,36 @@ class Load:
             stop.set()
             for worker in workers:
                 worker.join(timeout=30)
+
+    def measure_baseline(self, seconds: float = BASELINE_SECONDS) -> None:
+        """While running and before the fault: let the clients call for ``seconds``,
+        keep what they saw as the baseline and count afresh from here. (A call in
+        flight at the switch is recorded in the baseline.)"""
+        time.sleep(seconds)
+        self.baseline = self.calls
+        self.calls = {name: Calls() for name in self.baseline}
+
+    def ok(self, name: str) -> int:
+        """200s of ``name`` since the load started (baseline included)."""
+        before = self.baseline.get(name)
+        return self.calls[name].ok + (before.ok if before else 0)
+
+    def unaffected_bound(self, name: str) -> float:
+        before = self.baseline.get(name)
+        assert before is not None and before.latencies, f"no baseline for {name}"
+        return max(UNAFFECTED_P99, UNAFFECTED_FACTOR * before.p(99))
+
+    def assert_unaffected(self, *names: str) -> None:
+        """Every call of ``names`` answered 200, and their p99 stayed within the bound
+        (max of UNAFFECTED_P99 and UNAFFECTED_FACTOR x the baseline's p99)."""
+        for name in names:
+            calls = self.calls[name]
+            assert set(calls.statuses) == {200}, f"{name}: {calls.summary()} {calls.errors}"
+            bound = self.unaffected_bound(name)
+            assert calls.p(99) < bound, (
+                f"{name}: {calls.summary()}; bound {bound * 1000:.0f} ms from the "
+                f"baseline {self.baseline[name].summary()}"
+            )
 
     def recovery(self, names: tuple[str, ...], fault_end: float) -> float:
         """Seconds after fault_end until the last failed call of ``names``; fails the
@@ -151,7 +193,7 @@ def counted(
         total = service.calls_total(agent_id)
     except Exception as exc:  # the database did not come back: the row says so
         return f"unreadable ({type(exc).__name__})", False
-    ok = load.calls["authorize"].ok + load.warmup_ok
+    ok = load.ok("authorize") + load.warmup_ok
     if lost_allowed:
         holds = ok <= total <= ok + lost_allowed
         return (
@@ -162,16 +204,29 @@ def counted(
     return f"{total} {'=' if total == ok else '!='} {ok} 200s (incl. warm-up)", total == ok
 
 
-def row(drill: str, broken: str, saw: str, unaffected: Calls, recovery: str, total: str) -> None:
+def row(
+    drill: str,
+    broken: str,
+    saw: str,
+    unaffected: Calls,
+    recovery: str,
+    total: str,
+    baseline: Calls | None = None,
+) -> None:
     """One line of the table, added before the drill's assertions (a failing drill
-    shows what the clients saw too)."""
+    shows what the clients saw too). ``unaffected``: calls the fault does not concern,
+    during the fault; ``baseline``: the same calls before it."""
+
+    def ms(calls: Calls) -> str:
+        return f"{calls.p(50) * 1000:.0f}/{calls.p(99) * 1000:.0f}"
+
     ROWS.append(
         {
             "drill": drill,
             "broken": broken,
             "clients saw": saw,
             "unaffected p50/p99": (
-                f"{unaffected.p(50) * 1000:.0f}/{unaffected.p(99) * 1000:.0f} ms"
+                f"{ms(unaffected)} ms" + (f" (before {ms(baseline)})" if baseline else "")
             ),
             "recovery": recovery,
             "calls_total": total,
@@ -190,58 +245,86 @@ def recovery_text(load: Load, names: tuple[str, ...], fault_end: float) -> str:
 
 
 def test_stripe_black_hole_during_setup(service, black_hole):
+    """Three agents start their setup at once while Stripe accepts and never answers:
+    each gets 502 PAYMENT_PROVIDER_ERROR within the app's Stripe deadline. A second
+    setup of one of them, sent while its first hangs, waits for the agent's billing
+    lock and gets 409 BILLING_IN_PROGRESS with Retry-After (after
+    STRIPE_BILLING_LOCK_WAIT_SECONDS, before the first's deadline). Nobody else slows
+    down, not even the hanging agent's own metered calls."""
     load, a_id = standard_load(service)
-    s_id, s_key = service.register("drill-stripe")
+    payers = [service.register(f"drill-stripe-{n}") for n in range(SETUP_AGENTS)]
+    s_id, s_key = payers[0]
     s_auth = {"Authorization": f"Bearer {s_key}"}
     load.targets["authorize_s"] = ("GET", f"{service.app.url}/v1/authorize", s_auth)
-    setups = Calls()
+    setups, second = Calls(), Calls()
+    responses: list[requests.Response] = []
 
-    def setup() -> None:
-        timed_call(
-            setups,
+    def setup(key: str, calls: Calls) -> None:
+        response = timed_call(
+            calls,
             requests.Session(),
             "POST",
             f"{service.app.url}/v1/billing/setup",
             json={"payment_method_id": "pm_card_visa"},
-            headers=s_auth,
+            headers={"Authorization": f"Bearer {key}"},
             timeout=STRIPE_DEADLINE + 10,
         )
+        if calls is second and response is not None:
+            responses.append(response)
 
     with load.running():
-        time.sleep(1)
+        load.measure_baseline()
         accepted_before = black_hole.accepted
-        threads = [threading.Thread(target=setup) for _ in range(3)]
+        threads = [threading.Thread(target=setup, args=(key, setups)) for _agent, key in payers]
         for thread in threads:
             thread.start()
-        for thread in threads:
+        # Every setup is now inside its Stripe call (holding its agent's lock).
+        deadline = time.monotonic() + STRIPE_DEADLINE
+        while black_hole.accepted < accepted_before + SETUP_AGENTS:
+            assert time.monotonic() < deadline, "the setups never called Stripe"
+            time.sleep(0.05)
+        extra = threading.Thread(target=setup, args=(s_key, second))
+        extra.start()
+        for thread in [*threads, extra]:
             thread.join()
         time.sleep(0.5)
 
     others = Calls()
     for name in ("me", "authorize", "authorize_s"):
         others.latencies += load.calls[name].latencies
+    before = Calls()
+    for name in ("me", "authorize", "authorize_s"):
+        before.latencies += load.baseline[name].latencies
     total, total_ok = counted(service, load, a_id)
     row(
         "stripe black hole",
-        "Stripe accepts, never answers; 3 concurrent POST /v1/billing/setup",
-        f"setup {setups.summary()}; " + load.saw("authorize_s", "me"),
+        f"Stripe accepts, never answers; POST /v1/billing/setup by {SETUP_AGENTS} agents "
+        "at once + a 2nd setup of one of them",
+        f"setup {setups.summary()}; 2nd setup {second.summary()}; " + load.saw("authorize_s", "me"),
         others,
         "-",
         total,
+        before,
     )
     assert_no_500(load)
     assert total_ok, total
-    assert black_hole.accepted > accepted_before, "the app never called Stripe"
-    assert setups.statuses == {502: 3}, setups.summary()
+    # Each agent's setup: 502 envelope within the deadline, never a hang or a 500.
+    assert setups.statuses == {502: SETUP_AGENTS}, setups.summary()
     assert max(setups.latencies) < STRIPE_DEADLINE, setups.summary()
     assert_envelopes(setups, 502, "PAYMENT_PROVIDER_ERROR")
+    # The same agent's second setup: refused while the first holds the lock.
+    assert second.statuses == {409: 1}, (second.summary(), second.errors)
+    assert_envelopes(second, 409, "BILLING_IN_PROGRESS")
+    assert int(responses[0].headers["Retry-After"]) > 0, responses[0].headers
+    assert second.latencies[0] < STRIPE_DEADLINE, second.summary()
     # That agent's metered calls and everyone else's stayed fast: no lock, no worker held.
-    for name in ("me", "authorize", "authorize_s"):
-        assert set(load.calls[name].statuses) == {200}, load.calls[name].summary()
-        assert load.calls[name].p(99) < UNAFFECTED_P99, load.calls[name].summary()
-    assert service.calls_total(s_id) == load.calls["authorize_s"].ok
-    me = requests.get(f"{service.app.url}/v1/me", headers=s_auth, timeout=5).json()
-    assert me["tier"] == "free", "a failed setup left the agent half-upgraded"
+    load.assert_unaffected("me", "authorize", "authorize_s")
+    assert service.calls_total(s_id) == load.ok("authorize_s")
+    for _agent, key in payers:
+        me = requests.get(
+            f"{service.app.url}/v1/me", headers={"Authorization": f"Bearer {key}"}, timeout=5
+        ).json()
+        assert me["tier"] == "free", "a failed setup left the agent half-upgraded"
     assert_serving(service)
 
 
@@ -314,7 +397,7 @@ def test_redis_paused(service):
 def test_postgres_stopped_and_restarted(service):
     load, a_id = standard_load(service)
     with load.running():
-        time.sleep(1)
+        load.measure_baseline()
         service.postgres.stop("fast")
         try:
             time.sleep(FAULT_SECONDS)
@@ -331,6 +414,7 @@ def test_postgres_stopped_and_restarted(service):
         load.calls["healthz"],
         recovery_text(load, ("authorize", "me"), fault_end),
         total,
+        load.baseline["healthz"],
     )
     assert_no_500(load)
     for name in ("authorize", "me"):
@@ -338,8 +422,7 @@ def test_postgres_stopped_and_restarted(service):
         assert set(calls.statuses) <= {200, 503}, calls.summary()
         assert calls.statuses[503] > 0, f"{name} never noticed the outage: {calls.summary()}"
         assert_envelopes(calls, 503, "SERVICE_UNAVAILABLE")
-    assert set(load.calls["healthz"].statuses) == {200}
-    assert load.calls["healthz"].p(99) < UNAFFECTED_P99, load.calls["healthz"].summary()
+    load.assert_unaffected("healthz")
     assert load.recovery(("authorize", "me"), fault_end) < RECOVERY_BOUND
     assert total_ok, total
     assert_serving(service)
@@ -377,12 +460,32 @@ def test_worker_killed_mid_load(service):
     )
     assert_no_500(load)
     assert respawned is not None, "the master did not replace the killed worker"
+    # A call in flight on the killed worker loses its answer in one of two ways, and
+    # every other call is a 200:
+    # - the worker died before its status line reached nginx: nginx answers its 502
+    #   envelope ("... while reading response header from upstream");
+    # - the worker died between writing the status line + headers and the body
+    #   (gunicorn writes them with two send()s): nginx has already passed "200" and
+    #   the headers on, and HTTP has no way to take a status back, so nginx closes the
+    #   client's connection before Content-Length bytes, the standard signal of an
+    #   incomplete answer ("upstream prematurely closed connection while reading
+    #   upstream"). The client sees a truncated response. No nginx setting turns that
+    #   into a 502 (proxy_buffering buffers the body, not the header), and a client
+    #   must not blindly retry it: /v1/authorize is metered and may have counted.
+    # Anything else without an answer (connection refused or reset before any byte)
+    # would be nginx failing, and fails the drill.
+    truncated_logged = service.front_log().count(
+        "upstream prematurely closed connection while reading upstream"
+    )
     for name in ("authorize", "me", "healthz"):
         calls = load.calls[name]
-        # In flight on the killed worker: nginx's 502 envelope; everything else 200.
-        assert set(calls.statuses) <= {200, 502}, calls.summary()
+        assert set(calls.statuses) <= {200, 502, "truncated"}, (calls.summary(), calls.errors)
         assert_envelopes(calls, 502, "BAD_GATEWAY")
-        assert calls.statuses[502] <= 4, calls.summary()  # at most one per thread
+        lost = calls.statuses[502] + calls.statuses["truncated"]
+        # At most one lost per client thread (4): the call each had in flight.
+        assert lost <= 4, calls.summary()
+    truncated = sum(load.calls[name].statuses["truncated"] for name in load.calls)
+    assert truncated <= truncated_logged, (truncated, service.front_log())
     load.recovery(("authorize", "me", "healthz"), killed_at)
     assert total_ok, total
     assert_serving(service)
@@ -394,7 +497,7 @@ def test_worker_killed_mid_load(service):
 def test_slowloris_through_nginx(service):
     load, a_id = standard_load(service, base=service.front_url)
     with load.running():
-        time.sleep(1)
+        load.measure_baseline()
         with Slowloris(service.front_url, connections=50, interval=1.0).running() as slow:
             time.sleep(5)
             still_open = slow.still_open()
@@ -408,13 +511,12 @@ def test_slowloris_through_nginx(service):
         load.calls["healthz"],
         "-",
         total,
+        load.baseline["healthz"],
     )
     assert_no_500(load)
     assert still_open == 50
-    for name in ("authorize", "me", "healthz"):
-        calls = load.calls[name]
-        assert set(calls.statuses) == {200}, calls.summary()
-        assert calls.p(99) < UNAFFECTED_P99, calls.summary()
+    # Starved workers would show as timeouts or waits of seconds: none, all 200.
+    load.assert_unaffected("authorize", "me", "healthz")
     assert total_ok, total
     assert_serving(service)
 

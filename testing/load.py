@@ -27,12 +27,15 @@ def percentile(values: list[float], q: float) -> float:
 
 @dataclass
 class Calls:
-    """What a client saw: status counts (``"timeout"``/``"error"`` for no answer) and
-    each answer's latency in seconds."""
+    """What a client saw: status counts (``"timeout"``/``"error"`` for no answer,
+    ``"truncated"`` for a status line and headers whose body never arrived in full)
+    and each answer's latency in seconds."""
 
     statuses: Counter = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
     bodies: list[tuple[int, bytes]] = field(default_factory=list)
+    # What the client library raised for the calls that got no answer (the first 20).
+    errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, status: int | str, seconds: float, body: bytes = b"") -> None:
@@ -69,8 +72,19 @@ def timed_call(
     except requests.Timeout:
         calls.record("timeout", time.perf_counter() - started)
         return None
-    except requests.RequestException:
+    except requests.exceptions.ChunkedEncodingError as exc:
+        # The headers came, then the connection closed before the body was complete
+        # (urllib3's "Response ended prematurely"): the server or proxy cut the answer.
+        calls.record("truncated", time.perf_counter() - started)
+        with calls.lock:
+            if len(calls.errors) < 20:
+                calls.errors.append(repr(exc))
+        return None
+    except requests.RequestException as exc:
         calls.record("error", time.perf_counter() - started)
+        with calls.lock:
+            if len(calls.errors) < 20:
+                calls.errors.append(repr(exc))
         return None
     calls.record(response.status_code, time.perf_counter() - started, response.content)
     return response
