@@ -52,6 +52,7 @@ test: dev-venv
 check: dev-venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	DJANGO_DEBUG=on $(BIN)/python manage.py makemigrations --check --dry-run
 	DJANGO_DEBUG=on $(BIN)/python manage.py check
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -49,7 +49,7 @@ def agent_set_tier(
     *,
     agent: Agent,
     tier: str,
-    actor: AbstractBaseUser | None = None,
+    actor: User | None = None,
     reason: str = "",
     data: dict | None = None,
 ) -> bool:
@@ -76,7 +76,7 @@ def agent_set_tier(
 
 
 @transaction.atomic
-def agent_reset_usage(*, agent: Agent, actor: AbstractBaseUser | None, reason: str) -> int:
+def agent_reset_usage(*, agent: Agent, actor: User | None, reason: str) -> int:
     """Set ``agent``'s lifetime call counter to 0; returns the count it had.
 
     The row is locked so the recorded previous count is exact even while the
@@ -96,7 +96,7 @@ def agent_reset_usage(*, agent: Agent, actor: AbstractBaseUser | None, reason: s
     return previous
 
 
-def agent_delete(*, agent: Agent, actor: AbstractBaseUser | None = None, reason: str = "") -> bool:
+def agent_delete(*, agent: Agent, actor: User | None = None, reason: str = "") -> bool:
     """Delete ``agent``: keys revoked, name and owner erased to a tombstone, audited.
 
     First ``accounts.signals.agent_deletion_requested`` is sent outside any

@@ -182,9 +182,11 @@ class Redis:
             self.process.wait(timeout=10)
 
     def pause(self) -> None:
+        assert self.process is not None, "start() first"
         self.process.send_signal(signal.SIGSTOP)
 
     def resume(self) -> None:
+        assert self.process is not None, "start() first"
         self.process.send_signal(signal.SIGCONT)
 
 

@@ -8,4 +8,5 @@ with lithtrix.settings, as in production.
 
 from lithtrix.settings import *  # noqa: F403
 
-MIGRATION_MODULES = {"djstripe": None}
+# None: the app has no migrations (documented); django-stubs types the values as str.
+MIGRATION_MODULES = {"djstripe": None}  # type: ignore[dict-item]

@@ -36,11 +36,20 @@ class StoredAnswer:
 
 
 @dataclass(frozen=True)
-class Claim:
-    """Either this request owns the key (``record``) or it gets ``replay`` back."""
+class Claimed:
+    """This request owns the key: it runs, then completes or releases ``record``."""
 
-    record: IdempotencyRecord | None
-    replay: StoredAnswer | None
+    record: IdempotencyRecord
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The key's request already finished: this is its answer."""
+
+    answer: StoredAnswer
+
+
+Claim = Claimed | Replay
 
 
 def ttl() -> dt.timedelta:
@@ -66,7 +75,7 @@ def idempotency_claim(*, idempotency_key: str, fingerprint: str) -> Claim:
                     created_at=now,
                     expires_at=now + dt.timedelta(seconds=CLAIM_SECONDS),
                 )
-            return Claim(record=record, replay=None)
+            return Claimed(record=record)
         except IntegrityError:
             pass
         existing = IdempotencyRecord.objects.filter(key_hash=key_hash).first()
@@ -80,7 +89,7 @@ def idempotency_claim(*, idempotency_key: str, fingerprint: str) -> Claim:
             raise IdempotencyKeyReusedError()
         if existing.state == IdempotencyRecord.State.IN_PROGRESS:
             raise IdempotencyKeyInUseError()
-        return Claim(record=None, replay=_open(idempotency_key, existing))
+        return Replay(answer=_open(idempotency_key, existing))
     raise IdempotencyKeyInUseError()
 
 
@@ -121,6 +130,8 @@ def idempotency_purge(*, now: dt.datetime | None = None) -> int:
 
 
 def _open(idempotency_key: str, record: IdempotencyRecord) -> StoredAnswer:
+    if record.response is None or record.status_code is None:
+        raise ValueError(f"Idempotency record {record.pk} is completed without its answer.")
     plaintext = crypto.open_sealed(
         idempotency_key, bytes(record.response), associated_data=record.key_hash.encode("ascii")
     )

@@ -14,13 +14,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.template.response import SimpleTemplateResponse
 
 from idempotency import crypto
 from idempotency.services import (
     KEPT_HEADERS,
+    Replay,
     StoredAnswer,
     idempotency_claim,
     idempotency_complete,
@@ -34,6 +36,11 @@ MAX_KEY_LENGTH = 255
 # Printable ASCII, without leading or trailing spaces (proxies strip those).
 _KEY_SHAPE = re.compile(r"^[!-~](?:[ -~]*[!-~])?\Z")
 POLICY_ATTR = "idempotency_policy"
+
+if TYPE_CHECKING:
+    from rest_framework.views import APIView as _ViewBase
+else:
+    _ViewBase = object
 
 
 @dataclass(frozen=True)
@@ -68,11 +75,11 @@ def validate_key(value: str, policy: IdempotencyPolicy) -> None:
         )
 
 
-class IdempotentViewSetMixin:
+class IdempotentViewSetMixin(_ViewBase):
     """Runs actions marked ``@idempotent`` under their Idempotency-Key, if one is sent."""
 
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        handler = getattr(self, request.method.lower(), None)
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        handler = getattr(self, (request.method or "").lower(), None)
         policy = getattr(handler, POLICY_ATTR, None)
         if policy is None or f"HTTP_{HEADER.upper().replace('-', '_')}" not in request.META:
             return super().dispatch(request, *args, **kwargs)
@@ -83,7 +90,7 @@ class IdempotentViewSetMixin:
 
     def _dispatch_idempotently(
         self, request: HttpRequest, policy: IdempotencyPolicy, args: tuple, kwargs: dict
-    ) -> HttpResponse:
+    ) -> HttpResponseBase:
         key = request.headers[HEADER]
         validate_key(key, policy)
         try:
@@ -97,18 +104,21 @@ class IdempotentViewSetMixin:
             else ""
         )
         fingerprint = crypto.fingerprint(
-            request.method.encode(), request.path.encode(), credential.encode(), body
+            (request.method or "").encode(), request.path.encode(), credential.encode(), body
         )
         claim = idempotency_claim(idempotency_key=key, fingerprint=fingerprint)
-        if claim.replay is not None:
-            return _replayed(claim.replay)
+        if isinstance(claim, Replay):
+            return _replayed(claim.answer)
         try:
             response = super().dispatch(request, *args, **kwargs)
-            if callable(getattr(response, "render", None)):
+            if isinstance(response, SimpleTemplateResponse):  # DRF's Response
                 response.render()
         except BaseException:
             idempotency_release(record=claim.record)
             raise
+        if not isinstance(response, HttpResponse):  # streamed: no content to keep
+            idempotency_release(record=claim.record)
+            return response
         idempotency_complete(
             record=claim.record,
             idempotency_key=key,

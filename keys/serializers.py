@@ -49,10 +49,13 @@ class LeakReportSerializer(serializers.Serializer):
     token = StrictCharField(max_length=1000)
     type = StrictCharField(max_length=200)
     url = StrictCharField(max_length=2000, allow_blank=True)
-    source = StrictCharField(max_length=200, allow_blank=True)
+    # GitHub's field name; DRF's metaclass moves declared fields off the class, the
+    # stubs see Field.source instead.
+    source = StrictCharField(max_length=200, allow_blank=True)  # type: ignore[assignment]
 
 
 class LeakLabelSerializer(serializers.Serializer):
     token_hash = serializers.CharField(help_text="SHA-256 (hex) of the reported token.")
     token_type = serializers.CharField()
-    label = serializers.ChoiceField(choices=["true_positive", "false_positive"])
+    # As above (Field.label in the stubs).
+    label = serializers.ChoiceField(choices=["true_positive", "false_positive"])  # type: ignore[assignment]

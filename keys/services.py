@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -29,9 +29,7 @@ class Rotation:
         return f"Rotation(previous_key_expires_at={self.previous_key_expires_at!r})"
 
 
-def _issue(
-    *, agent: Agent, ip: str | None, actor: AbstractBaseUser | None, reason: str = ""
-) -> str:
+def _issue(*, agent: Agent, ip: str | None, actor: User | None, reason: str = "") -> str:
     generated = generate_key()
     api_key = ApiKey.objects.create(
         agent=agent, prefix=generated.prefix, hashed_key=generated.hashed_key
@@ -44,7 +42,7 @@ def _issue(
 
 @transaction.atomic
 def api_key_issue(
-    *, agent: Agent, ip: str | None = None, actor: AbstractBaseUser | None = None, reason: str = ""
+    *, agent: Agent, ip: str | None = None, actor: User | None = None, reason: str = ""
 ) -> str:
     """Issue a new key for ``agent`` and return it in clear (the only time it exists so)."""
     return _issue(agent=agent, ip=ip, actor=actor, reason=reason)
@@ -96,7 +94,7 @@ def api_key_rotate(*, api_key: ApiKey, overlap_seconds: int = 0, ip: str | None 
 def api_key_revoke(
     *,
     api_key: ApiKey,
-    actor: AbstractBaseUser | None = None,
+    actor: User | None = None,
     reason: str = "",
     ip: str | None = None,
 ) -> bool:
@@ -120,7 +118,7 @@ def api_key_revoke(
 def api_key_reissue(
     *,
     agent: Agent,
-    actor: AbstractBaseUser | None,
+    actor: User | None,
     reason: str = "",
     ip: str | None = None,
     expected_active_keys: Collection[int] | None = None,
@@ -152,7 +150,7 @@ def api_key_reissue(
 def api_key_revoke_working(
     *,
     api_key: ApiKey,
-    actor: AbstractBaseUser | None = None,
+    actor: User | None = None,
     reason: str = "",
     ip: str | None = None,
 ) -> bool:
@@ -176,7 +174,7 @@ def api_key_revoke_working(
 
 
 def api_keys_revoke_all(
-    *, agent: Agent, actor: AbstractBaseUser | None, reason: str, ip: str | None = None
+    *, agent: Agent, actor: User | None, reason: str, ip: str | None = None
 ) -> int:
     """Revoke every key of ``agent`` that still works, each with its KeyEvent.
 

@@ -9,16 +9,20 @@ the ``LithtrixAdminSite``.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.contrib.admin.apps import AdminConfig
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from lithtrix.paginators import LargeTablePaginator
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 # Most rows one bulk action may change: each is one service call and one audit row.
 BULK_LIMIT = 100
@@ -56,6 +60,18 @@ class LithtrixAdminConfig(AdminConfig):
     default_site = "lithtrix.admin.LithtrixAdminSite"
 
 
+def staff_user(request: HttpRequest) -> User:
+    """The signed-in staff user of an admin page (admin_view already sent anyone else
+    to the login page): the actor the services record on their audit rows."""
+    # Imported here: INSTALLED_APPS loads this module before the models are ready.
+    from django.contrib.auth.models import User
+
+    user = request.user
+    if not isinstance(user, User):
+        raise PermissionDenied
+    return user
+
+
 def parse_uuid(term: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(term.strip())
@@ -79,7 +95,7 @@ class PlainTitlesAdmin(admin.ModelAdmin):
     """
 
     def changelist_view(self, request, extra_context=None):
-        title = {"title": self.opts.verbose_name_plural.capitalize()}
+        title = {"title": str(self.opts.verbose_name_plural).capitalize()}
         return super().changelist_view(request, {**title, **(extra_context or {})})
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
@@ -92,7 +108,7 @@ class PlainTitlesAdmin(admin.ModelAdmin):
 
     def object_titles(self, obj: Any) -> dict[str, str | None]:
         """The change page's title, and its subtitle (None: no subtitle)."""
-        return {"title": f"{self.opts.verbose_name.capitalize()} {obj}", "subtitle": None}
+        return {"title": f"{str(self.opts.verbose_name).capitalize()} {obj}", "subtitle": None}
 
 
 class ReadOnlyAdminMixin:
@@ -112,7 +128,7 @@ class LargeTableChangeList(ChangeList):
     def get_ordering_field(self, field_name):
         # Headers outside sortable_by have no link, but ?o= could still name them;
         # an ordering no index serves would sort the whole table.
-        if field_name not in self.sortable_by:
+        if field_name not in (self.sortable_by or ()):
             return None
         return super().get_ordering_field(field_name)
 

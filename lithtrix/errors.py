@@ -18,6 +18,7 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 
 from lithtrix import outages
+from lithtrix.middleware import request_id_of
 
 logger = logging.getLogger("lithtrix.errors")
 
@@ -203,11 +204,11 @@ def _flatten_details(detail: Any) -> dict[str, list[str]]:
                 out.setdefault(key, []).extend(messages)
         return out
     if isinstance(detail, list):
-        messages: dict[str, list[str]] = {}
+        merged: dict[str, list[str]] = {}
         for item in detail:
             for sub, values in _flatten_details(item).items():
-                messages.setdefault(sub, []).extend(values)
-        return messages
+                merged.setdefault(sub, []).extend(values)
+        return merged
     return {"non_field_errors": [str(detail)]}
 
 
@@ -230,7 +231,8 @@ def to_api_error(exc: BaseException) -> ApiError:
     if isinstance(exc, drf_exceptions.NotFound | Http404):
         return NotFoundError()
     if isinstance(exc, drf_exceptions.Throttled):
-        wait = max(1, int(exc.wait or 1))
+        # DRF sets .wait in Throttled.__init__; djangorestframework-stubs omit it.
+        wait = max(1, int(exc.wait or 1))  # type: ignore[attr-defined]
         return RateLimitExceededError(headers={"Retry-After": str(wait)})
     if isinstance(exc, RequestDataTooBig):
         return PayloadTooLargeError()
@@ -254,11 +256,12 @@ def api_error_response(error: ApiError, request: HttpRequest | None = None) -> J
     )
     for name, value in error.headers.items():
         response[name] = value
-    if request is not None and getattr(request, "request_id", None):
-        response["X-Request-Id"] = request.request_id
+    request_id = request_id_of(request) if request is not None else None
+    if request_id:
+        response["X-Request-Id"] = request_id
     if error.status_code >= 500:
         # Logged where it happened (a traceback for a bug, one line per outage).
-        response._has_been_logged = True
+        response._has_been_logged = True  # type: ignore[attr-defined]  # Django's private flag
     return response
 
 
@@ -276,7 +279,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     if error.status_code >= 500:
         # Logged above with its traceback and request id, or as an outage; Django
         # need not log it again.
-        response._has_been_logged = True
+        response._has_been_logged = True  # type: ignore[attr-defined]  # Django's private flag
     if isinstance(exc, drf_exceptions.MethodNotAllowed) and context.get("view") is not None:
         response["Allow"] = ", ".join(context["view"].allowed_methods)
     # As DRF's own handler: a view running inside a transaction (ATOMIC_REQUESTS, an

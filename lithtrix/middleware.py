@@ -9,14 +9,25 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from typing import Protocol, cast
 
-from django.core.handlers.wsgi import LimitedStream
+from django.core.handlers.wsgi import WSGIRequest
 from django.http import HttpRequest, HttpResponse
 
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 # A caller-supplied id is kept only when it is short and harmless in a log line.
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 access_logger = logging.getLogger("lithtrix.access")
+
+
+class _WithRequestId(Protocol):
+    request_id: str
+
+
+def request_id_of(request: HttpRequest) -> str | None:
+    """The id RequestIdMiddleware gave this request (None if it did not run)."""
+    request_id = getattr(request, "request_id", None)
+    return request_id if isinstance(request_id, str) else None
 
 
 class RequestIdMiddleware:
@@ -26,7 +37,7 @@ class RequestIdMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         incoming = request.META.get("HTTP_X_REQUEST_ID", "")
         request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        request.request_id = request_id
+        cast(_WithRequestId, request).request_id = request_id
         token = _request_id.set(request_id)
         started = time.perf_counter()
         try:
@@ -114,13 +125,14 @@ class BodySizeLimitMiddleware:
             return api_error_response(PayloadTooLargeError(), request)
         chunked = "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
         if chunked and not declared:
-            if not request.environ.get("wsgi.input_terminated"):
+            environ = request.environ if isinstance(request, WSGIRequest) else {}
+            if not environ.get("wsgi.input_terminated"):
                 return api_error_response(LengthRequiredError(), request)
-            body = request.environ["wsgi.input"].read(limit + 1)
+            body = environ["wsgi.input"].read(limit + 1)
             if len(body) > limit:
                 return api_error_response(PayloadTooLargeError(), request)
             # From here on the body reads like one sent with its length.
-            request._stream = LimitedStream(io.BytesIO(body), len(body))
+            request._stream = io.BytesIO(body)
             request.META["CONTENT_LENGTH"] = str(len(body))
         return self.get_response(request)
 

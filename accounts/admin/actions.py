@@ -3,13 +3,15 @@ the service the API uses, with the staff user as the audit row's actor."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils.cache import add_never_cache_headers
 
 from accounts.forms import ReasonForm, ReissueKeyForm, TierForm
@@ -18,6 +20,7 @@ from accounts.services import agent_delete, agent_reset_usage, agent_set_tier
 from keys.crypto import DISPLAY_PREFIX_LENGTH
 from keys.models import ApiKey
 from keys.services import api_key_reissue, api_key_revoke
+from lithtrix.admin import staff_user
 from lithtrix.errors import ApiError
 from lithtrix.http import client_ip
 
@@ -25,9 +28,9 @@ from lithtrix.http import client_ip
 class AgentActionsMixin(admin.ModelAdmin):
     """The agent page's action URLs and views (AgentAdmin mixes this in)."""
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view
-        actions = [
+        actions: list[tuple[str, Callable[..., HttpResponse], str]] = [
             ("reissue-key/", self.reissue_key_view, "reissue_key"),
             ("keys/<int:key_id>/revoke/", self.revoke_key_view, "revoke_key"),
             ("set-tier/", self.set_tier_view, "set_tier"),
@@ -102,7 +105,7 @@ class AgentActionsMixin(admin.ModelAdmin):
             )
         new_key = api_key_reissue(
             agent=agent,
-            actor=request.user,
+            actor=staff_user(request),
             reason=form.cleaned_data["reason"],
             ip=client_ip(request),
             expected_active_keys=form.cleaned_data["active_keys"],
@@ -141,7 +144,7 @@ class AgentActionsMixin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             revoked = api_key_revoke(
                 api_key=api_key,
-                actor=request.user,
+                actor=staff_user(request),
                 reason=form.cleaned_data["reason"],
                 ip=client_ip(request),
             )
@@ -167,7 +170,7 @@ class AgentActionsMixin(admin.ModelAdmin):
             changed = agent_set_tier(
                 agent=agent,
                 tier=tier,
-                actor=request.user,
+                actor=staff_user(request),
                 reason=form.cleaned_data["reason"],
                 data={"source": "admin"},
             )
@@ -191,7 +194,7 @@ class AgentActionsMixin(admin.ModelAdmin):
         form = ReasonForm(request.POST if request.method == "POST" else None, reason_required=True)
         if request.method == "POST" and form.is_valid():
             previous = agent_reset_usage(
-                agent=agent, actor=request.user, reason=form.cleaned_data["reason"]
+                agent=agent, actor=staff_user(request), reason=form.cleaned_data["reason"]
             )
             return self._done(request, agent, f"Usage counter reset from {previous:,} to 0")
         return self._confirm_page(
@@ -210,7 +213,7 @@ class AgentActionsMixin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             try:
                 deleted = agent_delete(
-                    agent=agent, actor=request.user, reason=form.cleaned_data["reason"]
+                    agent=agent, actor=staff_user(request), reason=form.cleaned_data["reason"]
                 )
             except ApiError as error:  # e.g. Stripe failed: nothing was changed
                 self.message_user(request, f"Not deleted: {error.message}", messages.ERROR)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from typing import TYPE_CHECKING, TypedDict
 from urllib.parse import urlencode
 
 from django.apps import apps
@@ -26,6 +27,17 @@ from billing.models import DailyUsage
 from keys.crypto import DISPLAY_PREFIX_LENGTH, KEY_PREFIX
 from keys.models import ApiKey, KeyEvent
 from lithtrix.admin import LargeTableAdmin, parse_uuid
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+
+class RefusedCalls(TypedDict):
+    """What the changelist's queryset (AgentAdmin.get_queryset) annotates on each agent."""
+
+    refused_today: int
+    refused_total: int
+
 
 # How many recent keys and audit rows the agent page shows; the rest are one link away.
 DETAIL_ROWS = 50
@@ -176,7 +188,7 @@ class AgentAdmin(AgentActionsMixin, AgentBulkActionsMixin, LargeTableAdmin):
         return cap_badge(agent)
 
     @admin.display(description="refused today / total")
-    def refused_calls(self, agent: Agent) -> str:
+    def refused_calls(self, agent: WithAnnotations[Agent, RefusedCalls]) -> str:
         if not agent.refused_total:
             return "-"
         return format_html(
@@ -234,7 +246,8 @@ class AgentAdmin(AgentActionsMixin, AgentBulkActionsMixin, LargeTableAdmin):
             .order_by("-created_at", "-id")[:DETAIL_ROWS]
         )
         for event in agent_events:
-            event.by = agent_event_by(event)
+            # Read by the template's "By" column; not a field of the model.
+            setattr(event, "by", agent_event_by(event))  # noqa: B010 (no such field to type)
         filtered = urlencode({"agent__id__exact": agent.pk})
         daily_usage = agent_daily_usage(agent=agent, days=USAGE_DAYS)
         return {

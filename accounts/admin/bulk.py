@@ -13,7 +13,7 @@ from django.template.response import TemplateResponse
 from accounts.forms import ReasonForm
 from accounts.models import Agent, Tier
 from accounts.services import agent_reset_usage, agent_set_tier
-from lithtrix.admin import BULK_LIMIT
+from lithtrix.admin import BULK_LIMIT, staff_user
 
 
 class AgentBulkActionsMixin(admin.ModelAdmin):
@@ -36,7 +36,11 @@ class AgentBulkActionsMixin(admin.ModelAdmin):
     def _bulk_set_tier(self, request, queryset, tier: str):
         def perform(agent: Agent, reason: str) -> bool:
             return agent_set_tier(
-                agent=agent, tier=tier, actor=request.user, reason=reason, data={"source": "admin"}
+                agent=agent,
+                tier=tier,
+                actor=staff_user(request),
+                reason=reason,
+                data={"source": "admin"},
             )
 
         label = Tier(tier).label
@@ -54,7 +58,7 @@ class AgentBulkActionsMixin(admin.ModelAdmin):
     )
     def reset_usage(self, request, queryset):
         def perform(agent: Agent, reason: str) -> bool:
-            agent_reset_usage(agent=agent, actor=request.user, reason=reason)
+            agent_reset_usage(agent=agent, actor=staff_user(request), reason=reason)
             return True
 
         return self._bulk_action(

@@ -156,6 +156,7 @@ def test_search_by_key_prefix_finds_the_agent_once(admin_client, make_agent, adm
     old_prefix = registered.api_key[:12]
     # A second key: the agent must still be listed once, by its old or its new prefix.
     new_key = api_key_reissue(agent=registered.agent, actor=admin_user)
+    assert new_key is not None
 
     by_old = admin_client.get(AGENTS_URL, {"q": old_prefix})
     by_new = admin_client.get(AGENTS_URL, {"q": new_key[:12]})

@@ -143,6 +143,7 @@ def test_admin_delete_agent_goes_through_the_service(superuser_client, registere
     agent = Agent.objects.get(pk=registered.agent.pk)
     assert agent.deleted_at is not None
     event = AgentEvent.objects.get(agent=agent, kind="deleted")
+    assert event.actor is not None
     assert event.actor.username == "root" and event.reason == "owner asked by email"
     assert (
         url

@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection
@@ -74,7 +75,7 @@ class BillingInProgressError(ApiError):
         "Another billing request of this agent is still running. Retry in a few seconds."
     )
 
-    def __init__(self, message: str | None = None, **kwargs) -> None:
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.headers.setdefault("Retry-After", "2")
 
@@ -107,7 +108,7 @@ def agent_billing_lock(agent_id: object, *, wait: float | None = None) -> Iterat
 def _require_no_transaction() -> None:
     # The atomic blocks a Django TestCase wraps each test in do not count: there,
     # the lease is written in the test's transaction and rolled back with it.
-    own_blocks = [b for b in connection.atomic_blocks if not b._from_testcase]
+    own_blocks = [b for b in connection.atomic_blocks if not b._from_testcase]  # type: ignore[attr-defined]  # Django's private flag
     if (connection.in_atomic_block and own_blocks) or (
         not connection.in_atomic_block and not connection.get_autocommit()
     ):
@@ -117,11 +118,11 @@ def _require_no_transaction() -> None:
         )
 
 
-def _acquire(key: object, holder: str) -> bool:
+def _acquire(key: Any, holder: str) -> bool:
     if connection.vendor == "postgresql":
         # The database's clock, one for every worker and host.
         sql = _ACQUIRE_POSTGRESQL
-        params: list[object] = [key, holder, lease_seconds()]
+        params: list[Any] = [key, holder, lease_seconds()]
     else:
         # SQLite (3.35+ for RETURNING): one file, one host, the process clock.
         field = BillingLease._meta.get_field("expires_at")
@@ -139,7 +140,7 @@ def _acquire(key: object, holder: str) -> bool:
     return rows == [(holder,)]
 
 
-def _release(key: object, holder: str, agent_id: object) -> None:
+def _release(key: Any, holder: str, agent_id: object) -> None:
     try:
         with connection.cursor() as cursor:
             cursor.execute(_RELEASE, [key, holder])

@@ -44,6 +44,7 @@ def pending_cancel_at(*, customer_id: str | None) -> datetime.datetime | None:
         if s.stripe_data.get("status") in stripe_client.ENTITLED_STATUSES
     ]
     dates = [subscription_cancel_at(data) for data in live]
-    if not dates or any(at is None for at in dates):
+    known = [at for at in dates if at is not None]
+    if not dates or len(known) < len(dates):
         return None
-    return max(dates)
+    return max(known)

@@ -162,7 +162,13 @@ def _pro_subscription_ensure(
         if subscription["status"] in stripe_client.ENDED_STATUSES:
             continue
         resumed = False
-        if subscription.get("cancel_at_period_end") or subscription.get("cancel_at"):
+        # stripe-python 15's objects are not dicts: no .get (absent fields: `in`).
+        pending = [
+            subscription[name]
+            for name in ("cancel_at_period_end", "cancel_at")
+            if name in subscription
+        ]
+        if any(pending):
             subscription = stripe_client.subscription_cancel_at_period_end(
                 subscription_id=subscription["id"], cancel=False
             )

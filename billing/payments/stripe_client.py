@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -105,7 +105,13 @@ class LoggingRequestsClient(stripe.RequestsClient):
     def _timeout(self, value: Any) -> None:
         self._configured_timeout = value
 
-    def _should_retry(self, response, api_connection_error, num_retries, max_network_retries):  # type: ignore[override]
+    def _should_retry(
+        self,
+        response: tuple[Any, int, Mapping[str, str] | None] | None,
+        api_connection_error: stripe.APIConnectionError | None,
+        num_retries: int,
+        max_network_retries: int | None,
+    ) -> bool:
         if isinstance(api_connection_error, DeadlineExceeded):
             return False
         left = time_left()
@@ -116,7 +122,11 @@ class LoggingRequestsClient(stripe.RequestsClient):
             response, api_connection_error, num_retries, max_network_retries
         )
 
-    def request(self, method, url, headers, post_data=None):  # type: ignore[override]
+    # The signature of stripe.RequestsClient.request, which itself narrows HTTPClient's
+    # (bytes, not str; no _usage): the override error is stripe's own.
+    def request(  # type: ignore[override]
+        self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None
+    ) -> tuple[bytes, int, Mapping[str, str]]:
         path = urlsplit(url).path
         left = time_left()
         if left is not None and left < _MIN_ATTEMPT_SECONDS:

@@ -6,7 +6,7 @@ import json
 import socket
 import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -134,12 +134,20 @@ class RecordedStripe(stripe.HTTPClient):
     def calls_to(self, method: str, path: str) -> int:
         return sum(1 for m, p, _ in self.calls if m == method and p == path)
 
-    def request(self, method, url, headers, post_data=None):
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        post_data: Any = None,
+        *,
+        _usage: list[str] | None = None,
+    ) -> tuple[str, int, Mapping[str, str]]:
         parts = urlsplit(url)
         params = parse_qs(post_data or parts.query)
         self.calls.append((method.upper(), parts.path, params))
         if method.lower() == "post":
-            self.idempotency_keys.append((parts.path, headers.get("Idempotency-Key")))
+            self.idempotency_keys.append((parts.path, (headers or {}).get("Idempotency-Key")))
         route = self.routes.get((method.upper(), parts.path))
         if route is not None:
             status, body = route(params)

@@ -41,12 +41,10 @@ def test_a_rate_limited_request_costs_one_redis_round_trip(redis_cache, api_clie
 
     # The script reaches this Redis once (a first EVALSHA may miss and load it).
     assert api_client.get("/v1/me", **registered.auth).status_code == 200
-    redis.Redis.execute_command = counting
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(redis.Redis, "execute_command", counting)
         second = api_client.get("/v1/me", **registered.auth)
         third = api_client.get("/v1/me", **registered.auth)
-    finally:
-        redis.Redis.execute_command = original
 
     assert (second.status_code, third.status_code) == (200, 200)
     assert (second["RateLimit-Remaining"], third["RateLimit-Remaining"]) == ("58", "57")

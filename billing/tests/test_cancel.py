@@ -25,7 +25,8 @@ def cancel(api_client, registered):
     return api_client.post(CANCEL_URL, **registered.auth)
 
 
-def stripe_subscriptions(customer_id: str) -> list:
+def stripe_subscriptions(customer_id: str | None) -> list:
+    assert customer_id is not None, "the agent has no Stripe customer"
     return list(
         stripe.Subscription.list(customer=customer_id, status="all", api_key=TEST_SECRET_KEY)
     )
@@ -125,6 +126,7 @@ def test_card_on_file_pro_goes_free_at_once(local_stripe, api_client, registered
     agent = Agent.objects.get(pk=registered.agent.pk)
     assert agent.tier == Tier.FREE
     change = agent.events.filter(kind=AgentEvent.Kind.TIER_CHANGED).first()
+    assert change is not None
     assert change.data == {"tier": "free", "stripe_customer_id": agent.stripe_customer_id}
     assert api_client.get("/v1/billing", **registered.auth).json()["call_limit"] == 300
     assert cancel(api_client, registered).json() == FREE_ANSWER

@@ -262,6 +262,7 @@ def test_the_table_and_the_server_secret_cannot_give_back_the_api_key(api_client
     api_key = register(api_client, key).json()["api_key"]
 
     record = IdempotencyRecord.objects.get()
+    assert record.response is not None
     stored = b"".join(
         str(getattr(record, f.attname)).encode()
         if f.attname != "response"

@@ -164,7 +164,12 @@ def test_an_unknown_identifier_refreshes_the_keys_at_most_once_per_interval(
 ):
     loads = []
     real = secret_scanning._load_document
-    monkeypatch.setattr(secret_scanning, "_load_document", lambda: loads.append(1) or real())
+
+    def counted_load():
+        loads.append(1)
+        return real()
+
+    monkeypatch.setattr(secret_scanning, "_load_document", counted_load)
     body = report("x")
 
     for _ in range(5):

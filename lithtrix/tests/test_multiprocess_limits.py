@@ -25,7 +25,7 @@ def server_env(redis_url: str, **overrides: str) -> dict[str, str]:
             "DATABASE_URL": database_url(connection.settings_dict),
             "REDIS_URL": redis_url,
             # The test's cache.clear() must reach the servers' counters: same prefix.
-            "LITHTRIX_CACHE_PREFIX": settings.CACHES["default"].get("KEY_PREFIX", ""),
+            "LITHTRIX_CACHE_PREFIX": str(settings.CACHES["default"].get("KEY_PREFIX", "")),
             **overrides,
         }
     )

@@ -244,7 +244,9 @@ def check_answer(answer: str, stdout: str, status: int | None, headers: str = ""
         elif expected.get("status") != "error" and not (status and 200 <= status < 300):
             problems.append(f"HTTP {status}, documented a successful answer")
         return problems
-    codes = STATUS_CODES.match(answer)[0].split()
+    matched = STATUS_CODES.match(answer)
+    assert matched is not None, answer
+    codes = matched[0].split()
     printed = stdout.split()
     if printed and all(re.fullmatch(r"\d{3}", word) for word in printed):
         return [] if printed == codes else [f"printed {printed}, documented {codes}"]

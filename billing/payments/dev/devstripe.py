@@ -21,6 +21,8 @@ import re
 import signal
 import subprocess
 import sys
+from types import FrameType
+from typing import NoReturn
 
 from billing.payments.dev.localstripe_server import start_subprocess, stop_subprocess
 
@@ -38,7 +40,7 @@ def _webhook_url(command: list[str]) -> str | None:
     return None
 
 
-def _terminate(signum, frame):
+def _terminate(signum: int, frame: FrameType | None) -> NoReturn:
     raise SystemExit(128 + signum)
 
 

@@ -29,6 +29,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from typing import Any
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,8 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     from localstripe import resources
 
     # In-memory state only (see the module docstring).
-    resources.Store.dump_to_disk = lambda self: None  # type: ignore[method-assign]
-    resources.Store.try_load_from_disk = lambda self: None  # type: ignore[method-assign]
+    resources.Store.dump_to_disk = lambda self: None
+    resources.Store.try_load_from_disk = lambda self: None
     _stripe_compatibility(resources)
 
     from localstripe.server import app
@@ -57,10 +58,13 @@ def main(argv: list[str] | None = None) -> None:
     web.run_app(app, sock=sock, print=None, access_log=None, handle_signals=True)
 
 
-def _stripe_compatibility(resources) -> None:
-    """Patch localstripe's resources where its answers differ from Stripe's (docstring)."""
+def _stripe_compatibility(resources: Any) -> None:
+    """Patch localstripe's resources where its answers differ from Stripe's (docstring).
 
-    def prices_as_plans(items):
+    localstripe has no type hints: its objects are Any here.
+    """
+
+    def prices_as_plans(items: Any) -> Any:
         for item in items or []:
             if isinstance(item, dict) and "price" in item and not item.get("plan"):
                 item["plan"] = item.pop("price")
@@ -68,7 +72,9 @@ def _stripe_compatibility(resources) -> None:
 
     subscription_init = resources.Subscription.__init__
 
-    def subscription_init_with_prices(self, *args, items=None, **kwargs):
+    def subscription_init_with_prices(
+        self: Any, *args: Any, items: Any = None, **kwargs: Any
+    ) -> None:
         subscription_init(self, *args, items=prices_as_plans(items), **kwargs)
         if self.default_tax_rates is None:
             self.default_tax_rates = []  # Stripe's answer: a list, never null
@@ -77,14 +83,18 @@ def _stripe_compatibility(resources) -> None:
 
     subscription_update = resources.Subscription._update
 
-    def subscription_update_with_prices(self, *args, items=None, **kwargs):
+    def subscription_update_with_prices(
+        self: Any, *args: Any, items: Any = None, **kwargs: Any
+    ) -> Any:
         return subscription_update(self, *args, items=prices_as_plans(items), **kwargs)
 
     resources.Subscription._update = subscription_update_with_prices
 
     item_init = resources.SubscriptionItem.__init__
 
-    def item_init_with_subscription(self, *args, subscription=None, **kwargs):
+    def item_init_with_subscription(
+        self: Any, *args: Any, subscription: Any = None, **kwargs: Any
+    ) -> None:
         item_init(self, *args, subscription=subscription, **kwargs)
         self.subscription = subscription  # Stripe names its subscription on every item
 
@@ -94,7 +104,7 @@ def _stripe_compatibility(resources) -> None:
 
     export = resources.StripeObject._export
 
-    def export_known_expands(self, expand=None):
+    def export_known_expands(self: Any, expand: Any = None) -> Any:
         if expand and isinstance(expand, list):
             known = []
             for path in expand:
