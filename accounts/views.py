@@ -13,6 +13,7 @@ from accounts.serializers import (
 from accounts.services import agent_delete, agent_register
 from billing.payments.locks import BillingInProgressError
 from idempotency.views import IdempotentViewSetMixin, idempotent
+from keys.requests import request_agent
 from lithtrix.errors import (
     AgentAlreadyExistsError,
     BillingUnavailableError,
@@ -97,7 +98,7 @@ class MeViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
         ],
     )
     def retrieve(self, request: Request) -> Response:
-        return Response(agent_profile(request.user))
+        return Response(agent_profile(request_agent(request)))
 
     @extend_schema(
         summary="Delete this agent: keys revoked, name and owner erased",
@@ -130,7 +131,9 @@ class MeViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
     )
     @idempotent()
     def destroy(self, request: Request) -> Response:
-        serializer = AgentDeleteSerializer(data=request.data, context={"agent": request.user})
+        serializer = AgentDeleteSerializer(
+            data=request.data, context={"agent": request_agent(request)}
+        )
         serializer.is_valid(raise_exception=True)
-        agent_delete(agent=request.user, actor=None)
+        agent_delete(agent=request_agent(request), actor=None)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -15,6 +15,7 @@ from billing.metering.ratelimit import rate_limit
 from idempotency.views import IdempotentViewSetMixin, idempotent
 from keys import secret_scanning
 from keys.crypto import DISPLAY_PREFIX_LENGTH
+from keys.requests import request_agent, request_api_key
 from keys.selectors import agent_working_keys
 from keys.serializers import (
     KeyListSerializer,
@@ -82,7 +83,7 @@ class KeyViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
         serializer = KeyRotateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         rotation = api_key_rotate(
-            api_key=request.auth,
+            api_key=request_api_key(request),
             overlap_seconds=serializer.validated_data["previous_key_expires_in"],
             ip=client_ip(request),
         )
@@ -120,7 +121,7 @@ class KeyViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
     )
     def working(self, request: Request) -> Response:
         # Not named "list": the answer is one object, not a list of keys.
-        keys = agent_working_keys(agent=request.user)
+        keys = agent_working_keys(agent=request_agent(request))
         return Response(KeyListSerializer({"keys": keys}).data)
 
     @extend_schema(
@@ -136,7 +137,7 @@ class KeyViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
     )
     @idempotent()
     def revoke(self, request: Request) -> Response:
-        api_key = request.auth
+        api_key = request_api_key(request)
         if not api_key_revoke_working(api_key=api_key, ip=client_ip(request)):
             raise InvalidApiKeyError()  # it stopped working while this request ran
         return Response(KeyRevokedSerializer({"revoked": api_key.prefix}).data)

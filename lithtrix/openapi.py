@@ -530,7 +530,7 @@ CODE_DESCRIPTIONS = {
 
 
 def _describe(bodies: list[dict[str, Any]]) -> str:
-    lines = {}
+    lines: dict[str, str] = {}
     for body in bodies:
         code = body["error_code"]
         lines.setdefault(code, f"`{code}`: {CODE_DESCRIPTIONS.get(code, body['message'])}")

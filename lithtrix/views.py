@@ -140,6 +140,8 @@ class OpenApiSchemaView(SpectacularJSONAPIView):
         response = super().get(request, *args, **kwargs)
         renderer = self.renderer_classes[0]()
         body = renderer.render(response.data, renderer.media_type, {"response": response})
+        if isinstance(body, str):
+            body = body.encode()
         headers = {
             "Content-Type": renderer.media_type,
             "Content-Disposition": response["Content-Disposition"],

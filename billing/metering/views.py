@@ -9,6 +9,7 @@ from billing.metering import selectors
 from billing.metering.meter import meter_request
 from billing.metering.serializers import BillingSerializer, UsageSerializer
 from keys.authentication import authenticate_key
+from keys.requests import request_agent
 from lithtrix.errors import ApiError, api_error_response
 from lithtrix.http import client_ip
 
@@ -45,7 +46,9 @@ class BillingViewSet(viewsets.ViewSet):
         ],
     )
     def retrieve(self, request: Request) -> Response:
-        return Response(BillingSerializer(selectors.billing_summary(agent=request.user)).data)
+        return Response(
+            BillingSerializer(selectors.billing_summary(agent=request_agent(request))).data
+        )
 
 
 class UsageViewSet(viewsets.ViewSet):
@@ -76,7 +79,7 @@ class UsageViewSet(viewsets.ViewSet):
         ],
     )
     def retrieve(self, request: Request) -> Response:
-        return Response(UsageSerializer(selectors.usage_summary(agent=request.user)).data)
+        return Response(UsageSerializer(selectors.usage_summary(agent=request_agent(request))).data)
 
 
 @csrf_exempt

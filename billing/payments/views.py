@@ -24,6 +24,7 @@ from billing.payments.serializers import (
     BillingUpgradedSerializer,
 )
 from idempotency.views import IdempotentViewSetMixin, idempotent
+from keys.requests import request_agent
 from lithtrix import errors, openapi
 
 logger = logging.getLogger("billing.payments.views")
@@ -97,7 +98,8 @@ class BillingSetupViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
         serializer = BillingSetupSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         agent = payments.billing_setup(
-            agent=request.user, payment_method_id=serializer.validated_data["payment_method_id"]
+            agent=request_agent(request),
+            payment_method_id=serializer.validated_data["payment_method_id"],
         )
         body = {
             "tier": agent.tier,
@@ -147,7 +149,7 @@ class BillingCancelViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
     )
     @idempotent()
     def create(self, request: Request) -> Response:
-        cancellation = payments.billing_cancel(agent=request.user)
+        cancellation = payments.billing_cancel(agent=request_agent(request))
         body = {
             "tier": cancellation.tier,
             "cancel_at": cancellation.cancel_at,

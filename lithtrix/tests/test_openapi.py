@@ -1,5 +1,6 @@
 import json
 import re
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -359,7 +360,7 @@ def test_error_response_reads_the_code_from_its_description():
 def test_hook_gives_an_undeclared_error_answer_every_code_of_its_status():
     from lithtrix.openapi import document_errors_and_headers
 
-    operation = {
+    operation: dict[str, Any] = {
         "operationId": "later_endpoint",
         "security": [{"ApiKeyAuth": []}],
         "responses": {
@@ -401,7 +402,7 @@ def test_every_post_and_delete_route_honours_idempotency_key():
         for method, action in pattern.callback.actions.items():
             if method not in {"post", "delete"} or path in exempt or not path.startswith("/v1/"):
                 continue
-            view_class = pattern.callback.cls
+            view_class = pattern.callback.cls  # type: ignore[attr-defined]  # as_view() sets it
             assert issubclass(view_class, IdempotentViewSetMixin), path
             assert getattr(getattr(view_class, action), "idempotency_policy", None), path
 

@@ -128,10 +128,11 @@ def block_steps(block: Block) -> list[Step]:
         elif stripped.startswith("#"):
             text = stripped.lstrip("#").strip()
             last = current.answers[-1] if current is not None and current.answers else ""
-            if last.startswith("{") and open_braces(last):
+            if current is not None and last.startswith("{") and open_braces(last):
                 current.answers[-1] = f"{last} {text}"  # JSON going on from the line above
             elif (
-                last
+                current is not None
+                and last
                 and (STATUS_LINE.match(last) or HEADER_LINE.match(last))
                 and (HEADER_LINE.match(text))
             ):
