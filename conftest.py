@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 from django.conf import settings
@@ -33,10 +34,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True)
 def _clear_cache() -> None:
-    # Rate-limit counters live in the cache; every test starts with none (and no
-    # key hints: keys.hints).
+    # Rate-limit counters live in the cache; every test starts with none (and no key
+    # hints: keys.hints), and with
+    # no process-local memory of earlier tests' failures (breaker, blocked addresses).
+    from billing.metering.ratelimit import reset_breaker
+    from keys.authentication import reset_failure_limits
+    from lithtrix.outages import reset
+
     cache.clear()
     hints.clear()
+    reset_breaker()
+    reset_failure_limits()
+    reset()
 
 
 @pytest.fixture
@@ -61,7 +70,13 @@ class RegisteredAgent:
 
     @property
     def auth(self) -> dict[str, str]:
+        """The Bearer header for Django's test client (WSGI environ name)."""
         return {"HTTP_AUTHORIZATION": f"Bearer {self.api_key}"}
+
+    @property
+    def auth_header(self) -> dict[str, str]:
+        """The Bearer header for a real HTTP client (requests)."""
+        return {"Authorization": f"Bearer {self.api_key}"}
 
     def __repr__(self) -> str:
         return f"RegisteredAgent({self.agent.agent_name})"
@@ -84,3 +99,37 @@ def make_agent(db):
 @pytest.fixture
 def registered(make_agent) -> RegisteredAgent:
     return make_agent(name="my-agent", owner="you@example.com")
+
+
+class Clock:
+    """timezone.now() under the test's control: ``clock.advance(seconds=...)``."""
+
+    def __init__(self, now) -> None:
+        self.now = now
+
+    def advance(self, **delta) -> None:
+        import datetime as dt
+
+        self.now += dt.timedelta(**delta)
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    from django.utils import timezone
+
+    clock = Clock(timezone.now())
+    monkeypatch.setattr(timezone, "now", lambda: clock.now)
+    return clock
+
+
+@pytest.fixture
+def ratelimit_clock(monkeypatch):
+    """Freeze the rate limits' clock (``clock.now``, seconds) so a window never rolls over.
+
+    A test that counts RateLimit-Remaining must not see a window end between two
+    requests. Server subprocesses keep the real clock.
+    """
+    # A whole minute starts here for no agent in particular; tests move it on purpose.
+    clock = SimpleNamespace(now=1_900_000_000.0)
+    monkeypatch.setattr("billing.metering.ratelimit.clock", lambda: clock.now)
+    return clock

@@ -1,4 +1,4 @@
-"""Forms of the staff admin's support actions (accounts/admin.py)."""
+"""Forms of the staff admin's support actions (accounts/admin/actions.py, bulk.py)."""
 
 from __future__ import annotations
 
@@ -29,3 +29,11 @@ class ReissueKeyForm(ReasonForm):
     # click, reload of the new-key page) finds them changed and does nothing, instead
     # of revoking the key just handed out.
     active_keys = forms.CharField(widget=forms.HiddenInput, required=False)
+
+    def clean_active_keys(self) -> list[int]:
+        """ "3,7" -> [3, 7]: what keys.services.api_key_reissue expects to find active."""
+        value = self.cleaned_data["active_keys"]
+        try:
+            return [int(pk) for pk in value.split(",") if pk.strip()]
+        except ValueError:
+            raise forms.ValidationError("Not a list of key ids.") from None

@@ -26,6 +26,8 @@ class Agent(models.Model):
     stripe_customer_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Set by accounts.services.agent_delete; name and owner are then a tombstone.
+    deleted_at = models.DateTimeField(null=True, blank=True)
 
     is_authenticated = True
     is_anonymous = False
@@ -65,8 +67,12 @@ class AgentEvent(models.Model):
         PAYMENT_METHOD_SET = "payment_method_set", "Payment method set"
         PAYMENT_FAILED = "payment_failed", "Payment failed"
         SUBSCRIPTION_ENDED = "subscription_ended", "Subscription ended"
+        SUBSCRIPTION_CANCEL_REQUESTED = "subscription_cancel_requested", "Cancellation requested"
+        SUBSCRIPTION_RESUMED = "subscription_resumed", "Subscription resumed"
+        DELETED = "deleted", "Deleted"
 
-    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="events")
+    # Audit rows are never deleted along with the agent (deletion is a tombstone).
+    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="events")
     kind = models.CharField(max_length=32, choices=Kind.choices)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL,

@@ -31,3 +31,14 @@ class AgentProfileSerializer(serializers.Serializer):
     agent_name = serializers.CharField(read_only=True)
     owner_identifier = serializers.CharField(read_only=True)
     tier = serializers.ChoiceField(choices=Tier.choices, read_only=True)
+
+
+class AgentDeleteSerializer(serializers.Serializer):
+    confirm = StrictCharField(
+        max_length=100, help_text="The agent's own agent_name, to confirm the deletion."
+    )
+
+    def validate_confirm(self, value: str) -> str:
+        if value != self.context["agent"].agent_name:
+            raise serializers.ValidationError("Must be this agent's agent_name.")
+        return value

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import Agent, AgentEvent
-from keys.services import api_key_issue
+from accounts.signals import agent_deletion_requested
+from keys.models import KeyEvent
+from keys.services import api_key_issue, api_keys_revoke_all
 from lithtrix.errors import AgentAlreadyExistsError
 
 
@@ -47,7 +49,7 @@ def agent_set_tier(
     *,
     agent: Agent,
     tier: str,
-    actor: AbstractBaseUser | None = None,
+    actor: User | None = None,
     reason: str = "",
     data: dict | None = None,
 ) -> bool:
@@ -74,7 +76,7 @@ def agent_set_tier(
 
 
 @transaction.atomic
-def agent_reset_usage(*, agent: Agent, actor: AbstractBaseUser | None, reason: str) -> int:
+def agent_reset_usage(*, agent: Agent, actor: User | None, reason: str) -> int:
     """Set ``agent``'s lifetime call counter to 0; returns the count it had.
 
     The row is locked so the recorded previous count is exact even while the
@@ -92,3 +94,45 @@ def agent_reset_usage(*, agent: Agent, actor: AbstractBaseUser | None, reason: s
     )
     agent.calls_total = 0
     return previous
+
+
+def agent_delete(*, agent: Agent, actor: User | None = None, reason: str = "") -> bool:
+    """Delete ``agent``: keys revoked, name and owner erased to a tombstone, audited.
+
+    First ``accounts.signals.agent_deletion_requested`` is sent outside any
+    transaction (billing cancels the Stripe subscription there; a receiver raising
+    ApiError aborts with nothing changed). Then one durable transaction, with the
+    agent's row locked: every key revoked, agent_name and owner_identifier replaced
+    by "deleted-<id>" (the pair may register again), deleted_at set, IP addresses
+    dropped from its audit rows, and an AgentEvent. Usage counts and audit rows stay.
+    Returns False (and changes nothing) when the agent was already deleted.
+    """
+    agent_deletion_requested.send(sender=Agent, agent=agent)
+    with transaction.atomic(durable=True):
+        # The row lock orders this after any rotation or reissue in flight (they lock it
+        # too, in the same mode: NO KEY UPDATE lets key inserts referencing the agent run).
+        locked = (
+            Agent.objects.select_for_update(no_key=True)
+            .filter(pk=agent.pk, deleted_at__isnull=True)
+            .first()
+        )
+        if locked is None:
+            return False
+        now = timezone.now()
+        api_keys_revoke_all(agent=agent, actor=actor, reason="Agent deleted")
+        tombstone = f"deleted-{agent.pk}"
+        Agent.objects.filter(pk=agent.pk).update(
+            agent_name=tombstone, owner_identifier=tombstone, deleted_at=now, updated_at=now
+        )
+        AgentEvent.objects.filter(agent=agent).update(ip=None)
+        KeyEvent.objects.filter(agent=agent).update(ip=None)
+        AgentEvent.objects.create(
+            agent=agent,
+            kind=AgentEvent.Kind.DELETED,
+            actor=actor,
+            reason=reason,
+            data={"source": "admin" if actor is not None else "agent"},
+        )
+    agent.agent_name = agent.owner_identifier = tombstone
+    agent.deleted_at = now
+    return True

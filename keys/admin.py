@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 
-from accounts.admin import LargeTableAdmin, parse_uuid, search_by_agent_id
 from keys.crypto import DISPLAY_PREFIX_LENGTH, KEY_PREFIX
 from keys.models import ApiKey, KeyEvent
 from keys.services import api_key_revoke
+from lithtrix.admin import BULK_LIMIT, LargeTableAdmin, parse_uuid, search_by_agent_id
 from lithtrix.http import client_ip
 
 
@@ -41,7 +41,7 @@ class ApiKeyAdmin(LargeTableAdmin):
     @admin.action(description="Revoke the selected keys", permissions=["revoke_apikey"])
     def revoke_keys(self, request, queryset):
         revoked = 0
-        for api_key in queryset.filter(revoked_at__isnull=True)[:100]:
+        for api_key in queryset.filter(revoked_at__isnull=True)[:BULK_LIMIT]:
             revoked += api_key_revoke(
                 api_key=api_key,
                 actor=request.user,
@@ -53,14 +53,24 @@ class ApiKeyAdmin(LargeTableAdmin):
 
 @admin.register(KeyEvent)
 class KeyEventAdmin(LargeTableAdmin):
-    list_display = ("created_at", "agent", "api_key", "kind", "actor", "reason")
+    list_display = ("created_at", "agent", "api_key", "kind", "by", "reason")
     list_filter = ("kind",)
     list_select_related = ("agent", "api_key", "actor")
     ordering = ("-id",)
     sortable_by = ()
-    fields = ("agent", "api_key", "kind", "actor", "reason", "ip", "created_at")
+    fields = ("agent", "api_key", "kind", "by", "actor", "reason", "ip", "created_at")
+    readonly_fields = ("by",)
     search_fields = ("agent__id",)
     search_help_text = "Agent id (the whole UUID)."
 
     def get_search_results(self, request, queryset, search_term):
         return search_by_agent_id(queryset, search_term)
+
+    @admin.display(description="by")
+    def by(self, event: KeyEvent) -> str:
+        return key_event_by(event)
+
+
+def key_event_by(event: KeyEvent) -> str:
+    """Who acted: the staff user recorded as actor, else the agent (through the API)."""
+    return f"{event.actor} (staff)" if event.actor_id is not None else "the agent"

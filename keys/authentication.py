@@ -1,7 +1,13 @@
-"""Bearer authentication with ltx_ API keys."""
+"""Bearer authentication with ltx_ API keys, and the limit on failed attempts."""
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Callable
+
+from django.conf import settings
+from django.core.cache import cache
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
@@ -10,7 +16,85 @@ from billing.metering import ratelimit
 from keys import hints, selectors
 from keys.crypto import hash_key, is_well_formed
 from keys.models import ApiKey
+from lithtrix import metrics
 from lithtrix.errors import ApiError, InvalidApiKeyError, RateLimitExceededError
+from lithtrix.http import client_ip
+
+# --- failed authentications per client IP -------------------------------------
+#
+# A well-formed junk key costs a database query to refuse. Failures are counted
+# per client IP (shared cache, only on failure: a valid key costs no extra round
+# trip). Past LITHTRIX_AUTH_FAILURE_RATE the address is blocked until its window
+# ends, and while blocked a key is looked up only if it authenticated recently
+# (anywhere: a marker in the shared cache, written once per key per process and
+# hour, read only while blocked). Others get 429 without a query.
+#
+# The trade-off: a key that has authenticated in the last
+# LITHTRIX_AUTH_SEEN_VALID_SECONDS is never refused by this limit. A valid key
+# that has not (a key issued moments ago, or unused for a week) sent from an
+# address that is flooding junk waits for that address's window to end (429 with
+# Retry-After, at most one window) - it is never locked out for longer.
+
+AUTH_FAILURE_GROUP = "auth_failures"
+_SEEN_VALID_LOCALLY_SECONDS = 3600
+_MAX_TRACKED = 100_000  # entries per process in each map below, then it starts over
+
+_blocked_until: dict[str, float] = {}  # ip bucket -> deadline, ratelimit.clock() (this process)
+_seen_valid_until: dict[str, float] = {}  # key digest -> monotonic deadline (this process)
+
+
+def _seen_valid_key(digest: str) -> str:
+    return f"authok:{digest}"
+
+
+def _remember_valid(digest: str) -> None:
+    now = time.monotonic()
+    if _seen_valid_until.get(digest, 0.0) > now:
+        return
+    if len(_seen_valid_until) >= _MAX_TRACKED:
+        _seen_valid_until.clear()
+    _seen_valid_until[digest] = now + _SEEN_VALID_LOCALLY_SECONDS
+    # A failure is reported by the guard; the key is valid all the same.
+    with contextlib.suppress(Exception):
+        ratelimit.guarded_cache_call(
+            lambda: cache.set(
+                _seen_valid_key(digest), 1, timeout=settings.LITHTRIX_AUTH_SEEN_VALID_SECONDS
+            )
+        )
+
+
+def _seen_valid(digest: str) -> bool:
+    if _seen_valid_until.get(digest, 0.0) > time.monotonic():
+        return True
+    try:
+        return bool(ratelimit.guarded_cache_call(lambda: cache.get(_seen_valid_key(digest))))
+    except Exception:
+        return False  # the cache is down: while blocked, only locally known keys pass
+
+
+def _blocked_for(bucket: str) -> float:
+    """Seconds ``bucket`` stays blocked (0: not blocked)."""
+    deadline = _blocked_until.get(bucket)
+    if deadline is None:
+        return 0.0
+    left = deadline - ratelimit.clock()
+    if left <= 0:
+        _blocked_until.pop(bucket, None)
+        return 0.0
+    return left
+
+
+def _count_failure(bucket: str) -> None:
+    try:
+        state = ratelimit.count_in_bucket(
+            AUTH_FAILURE_GROUP, bucket, settings.LITHTRIX_AUTH_FAILURE_RATE
+        )
+    except Exception:
+        return  # the cache is down: failures go uncounted (fail open, logged by the guard)
+    if state.limited:
+        if len(_blocked_until) >= _MAX_TRACKED:
+            _blocked_until.clear()
+        _blocked_until[bucket] = ratelimit.clock() + state.reset
 
 
 def bearer_token(header: str) -> str | None:
@@ -30,22 +114,59 @@ def presented_key_hash(header: str) -> str:
     return hash_key(token)
 
 
-def authenticate_key_hash(hashed_key: str) -> tuple[Agent, ApiKey]:
-    """Agent and key for a presented key's hash (one indexed query), or InvalidApiKeyError."""
-    api_key = selectors.active_api_key_with_agent_by_hash(hashed_key=hashed_key)
-    if api_key is None:
-        raise InvalidApiKeyError()
-    return api_key.agent, api_key
-
-
-def authenticate_key(header: str) -> tuple[Agent, ApiKey]:
+def authenticate_key(header: str, *, ip: str | None = None) -> tuple[Agent, ApiKey]:
     """Agent and key for an Authorization header value, or InvalidApiKeyError.
 
     Missing, malformed, unknown, rotated and revoked keys are indistinguishable to
     the caller. A key without the ltx_ shape costs no database query; any other
-    costs one indexed query.
+    costs one indexed query, unless ``ip`` (the client's address) is blocked for
+    failing too often: then RateLimitExceededError (429) without a query, for a
+    key not seen valid recently.
     """
-    return authenticate_key_hash(presented_key_hash(header))
+    return authenticate_key_hash(presented_key_hash(header), ip=ip)
+
+
+def authenticate_key_hash(
+    hashed_key: str,
+    *,
+    ip: str | None = None,
+    while_waiting: Callable[[], None] | None = None,
+) -> tuple[Agent, ApiKey]:
+    """authenticate_key for a presented key's hash (``presented_key_hash``).
+    ``while_waiting`` runs while the lookup is on its way to the database."""
+    bucket = ratelimit.ip_bucket(ip) if ip is not None else None
+    digest = hashed_key[:32]
+    if bucket is not None:
+        blocked = _blocked_for(bucket)
+        if blocked and not _seen_valid(digest):
+            metrics.RATE_LIMIT_REFUSALS.labels(bucket=AUTH_FAILURE_GROUP).inc()
+            reset = str(max(1, round(blocked)))
+            limit, _period = ratelimit.parse_rate(settings.LITHTRIX_AUTH_FAILURE_RATE)
+            raise RateLimitExceededError(
+                "Too many failed authentications from this address. See Retry-After header.",
+                # The limit that refused, like every other 429.
+                headers={
+                    "Retry-After": reset,
+                    "RateLimit-Limit": str(limit),
+                    "RateLimit-Remaining": "0",
+                    "RateLimit-Reset": reset,
+                },
+            )
+    api_key = selectors.active_api_key_with_agent_by_hash(
+        hashed_key=hashed_key, while_waiting=while_waiting
+    )
+    if api_key is None:
+        if bucket is not None:
+            _count_failure(bucket)
+        raise InvalidApiKeyError()
+    _remember_valid(digest)
+    return api_key.agent, api_key
+
+
+def reset_failure_limits() -> None:
+    """Forget blocked addresses and keys seen valid (tests)."""
+    _blocked_until.clear()
+    _seen_valid_until.clear()
 
 
 class ApiKeyAuthentication(BaseAuthentication):
@@ -68,14 +189,17 @@ class ApiKeyAuthentication(BaseAuthentication):
             def overlap() -> None:
                 _count_rate_limit_early(request, hint)
 
-        api_key = selectors.active_api_key_with_agent_by_hash(
-            hashed_key=hashed_key, while_waiting=overlap
-        )
-        if api_key is None:
+        try:
+            agent, api_key = authenticate_key_hash(
+                hashed_key, ip=client_ip(request) or "unknown", while_waiting=overlap
+            )
+        except ApiError:
             if hint is not None:
                 hints.forget(hashed_key)
-            raise InvalidApiKeyError()
-        agent = api_key.agent
+            if overlap is not None:
+                # Counted for the hinted agent; the refusal carries no agent's limit.
+                ratelimit.forget_decision(request)
+            raise
         if hint is None or hint.agent_id != agent.pk or hint.tier != agent.tier:
             if overlap is not None:
                 ratelimit.forget_decision(request)  # counted as the wrong tier: again

@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from accounts.models import Agent
 
@@ -15,6 +16,9 @@ class ApiKey(models.Model):
     hashed_key = models.CharField(max_length=64, unique=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Set when the key was rotated with an overlap: it works until then. A key without
+    # one is its agent's current key (the only one that may rotate).
+    expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = "API key"
@@ -27,7 +31,13 @@ class ApiKey(models.Model):
 
     @property
     def is_active(self) -> bool:
-        return self.revoked_at is None
+        return self.revoked_at is None and (
+            self.expires_at is None or self.expires_at > timezone.now()
+        )
+
+    @property
+    def is_current(self) -> bool:
+        return self.is_active and self.expires_at is None
 
 
 class KeyEvent(models.Model):
@@ -38,8 +48,9 @@ class KeyEvent(models.Model):
         ROTATED = "rotated", "Rotated"
         REVOKED = "revoked", "Revoked"
 
-    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="key_events")
-    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="events")
+    # Audit rows are never deleted along with what they describe.
+    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="key_events")
+    api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="events")
     kind = models.CharField(max_length=16, choices=Kind.choices)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL,

@@ -2,8 +2,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from datetime import datetime
 
 from django.db import connection
+from django.db.models import Q, QuerySet
+from django.utils import timezone
 
 from accounts.models import Agent
 from keys.crypto import hash_key
@@ -11,8 +14,17 @@ from keys.models import ApiKey
 from lithtrix import db
 
 
+def working_keys_condition(now: datetime) -> Q:
+    """A key that still authenticates: not revoked, not past its overlap expiry."""
+    return Q(revoked_at__isnull=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+
+
 def active_api_key_with_agent(*, key: str) -> ApiKey | None:
-    """The unrevoked key matching ``key``, with its agent, in one indexed query."""
+    """The working key matching ``key``, with its (not deleted) agent, in one indexed query.
+
+    Revocation, an overlap's expiry and the agent's deletion are all checked by that
+    one query: a key is refused the moment its expiry passes.
+    """
     return active_api_key_with_agent_by_hash(hashed_key=hash_key(key))
 
 
@@ -21,33 +33,52 @@ def active_api_key_with_agent_by_hash(
 ) -> ApiKey | None:
     """The same, for a key already hashed (keys.crypto.hash_key). ``while_waiting``
     runs while the query is on its way (PostgreSQL; elsewhere just before it)."""
+    now = timezone.now()
     if connection.vendor == "postgresql":
-        return _active_api_key_with_agent_postgresql(hashed_key, while_waiting)
+        return _active_api_key_with_agent_postgresql(hashed_key, now, while_waiting)
     if while_waiting is not None:
         while_waiting()
-    try:
-        return ApiKey.objects.select_related("agent").get(
-            hashed_key=hashed_key, revoked_at__isnull=True
-        )
-    except ApiKey.DoesNotExist:
-        return None
-
-
-def live_key_condition(alias: str) -> str:
-    """SQL: the key row ``alias`` (hashed_key bound as ``%(hashed_key)s``) still
-    authenticates. The key lookup and the metering statement (which re-checks the
-    key itself when it skips the lookup, billing.metering.services) share it, so a
-    key that stops authenticating stops metering in the same instant."""
-    qn = connection.ops.quote_name
     return (
-        f"{alias}.{qn(ApiKey._meta.get_field('hashed_key').column)} = %(hashed_key)s "
-        f"AND {alias}.{qn(ApiKey._meta.get_field('revoked_at').column)} IS NULL"
+        ApiKey.objects.select_related("agent")
+        .filter(working_keys_condition(now), hashed_key=hashed_key, agent__deleted_at__isnull=True)
+        .first()
     )
+
+
+def agent_working_keys(*, agent: Agent) -> QuerySet[ApiKey]:
+    """The agent's keys that still authenticate, newest first."""
+    return ApiKey.objects.filter(working_keys_condition(timezone.now()), agent=agent).order_by(
+        "-created_at", "-id"
+    )
+
+
+def live_key_condition(key: str, agent: str) -> str:
+    """SQL: the key row ``key`` (hashed_key bound as ``%(hashed_key)s``) still
+    authenticates as a row of agent ``agent`` joined to it: not revoked, not past its
+    overlap expiry (``%(now)s``, the application's clock, which also wrote
+    expires_at), its agent not deleted. The key lookup and the metering statement
+    (which re-checks the key itself when it skips the lookup,
+    billing.metering.services) share it, so a key that stops authenticating stops
+    metering in the same instant."""
+    qn = _quote
+
+    expires_at = f"{key}.{qn(ApiKey._meta.get_field('expires_at').column)}"
+    return (
+        f"{key}.{qn(ApiKey._meta.get_field('hashed_key').column)} = %(hashed_key)s "
+        f"AND {key}.{qn(ApiKey._meta.get_field('revoked_at').column)} IS NULL "
+        f"AND ({expires_at} IS NULL OR {expires_at} > %(now)s) "
+        f"AND {agent}.{qn(Agent._meta.get_field('deleted_at').column)} IS NULL"
+    )
+
+
+def _quote(column: str | None) -> str:
+    assert column is not None  # a concrete field always has one
+    return connection.ops.quote_name(column)
 
 
 @functools.cache
 def _lookup_sql() -> tuple[str, list[str], list[str]]:
-    qn = connection.ops.quote_name
+    qn = _quote
     key_fields = list(ApiKey._meta.concrete_fields)
     agent_fields = list(Agent._meta.concrete_fields)
     columns = ", ".join(
@@ -57,20 +88,20 @@ def _lookup_sql() -> tuple[str, list[str], list[str]]:
         f"SELECT {columns} FROM {qn(ApiKey._meta.db_table)} k "  # noqa: S608 - names from models
         f"JOIN {qn(Agent._meta.db_table)} a ON a.{qn(Agent._meta.pk.column)} = "
         f"k.{qn(ApiKey._meta.get_field('agent').column)} "
-        f"WHERE {live_key_condition('k')}"
+        f"WHERE {live_key_condition('k', 'a')}"
     )
     return sql, [f.attname for f in key_fields], [f.attname for f in agent_fields]
 
 
 def _active_api_key_with_agent_postgresql(
-    hashed_key: str, while_waiting: Callable[[], None] | None
+    hashed_key: str, now: datetime, while_waiting: Callable[[], None] | None
 ) -> ApiKey | None:
     # Every authenticated request runs this: the SQL is built once, prepared once per
     # connection (lithtrix.db), and the rows become models directly (psycopg already
     # returns Python's UUIDs and aware datetimes), which costs a third of what the
     # same query through the ORM costs.
     sql, key_fields, agent_fields = _lookup_sql()
-    row = db.fetchone(sql, {"hashed_key": hashed_key}, while_waiting=while_waiting)
+    row = db.fetchone(sql, {"hashed_key": hashed_key, "now": now}, while_waiting=while_waiting)
     if row is None:
         return None
     api_key = ApiKey.from_db(connection.alias, key_fields, row[: len(key_fields)])

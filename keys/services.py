@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser
+import datetime as dt
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Agent
-from keys.crypto import generate_key
+from keys.crypto import generate_key, hash_key, is_well_formed
 from keys.models import ApiKey, KeyEvent
+from keys.selectors import working_keys_condition
 from lithtrix.errors import InvalidApiKeyError
 
+# Longest overlap of a rotation, as Stripe's key roll: 7 days.
+MAX_ROTATION_OVERLAP_SECONDS = 7 * 24 * 3600
 
-def _issue(
-    *, agent: Agent, ip: str | None, actor: AbstractBaseUser | None, reason: str = ""
-) -> str:
+
+@dataclass(frozen=True)
+class Rotation:
+    api_key: str
+    previous_key_expires_at: dt.datetime | None
+
+    def __repr__(self) -> str:
+        return f"Rotation(previous_key_expires_at={self.previous_key_expires_at!r})"
+
+
+def _issue(*, agent: Agent, ip: str | None, actor: User | None, reason: str = "") -> str:
     generated = generate_key()
     api_key = ApiKey.objects.create(
         agent=agent, prefix=generated.prefix, hashed_key=generated.hashed_key
@@ -27,38 +42,59 @@ def _issue(
 
 @transaction.atomic
 def api_key_issue(
-    *, agent: Agent, ip: str | None = None, actor: AbstractBaseUser | None = None, reason: str = ""
+    *, agent: Agent, ip: str | None = None, actor: User | None = None, reason: str = ""
 ) -> str:
     """Issue a new key for ``agent`` and return it in clear (the only time it exists so)."""
     return _issue(agent=agent, ip=ip, actor=actor, reason=reason)
 
 
 @transaction.atomic
-def api_key_rotate(*, api_key: ApiKey, ip: str | None = None) -> str:
-    """Revoke ``api_key`` and issue its replacement, atomically.
+def api_key_rotate(*, api_key: ApiKey, overlap_seconds: int = 0, ip: str | None = None) -> Rotation:
+    """Issue ``api_key``'s replacement; the old key dies now or after ``overlap_seconds``.
 
+    Only the agent's current key rotates (not one already in its overlap window).
     The key row is locked, so of N concurrent rotations with the same key exactly
-    one succeeds; the others find it revoked and get InvalidApiKeyError.
+    one succeeds; the others find it replaced and get InvalidApiKeyError.
+
+    The agent's row is locked first (FOR NO KEY UPDATE, as deletion and reissue do):
+    one lock order for every key-changing action, so a rotation racing a deletion
+    waits for it instead of deadlocking, and the deletion sees the key it issues.
     """
+    Agent.objects.select_for_update(no_key=True).filter(pk=api_key.agent_id).first()
+    now = timezone.now()
     locked = (
         ApiKey.objects.select_for_update()
-        .filter(pk=api_key.pk, revoked_at__isnull=True)
+        .filter(working_keys_condition(now), pk=api_key.pk, expires_at__isnull=True)
         .select_related("agent")
         .first()
     )
     if locked is None:
         raise InvalidApiKeyError()
-    locked.revoked_at = timezone.now()
-    locked.save(update_fields=["revoked_at"])
-    KeyEvent.objects.create(agent=locked.agent, api_key=locked, kind=KeyEvent.Kind.ROTATED, ip=ip)
-    return _issue(agent=locked.agent, ip=ip, actor=None)
+    expires_at = None
+    if overlap_seconds:
+        expires_at = now + dt.timedelta(seconds=overlap_seconds)
+        locked.expires_at = expires_at
+        locked.save(update_fields=["expires_at"])
+    else:
+        locked.revoked_at = now
+        locked.save(update_fields=["revoked_at"])
+    KeyEvent.objects.create(
+        agent=locked.agent,
+        api_key=locked,
+        kind=KeyEvent.Kind.ROTATED,
+        ip=ip,
+        reason=f"Works until {expires_at.isoformat()}" if expires_at else "",
+    )
+    return Rotation(
+        api_key=_issue(agent=locked.agent, ip=ip, actor=None), previous_key_expires_at=expires_at
+    )
 
 
 @transaction.atomic
 def api_key_revoke(
     *,
     api_key: ApiKey,
-    actor: AbstractBaseUser | None = None,
+    actor: User | None = None,
     reason: str = "",
     ip: str | None = None,
 ) -> bool:
@@ -80,9 +116,126 @@ def api_key_revoke(
 
 @transaction.atomic
 def api_key_reissue(
-    *, agent: Agent, actor: AbstractBaseUser | None, reason: str = "", ip: str | None = None
-) -> str:
-    """Revoke every active key of ``agent`` and issue a new one (support, for a lost key)."""
-    for api_key in ApiKey.objects.select_for_update().filter(agent=agent, revoked_at__isnull=True):
+    *,
+    agent: Agent,
+    actor: User | None,
+    reason: str = "",
+    ip: str | None = None,
+    expected_active_keys: Collection[int] | None = None,
+) -> str | None:
+    """Revoke every active key of ``agent`` and issue a new one (support, for a lost key).
+
+    ``expected_active_keys``: the ids of the active keys the caller was shown. When
+    the agent's active keys are no longer exactly those, nothing is done and None is
+    returned: of two submissions of one support page (a double click, a reload of
+    the new-key page), however close, the second does not revoke the key just
+    handed out. The agent's row lock makes check-then-reissue one step, even for an
+    agent with no active key left (FOR NO KEY UPDATE: key inserts elsewhere, which
+    take a KEY SHARE lock on the agent, are not blocked by it).
+    """
+    Agent.objects.select_for_update(no_key=True).filter(pk=agent.pk).first()
+    active = list(
+        ApiKey.objects.select_for_update()
+        .filter(agent=agent, revoked_at__isnull=True)
+        .order_by("pk")
+    )
+    if expected_active_keys is not None and {k.pk for k in active} != set(expected_active_keys):
+        return None
+    for api_key in active:
         api_key_revoke(api_key=api_key, actor=actor, reason=reason, ip=ip)
     return _issue(agent=agent, ip=ip, actor=actor, reason=reason)
+
+
+@transaction.atomic
+def api_key_revoke_working(
+    *,
+    api_key: ApiKey,
+    actor: User | None = None,
+    reason: str = "",
+    ip: str | None = None,
+) -> bool:
+    """Revoke ``api_key`` if it still works (the agent's own revoke, a leak report).
+
+    False when it had already stopped working: revoked, or past its overlap expiry.
+    """
+    revoked = ApiKey.objects.filter(working_keys_condition(timezone.now()), pk=api_key.pk).update(
+        revoked_at=timezone.now()
+    )
+    if revoked:
+        KeyEvent.objects.create(
+            agent_id=api_key.agent_id,
+            api_key=api_key,
+            kind=KeyEvent.Kind.REVOKED,
+            actor=actor,
+            reason=reason,
+            ip=ip,
+        )
+    return bool(revoked)
+
+
+def api_keys_revoke_all(
+    *, agent: Agent, actor: User | None, reason: str, ip: str | None = None
+) -> int:
+    """Revoke every key of ``agent`` that still works, each with its KeyEvent.
+
+    Runs inside the caller's transaction (agent deletion); returns how many.
+    """
+    now = timezone.now()
+    working = list(
+        ApiKey.objects.select_for_update().filter(working_keys_condition(now), agent=agent)
+    )
+    ApiKey.objects.filter(pk__in=[key.pk for key in working]).update(revoked_at=now)
+    KeyEvent.objects.bulk_create(
+        KeyEvent(
+            agent=agent,
+            api_key=key,
+            kind=KeyEvent.Kind.REVOKED,
+            actor=actor,
+            reason=reason,
+            ip=ip,
+        )
+        for key in working
+    )
+    return len(working)
+
+
+@dataclass(frozen=True)
+class LeakReport:
+    token: str
+    token_type: str
+    url: str
+    source: str
+
+    def __repr__(self) -> str:
+        return f"LeakReport(url={self.url!r})"
+
+
+def api_keys_report_leaked(*, reports: list[LeakReport], ip: str | None = None) -> list[dict]:
+    """Revoke each reported token that is one of our working keys; label every report.
+
+    ``true_positive``: the token is a key this service issued (revoked now if it
+    still worked); ``false_positive``: it is not. Each revocation is its own
+    transaction with a KeyEvent naming where the key was found.
+    """
+    results = []
+    for report in reports:
+        token_hash = hash_key(report.token)
+        api_key = (
+            ApiKey.objects.filter(hashed_key=token_hash).first()
+            if is_well_formed(report.token)
+            else None
+        )
+        if api_key is not None:
+            api_key_revoke_working(
+                api_key=api_key,
+                reason=f"Reported leaked by secret scanning ({report.source}): {report.url}",
+                ip=ip,
+            )
+        results.append(
+            {
+                "token_hash": token_hash,
+                "token_type": report.token_type,
+                "label": "true_positive" if api_key is not None else "false_positive",
+            }
+        )
+    return results

@@ -8,27 +8,16 @@ OpenAPI schema, so it cannot drift from what is served).
 from __future__ import annotations
 
 import functools
-import re
 from typing import Any
 
 from django.conf import settings
 from rest_framework import serializers
 
 from accounts.models import Tier
+from billing.metering.ratelimit import parse_rate
 from billing.metering.tiers import tier_limits
 
 SERVICE = "lithtrix"
-_PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_RATE = re.compile(r"^(\d+)/(\d*)([smhd])")
-
-
-def parse_rate(rate: str) -> tuple[int, int]:
-    """django-ratelimit's "60/m", "100/5m" -> (requests, period in seconds)."""
-    match = _RATE.match(rate)
-    if not match:
-        raise ValueError(f"not a rate: {rate!r}")
-    count, multiplier, unit = match.groups()
-    return int(count), int(multiplier or 1) * _PERIOD_SECONDS[unit]
 
 
 def _tier_document(tier: str) -> dict[str, Any]:

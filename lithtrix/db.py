@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 from django.db import connection
 
@@ -51,7 +51,7 @@ def fetchone(
         raw_cursor = psycopg.Cursor(raw_connection)
     # Django's wrapper (its query log in tests, execute_wrappers, error mapping)
     # around the server-binding cursor.
-    cursor = connection._prepare_cursor(_Prepared(raw_cursor, prepare))
+    cursor = cast(Any, connection)._prepare_cursor(_Prepared(raw_cursor, prepare))
     if while_waiting is not None:
         with cursor:
             with connection.wrap_database_errors, raw_connection.pipeline():
@@ -97,7 +97,7 @@ class _Prepared:
     def _query(self) -> SimpleNamespace:
         # What Django's query log reads (connection.ops.last_executed_query, only
         # while queries are logged): the statement with its parameters inlined.
-        return SimpleNamespace(query=connection.ops.compose_sql(*self._last).encode())
+        return SimpleNamespace(query=cast(Any, connection.ops).compose_sql(*self._last).encode())
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._cursor, name)

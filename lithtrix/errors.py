@@ -11,12 +11,19 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
-from django.http import Http404, HttpRequest, JsonResponse
-from django_ratelimit.exceptions import Ratelimited
+from django.db import InterfaceError as DatabaseInterfaceError
+from django.db import OperationalError as DatabaseOperationalError
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 
+from lithtrix import outages
+from lithtrix.middleware import request_id_of
+
 logger = logging.getLogger("lithtrix.errors")
+
+# Seconds a client is asked to wait when a dependency is down.
+UNAVAILABLE_RETRY_AFTER = 5
 
 
 class ApiError(Exception):
@@ -107,6 +114,29 @@ class AgentAlreadyExistsError(ApiError):
     )
 
 
+class IdempotencyKeyInUseError(ApiError):
+    status_code = 409
+    error_code = "IDEMPOTENCY_KEY_IN_USE"
+    default_message = (
+        "A request with this Idempotency-Key is still being processed; retry in a moment."
+    )
+
+
+class IdempotencyKeyReusedError(ApiError):
+    status_code = 422
+    error_code = "IDEMPOTENCY_KEY_REUSED"
+    default_message = (
+        "This Idempotency-Key was already used for a different request "
+        "(method, path, credential or body). Use a new key for a new request."
+    )
+
+
+class LengthRequiredError(ApiError):
+    status_code = 411
+    error_code = "LENGTH_REQUIRED"
+    default_message = "This server cannot read a chunked request body; send a Content-Length."
+
+
 class PayloadTooLargeError(ApiError):
     status_code = 413
     error_code = "PAYLOAD_TOO_LARGE"
@@ -142,11 +172,25 @@ class BillingUnavailableError(ApiError):
 
 
 class ServiceUnavailableError(ApiError):
-    """/readyz: a dependency (database, cache) cannot be reached."""
+    """A dependency (database, cache) cannot be reached; /readyz names which."""
 
     status_code = 503
     error_code = "SERVICE_UNAVAILABLE"
     default_message = "The service is not ready."
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """The database could not be reached or dropped the connection (not a bad query)."""
+    return isinstance(exc, DatabaseOperationalError | DatabaseInterfaceError)
+
+
+def database_unavailable(exc: BaseException) -> ServiceUnavailableError:
+    """The 503 for a database outage, reported once per incident (no traceback)."""
+    outages.report_failure("database", exc, action="requests answer 503")
+    return ServiceUnavailableError(
+        "The database is unavailable; retry later.",
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
+    )
 
 
 def _flatten_details(detail: Any) -> dict[str, list[str]]:
@@ -160,11 +204,11 @@ def _flatten_details(detail: Any) -> dict[str, list[str]]:
                 out.setdefault(key, []).extend(messages)
         return out
     if isinstance(detail, list):
-        messages: dict[str, list[str]] = {}
+        merged: dict[str, list[str]] = {}
         for item in detail:
             for sub, values in _flatten_details(item).items():
-                messages.setdefault(sub, []).extend(values)
-        return messages
+                merged.setdefault(sub, []).extend(values)
+        return merged
     return {"non_field_errors": [str(detail)]}
 
 
@@ -172,6 +216,8 @@ def to_api_error(exc: BaseException) -> ApiError:
     """Map any exception to the ApiError that describes it to the caller."""
     if isinstance(exc, ApiError):
         return exc
+    if is_database_outage(exc):
+        return database_unavailable(exc)
     if isinstance(exc, drf_exceptions.ValidationError):
         return ValidationError(details=_flatten_details(exc.detail))
     if isinstance(exc, drf_exceptions.ParseError):
@@ -185,14 +231,11 @@ def to_api_error(exc: BaseException) -> ApiError:
     if isinstance(exc, drf_exceptions.NotFound | Http404):
         return NotFoundError()
     if isinstance(exc, drf_exceptions.Throttled):
-        wait = max(1, int(exc.wait or 1))
+        # DRF sets .wait in Throttled.__init__; djangorestframework-stubs omit it.
+        wait = max(1, int(exc.wait or 1))  # type: ignore[attr-defined]
         return RateLimitExceededError(headers={"Retry-After": str(wait)})
     if isinstance(exc, RequestDataTooBig):
         return PayloadTooLargeError()
-    if isinstance(exc, Ratelimited):
-        # django-ratelimit's decorator (a PermissionDenied) does not say when its
-        # window ends; the project's own limits (billing.metering.ratelimit) do.
-        return RateLimitExceededError(headers={"Retry-After": "60"})
     if isinstance(exc, drf_exceptions.PermissionDenied | PermissionDenied):
         return PermissionDeniedError()
     if isinstance(exc, SuspiciousOperation):
@@ -213,8 +256,12 @@ def api_error_response(error: ApiError, request: HttpRequest | None = None) -> J
     )
     for name, value in error.headers.items():
         response[name] = value
-    if request is not None and getattr(request, "request_id", None):
-        response["X-Request-Id"] = request.request_id
+    request_id = request_id_of(request) if request is not None else None
+    if request_id:
+        response["X-Request-Id"] = request_id
+    if error.status_code >= 500:
+        # Logged where it happened (a traceback for a bug, one line per outage).
+        response._has_been_logged = True  # type: ignore[attr-defined]  # Django's private flag
     return response
 
 
@@ -230,10 +277,18 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         )
     response = Response(error.body(), status=error.status_code, headers=error.headers)
     if error.status_code >= 500:
-        # Logged above with its traceback and request id; Django need not log it again.
-        response._has_been_logged = True
+        # Logged above with its traceback and request id, or as an outage; Django
+        # need not log it again.
+        response._has_been_logged = True  # type: ignore[attr-defined]  # Django's private flag
     if isinstance(exc, drf_exceptions.MethodNotAllowed) and context.get("view") is not None:
         response["Allow"] = ", ".join(context["view"].allowed_methods)
+    # As DRF's own handler: a view running inside a transaction (ATOMIC_REQUESTS, an
+    # atomic block around the action) must not commit what it wrote before failing.
+    # (Imported here: rest_framework.views loads the authentication classes, which
+    # import this module.)
+    from rest_framework.views import set_rollback
+
+    set_rollback()
     return response
 
 
@@ -257,6 +312,13 @@ def bad_request_view(request: HttpRequest, exception: Exception | None = None) -
 def permission_denied_view(
     request: HttpRequest, exception: Exception | None = None
 ) -> JsonResponse:
-    if isinstance(exception, Ratelimited):
-        return api_error_response(to_api_error(exception), request)
     return api_error_response(PermissionDeniedError(), request)
+
+
+def csrf_failure_view(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW: the envelope under /v1, Django's page for the admin."""
+    if request.path.startswith("/v1/") or request.path == "/v1":
+        return api_error_response(PermissionDeniedError("CSRF verification failed."), request)
+    from django.views.csrf import csrf_failure
+
+    return csrf_failure(request, reason=reason)

@@ -6,7 +6,6 @@ Plain Django views: no authentication, no DRF, so a probe costs next to nothing.
 from __future__ import annotations
 
 import functools
-import logging
 import uuid
 from collections.abc import Callable
 
@@ -14,9 +13,8 @@ from django.core.cache import cache
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
+from lithtrix import outages
 from lithtrix.errors import MethodNotAllowedError, ServiceUnavailableError, api_error_response
-
-logger = logging.getLogger("lithtrix.health")
 
 
 def require_safe(view: Callable[[HttpRequest], JsonResponse]) -> Callable:
@@ -66,10 +64,11 @@ def readyz(request: HttpRequest) -> JsonResponse:
         try:
             check()
         except Exception as exc:
-            # The exception's class only: its text may carry a host or a URL.
-            logger.warning("readiness check %s failed: %s", name, type(exc).__name__)
+            # Logged once per incident, not once per probe.
+            outages.report_failure(name, exc, action="/readyz answers 503")
             checks[name] = "unavailable"
         else:
+            outages.report_success(name)
             checks[name] = "ok"
     failed = [name for name, result in checks.items() if result != "ok"]
     if failed:

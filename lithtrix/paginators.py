@@ -19,6 +19,7 @@ import math
 
 from django.core.paginator import Paginator
 from django.db import connections
+from django.db.models import QuerySet
 from django.utils.functional import cached_property
 
 
@@ -32,6 +33,8 @@ class LargeTablePaginator(Paginator):
     @cached_property
     def count(self) -> int:
         queryset = self.object_list
+        if not isinstance(queryset, QuerySet):
+            return len(queryset)
         if not queryset.query.where:
             estimate = _estimated_rows(queryset.db, queryset.model._meta.db_table)
             if estimate is not None and estimate > self.ESTIMATE_ABOVE:

@@ -2,18 +2,27 @@
 
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.views.decorators.csrf import csrf_exempt
 
 from accounts.views import MeViewSet, RegisterViewSet
 from billing.metering.views import BillingViewSet, UsageViewSet, authorize
-from billing.payments.views import BillingConfigViewSet, BillingSetupViewSet, stripe_webhook_view
-from keys.views import KeyViewSet
-from lithtrix import errors, health
+from billing.payments.views import (
+    BillingCancelViewSet,
+    BillingConfigViewSet,
+    BillingSetupViewSet,
+    stripe_webhook_view,
+)
+from keys.views import KeyViewSet, LeakedKeysViewSet
+from lithtrix import errors, health, metrics
 from lithtrix.views import ApiDocsView, CapabilitiesViewSet, OpenApiSchemaView
 
 v1 = [
     path("v1/register", RegisterViewSet.as_view({"post": "create"}), name="register"),
-    path("v1/me", MeViewSet.as_view({"get": "retrieve"}), name="me"),
+    path("v1/me", MeViewSet.as_view({"get": "retrieve", "delete": "destroy"}), name="me"),
+    path("v1/keys", KeyViewSet.as_view({"get": "working"}), name="keys"),
     path("v1/keys/rotate", KeyViewSet.as_view({"post": "rotate"}), name="keys-rotate"),
+    path("v1/keys/revoke", KeyViewSet.as_view({"post": "revoke"}), name="keys-revoke"),
+    path("v1/keys/leaked", LeakedKeysViewSet.as_view({"post": "create"}), name="keys-leaked"),
     path("v1/billing", BillingViewSet.as_view({"get": "retrieve"}), name="billing"),
     path("v1/usage", UsageViewSet.as_view({"get": "retrieve"}), name="usage"),
     path("v1/authorize", authorize, name="authorize"),
@@ -23,6 +32,9 @@ v1 = [
         name="billing-config",
     ),
     path("v1/billing/setup", BillingSetupViewSet.as_view({"post": "create"}), name="billing-setup"),
+    path(
+        "v1/billing/cancel", BillingCancelViewSet.as_view({"post": "create"}), name="billing-cancel"
+    ),
     path("v1/billing/webhook", stripe_webhook_view, name="billing-webhook"),
 ]
 
@@ -33,6 +45,9 @@ service = [
     path("v1/docs", ApiDocsView.as_view(), name="docs"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    # Answered by lithtrix.middleware.ProbeMiddleware before the Host check; routed
+    # here too so the URL resolves like any other.
+    path("metrics", metrics.metrics_view, name="metrics"),
 ]
 
 urlpatterns = [
@@ -42,8 +57,9 @@ urlpatterns = [
     # dj-stripe's signed webhook view: stripe/webhook/<uuid> (one URL per WebhookEndpoint row).
     path("stripe/", include("djstripe.urls", namespace="djstripe")),
     # Django's technical 404 page would answer here when DEBUG is on; the API never
-    # answers with HTML, so unknown /v1 paths get the envelope in every mode.
-    re_path(r"^v1(?:/.*)?$", errors.not_found_view),
+    # answers with HTML, so unknown /v1 paths get the envelope in every mode, and
+    # for every method (CSRF-exempt: there is nothing here to protect).
+    re_path(r"^v1(?:/.*)?$", csrf_exempt(errors.not_found_view), name="unrouted"),
 ]
 
 handler400 = errors.bad_request_view

@@ -2,16 +2,75 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
-from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
+import threading
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django.http import HttpResponse
+from drf_spectacular.utils import OpenApiExample, extend_schema
+from drf_spectacular.views import SCHEMA_KWARGS, SpectacularJSONAPIView, SpectacularSwaggerView
 from rest_framework import viewsets
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
 
-from lithtrix.capabilities import CapabilitiesSerializer, capabilities_document
+from accounts.models import Tier
+from billing.metering.ratelimit import rate_limit
+from lithtrix.capabilities import (
+    SERVICE,
+    CapabilitiesSerializer,
+    _tier_document,
+    capabilities_document,
+)
 
 # Registers the Bearer scheme for keys.authentication.ApiKeyAuthentication.
-from lithtrix.openapi import ApiKeyAuthenticationScheme  # noqa: F401
+from lithtrix.openapi import AUTHORIZE_OPERATION, ApiKeyAuthenticationScheme  # noqa: F401
+
+
+def _capabilities_example() -> dict:
+    """The document as served, with three of its endpoints (the rest come from the schema)."""
+    return {
+        "service": SERVICE,
+        "version": settings.SPECTACULAR_SETTINGS["VERSION"],
+        "api_version": "v1",
+        "documentation": {"openapi": "/v1/openapi.json", "docs": "/v1/docs"},
+        "authentication": {
+            "type": "http",
+            "scheme": "bearer",
+            "header": "Authorization",
+            "format": "Bearer ltx_...",
+            "obtain": "POST /v1/register",
+            "rotate": "POST /v1/keys/rotate",
+        },
+        "limits": {tier: _tier_document(tier) for tier in Tier.values},
+        "rate_limit_headers": ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"],
+        "endpoints": [
+            {
+                "method": "POST",
+                "path": "/v1/register",
+                "summary": "Register an agent and get its first API key (shown once)",
+                "authentication": "none",
+                "metered": False,
+            },
+            {
+                "method": "GET",
+                "path": "/v1/me",
+                "summary": "The authenticated agent's profile",
+                "authentication": "bearer",
+                "metered": False,
+            },
+            {
+                "method": "GET",
+                "path": "/v1/authorize",
+                "summary": AUTHORIZE_OPERATION["summary"],
+                "authentication": "bearer",
+                "metered": True,
+            },
+        ],
+    }
 
 
 class CapabilitiesViewSet(viewsets.ViewSet):
@@ -25,16 +84,69 @@ class CapabilitiesViewSet(viewsets.ViewSet):
     @extend_schema(
         summary="What this service offers and how to use it",
         responses={200: CapabilitiesSerializer},
-        tags=["service"],
+        examples=[
+            OpenApiExample("This service", value=_capabilities_example(), response_only=True)
+        ],
     )
     def retrieve(self, request: Request) -> Response:
         return Response(capabilities_document())
 
 
-class OpenApiSchemaView(SpectacularJSONAPIView):
-    """GET /v1/openapi.json: the OpenAPI 3 schema."""
+class OpenApiRateThrottle(BaseThrottle):
+    """Per client IP, in a bucket of its own (LITHTRIX_OPENAPI_RATE)."""
 
-    throttle_classes: list = []
+    def allow_request(self, request, view) -> bool:
+        rate_limit(request, agent=None, group="openapi", rate=settings.LITHTRIX_OPENAPI_RATE)
+        return True
+
+
+# The rendered schema per URLconf: built on the first request of each process
+# (about 100 ms and 140 kB), then served as bytes.
+_rendered_schemas: dict[str, tuple[bytes, dict[str, str]]] = {}
+_rendered_lock = threading.Lock()
+
+
+@receiver(setting_changed)
+def _forget_rendered_schemas(**kwargs: Any) -> None:
+    _rendered_schemas.clear()  # tests change settings the schema may depend on
+
+
+class OpenApiSchemaView(SpectacularJSONAPIView):
+    """GET /v1/openapi.json: the OpenAPI 3 schema, built once per process."""
+
+    throttle_classes = [OpenApiRateThrottle]
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # Errors (a 429) are the JSON envelope, not the schema's media type.
+        response = super().handle_exception(exc)
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return response
+
+    @extend_schema(**SCHEMA_KWARGS)  # as drf-spectacular's own view declares it
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
+        urlconf = str(getattr(request._request, "urlconf", None) or settings.ROOT_URLCONF)
+        rendered = _rendered_schemas.get(urlconf)
+        if rendered is None:
+            with _rendered_lock:
+                rendered = _rendered_schemas.get(urlconf)
+                if rendered is None:
+                    rendered = self._render(request, *args, **kwargs)
+                    _rendered_schemas[urlconf] = rendered
+        body, headers = rendered
+        return HttpResponse(body, headers=headers)
+
+    def _render(self, request: Request, *args: Any, **kwargs: Any) -> tuple[bytes, dict[str, str]]:
+        response = super().get(request, *args, **kwargs)
+        renderer = self.renderer_classes[0]()
+        body = renderer.render(response.data, renderer.media_type, {"response": response})
+        if isinstance(body, str):
+            body = body.encode()
+        headers = {
+            "Content-Type": renderer.media_type,
+            "Content-Disposition": response["Content-Disposition"],
+        }
+        return body, headers
 
 
 class ApiDocsView(SpectacularSwaggerView):

@@ -1,4 +1,5 @@
-"""A real nginx running deploy/nginx/metering.conf on loopback, for the gateway tests."""
+"""A real nginx on loopback: deploy/nginx/metering.conf (the gateway tests) or
+deploy/nginx/lithtrix.conf (the production front)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from testing.servers import BASE_DIR, free_port
 
 CONFIG = BASE_DIR / "deploy" / "nginx" / "metering.conf"
+FRONT_CONFIG = BASE_DIR / "deploy" / "nginx" / "lithtrix.conf"
 
 
 def nginx_binary() -> str:
@@ -31,15 +33,53 @@ def start_nginx(
     """nginx on a free port with the example config: /v1/authorize at lithtrix_url,
     the product API on product_port. Returns the process and the gateway's URL."""
     port = free_port()
-    (tmp_path / "metering.conf").write_text(
+    include = (
         CONFIG.read_text()
         .replace("${LITHTRIX_ADDR}", lithtrix_url.removeprefix("http://"))
         .replace("${PRODUCT_ADDR}", f"127.0.0.1:{product_port}")
         .replace("${LISTEN}", f"127.0.0.1:{port}")
     )
+    return run_nginx(tmp_path, "metering.conf", include, port, workers=workers)
+
+
+def start_front(
+    tmp_path: Path, upstream_url: str, *, workers: int = 1, replace: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
+    """nginx on a free port with the production front (deploy/nginx/lithtrix.conf) in
+    front of the gunicorn at upstream_url. ``replace`` edits the config text further
+    (e.g. a lower rate for a test). Returns the process and the front's URL."""
+    port = free_port()
+    include = (
+        FRONT_CONFIG.read_text()
+        .replace("${LITHTRIX_UPSTREAM}", upstream_url.removeprefix("http://"))
+        .replace("${LISTEN}", f"127.0.0.1:{port}")
+        .replace("${SERVER_NAME}", "localhost")
+    )
+    for old, new in (replace or {}).items():
+        assert old in include, old
+        include = include.replace(old, new)
+    return run_nginx(tmp_path, "lithtrix.conf", include, port, workers=workers)
+
+
+def stop_nginx(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_nginx(
+    tmp_path: Path, name: str, include: str, port: int, *, workers: int = 1
+) -> tuple[subprocess.Popen, str]:
+    """nginx (daemon off, files under tmp_path) with ``include`` in its http block;
+    waits until ``port`` accepts connections."""
+    (tmp_path / name).write_text(include)
     temp_paths = "\n".join(
-        f"    {name}_temp_path {tmp_path}/{name};"
-        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        f"    {kind}_temp_path {tmp_path}/{kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
     (tmp_path / "nginx.conf").write_text(
         f"""
@@ -47,11 +87,11 @@ daemon off;
 worker_processes {workers};
 pid {tmp_path}/nginx.pid;
 error_log {tmp_path}/error.log warn;
-events {{ worker_connections 256; }}
+events {{ worker_connections 1024; }}
 http {{
     access_log off;
 {temp_paths}
-    include {tmp_path}/metering.conf;
+    include {tmp_path}/{name};
 }}
 """
     )

@@ -16,8 +16,12 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import requests
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 GUNICORN_CONF = BASE_DIR / "deploy" / "gunicorn.conf.py"
@@ -135,6 +139,53 @@ def running_gunicorn(**kwargs) -> Iterator[Server]:
         yield server
     finally:
         server.stop()
+
+
+def start_runserver(*, env: Mapping[str, str], log_path: Path | None = None) -> Server:
+    """Django's development server (``runserver --noreload``) on a loopback port;
+    waits for /healthz."""
+    port = free_port()
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+        cwd=BASE_DIR,
+        env=dict(env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    if log is not subprocess.DEVNULL:
+        server._closables.append(log)
+    try:
+        wait_until_up(f"{server.url}/healthz", process, timeout=60)
+    except Exception:
+        server.stop()
+        raise
+    return server
+
+
+def burst(
+    url: str, headers: Mapping[str, str], count: int, *, concurrency: int = 32
+) -> list[requests.Response]:
+    """``count`` concurrent GETs, each on its own connection (so several workers or
+    processes share them)."""
+
+    def call(_n: int) -> requests.Response:
+        return requests.get(url, headers=dict(headers), timeout=60)
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        return list(pool.map(call, range(count)))
+
+
+def database_url(settings_dict: Mapping[str, Any]) -> str:
+    """The URL of a Django database (e.g. the test database) for a server subprocess."""
+    if settings_dict["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{settings_dict['NAME']}"
+    auth = settings_dict["USER"] + (
+        f":{settings_dict['PASSWORD']}" if settings_dict["PASSWORD"] else ""
+    )
+    host = settings_dict["HOST"] or "127.0.0.1"
+    return f"postgres://{auth}@{host}:{settings_dict['PORT'] or 5432}/{settings_dict['NAME']}"
 
 
 def fresh_database_url(database_url: str | None, suffix: str, tmp_dir: Path) -> str:

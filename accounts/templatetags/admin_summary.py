@@ -2,7 +2,7 @@
 
 from django import template
 
-from accounts.selectors import UsageOverview, usage_overview
+from billing.metering.selectors import UsageOverview, usage_overview
 
 register = template.Library()
 

@@ -12,6 +12,7 @@ from django.test import Client
 
 from accounts.management.commands.support_group import support_group
 from accounts.models import Agent
+from testing.factories import set_calls_total
 
 # Playwright's sync API runs an event loop in the test thread; Django refuses ORM
 # calls while one runs (SynchronousOnlyOperation) unless told it is safe, which it
@@ -26,8 +27,7 @@ def agent_url(agent: Agent, action: str = "change") -> str:
 
 
 def set_calls(agent: Agent, calls: int) -> Agent:
-    Agent.objects.filter(pk=agent.pk).update(calls_total=calls)
-    agent.refresh_from_db()
+    set_calls_total(agent, calls)
     return agent
 
 

@@ -58,7 +58,8 @@ def test_reissue_key_revokes_the_old_key_and_shows_the_new_one_once(
     )
     assert old.revoked_at is not None and new.revoked_at is None
     assert active_api_key_with_agent(key=registered.api_key) is None
-    assert active_api_key_with_agent(key=new_key).agent == registered.agent
+    found = active_api_key_with_agent(key=new_key)
+    assert found is not None and found.agent == registered.agent
     # The API agrees.
     assert api_client.get("/v1/me", HTTP_AUTHORIZATION=f"Bearer {new_key}").status_code == 200
     assert (
@@ -148,6 +149,7 @@ def test_set_tier_by_hand_with_audit_row(admin_client, admin_user, registered, s
     assert response.status_code == 302
     assert Agent.objects.get(pk=registered.agent.pk).tier == target
     event = AgentEvent.objects.filter(agent=registered.agent, kind="tier_changed").first()
+    assert event is not None
     assert (event.actor, event.reason, event.data) == (
         admin_user,
         "goodwill",
@@ -277,7 +279,7 @@ def test_bulk_reset_usage_needs_a_reason(admin_client, admin_user, make_agent):
 
 @pytest.mark.django_db
 def test_bulk_actions_refuse_more_than_the_limit(admin_client, make_agent, monkeypatch):
-    from accounts import admin as agent_admin
+    from accounts.admin import bulk as agent_admin
 
     monkeypatch.setattr(agent_admin, "BULK_LIMIT", 2)
     agents = [make_agent().agent for _ in range(3)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from unittest import mock
 
@@ -10,9 +11,10 @@ import pytest
 from django.db import connection
 
 from accounts.models import Agent, Tier
-from accounts.selectors import utc_today
 from accounts.services import agent_set_tier
 from accounts.tests.conftest import AGENTS_URL, agent_url, set_calls
+from billing.metering.selectors import utc_today
+from billing.metering.services import meter_call
 from billing.models import DailyUsage
 from keys.models import ApiKey
 from keys.services import api_key_reissue
@@ -25,9 +27,12 @@ def listed_names(response) -> list[str]:
 
 
 @pytest.mark.django_db
-def test_changelist_shows_usage_columns_and_over_limit_icon(admin_client, make_agent, settings):
+def test_changelist_shows_usage_columns_and_cap_badges(admin_client, make_agent, settings):
+    limit = settings.LITHTRIX_FREE_CALL_LIMIT
     calm = make_agent(name="calm-bot").agent
-    greedy = set_calls(make_agent(name="greedy-bot").agent, settings.LITHTRIX_FREE_CALL_LIMIT)
+    greedy = set_calls(make_agent(name="greedy-bot").agent, limit)
+    close = set_calls(make_agent(name="close-bot").agent, math.ceil(0.8 * limit))
+    set_calls(make_agent(name="below-bot").agent, math.ceil(0.8 * limit) - 1)
     pro = set_calls(make_agent(name="pro-bot").agent, 10_000)
     agent_set_tier(agent=pro, tier=Tier.PRO)
 
@@ -40,22 +45,50 @@ def test_changelist_shows_usage_columns_and_over_limit_icon(admin_client, make_a
         "Owner identifier",
         "Tier",
         "Calls total",
-        "Call limit",
-        "Over limit",
-        "Created at",
-        "Last call at",
+        "Limit",
+        "Cap",
+        "Refused today / total",
+        "Last metered call",
+        "Registered",
     ):
         assert f">{header}<" in html or f">{header}</a>" in html, header
     rows = {a.agent_name: a for a in response.context["cl"].result_list}
-    assert set(rows) == {"calm-bot", "greedy-bot", "pro-bot"}
+    assert set(rows) == {"calm-bot", "greedy-bot", "close-bot", "below-bot", "pro-bot"}
     assert rows["greedy-bot"].is_over_limit is True
     assert rows["calm-bot"].is_over_limit is False
     assert rows["pro-bot"].is_over_limit is False  # Pro has no cap
-    # One red icon (greedy) among the boolean icons; the limit column names the cap.
-    assert html.count('src="/static/admin/img/icon-yes.svg"') == 1
-    assert f"{settings.LITHTRIX_FREE_CALL_LIMIT:,}" in html
+    # A text badge with its color, not Django's boolean icon: one at the cap, one
+    # from 80 % of it; under 80 % and Pro get none.
+    assert "icon-yes.svg" not in html and "icon-no.svg" not in html
+    assert re.findall(r'class="cap-badge (cap-\w+)"[^>]*>([^<]+)<', html) == [
+        ("cap-near", "near cap"),
+        ("cap-at", "at cap"),
+    ]  # newest first: close-bot was registered after greedy-bot
+    assert f"{limit:,} of {limit:,} calls" in html
+    assert f"{limit:,}" in html
     assert "unlimited" in html
-    assert calm.pk and greedy.pk
+    assert calm.pk and greedy.pk and close.pk
+
+
+@pytest.mark.django_db
+def test_changelist_counts_refused_calls_today_and_in_all(admin_client, make_agent, settings):
+    settings.LITHTRIX_FREE_CALL_LIMIT = 2
+    hammering = make_agent(name="hammering").agent
+    quiet = make_agent(name="quiet").agent
+    for _ in range(5):
+        meter_call(agent_id=hammering.pk)  # 2 allowed, 3 refused (402)
+    DailyUsage.objects.create(agent=hammering, date=utc_today() - dt.timedelta(days=3), refused=4)
+
+    response = admin_client.get(AGENTS_URL)
+
+    rows = {a.agent_name: a for a in response.context["cl"].result_list}
+    assert (rows["hammering"].refused_today, rows["hammering"].refused_total) == (3, 7)
+    assert (rows["quiet"].refused_today, rows["quiet"].refused_total) == (0, 0)
+    assert re.search(
+        r'<span class="refused refused-today"[^>]*>3 / 7</span>', response.content.decode()
+    )
+    assert DailyUsage.objects.get(agent=hammering, date=utc_today()).calls == 2
+    assert quiet.pk
 
 
 @pytest.mark.django_db
@@ -123,6 +156,7 @@ def test_search_by_key_prefix_finds_the_agent_once(admin_client, make_agent, adm
     old_prefix = registered.api_key[:12]
     # A second key: the agent must still be listed once, by its old or its new prefix.
     new_key = api_key_reissue(agent=registered.agent, actor=admin_user)
+    assert new_key is not None
 
     by_old = admin_client.get(AGENTS_URL, {"q": old_prefix})
     by_new = admin_client.get(AGENTS_URL, {"q": new_key[:12]})
@@ -257,7 +291,7 @@ def test_stripe_links_point_at_dj_stripe_changelists_when_installed(admin_client
         "admin:djstripe_subscription_changelist": "/admin/djstripe/subscription/",
         "admin:djstripe_paymentmethod_changelist": "/admin/djstripe/paymentmethod/",
     }
-    from accounts import admin as agent_admin
+    from accounts.admin import agents as agent_admin
 
     real_reverse = agent_admin.reverse
     with (
@@ -285,7 +319,7 @@ def test_stripe_links_point_at_dj_stripe_changelists_when_installed(admin_client
 def test_stripe_links_say_when_dj_stripe_is_missing(admin_client, make_agent):
     agent = make_agent().agent
     Agent.objects.filter(pk=agent.pk).update(stripe_customer_id="cus_Test123")
-    from accounts import admin as agent_admin
+    from accounts.admin import agents as agent_admin
 
     with mock.patch.object(agent_admin.apps, "is_installed", side_effect=lambda app: False):
         response = admin_client.get(agent_url(agent))
@@ -387,7 +421,7 @@ def test_columns_outside_sortable_by_cannot_be_ordered_by_url(admin_client, make
     make_agent()
     columns = list(admin_client.get(AGENTS_URL).context["cl"].list_display)
 
-    response = admin_client.get(AGENTS_URL, {"o": str(columns.index("last_call_at"))})
+    response = admin_client.get(AGENTS_URL, {"o": str(columns.index("last_metered_call"))})
 
     # Falls back to the default, indexed ordering instead of sorting by last_call_at.
     assert response.context["cl"].get_ordering(None, Agent.objects.none()) == [

@@ -7,12 +7,20 @@ from dataclasses import dataclass
 
 from django.http import HttpRequest
 
-from accounts.models import Agent
-from billing.metering.ratelimit import RateLimitState, forget_decision, rate_limit
+from accounts.models import Agent, Tier
+from billing.metering.ratelimit import (
+    CALLS_REMAINING_ATTR,
+    RateLimitState,
+    forget_decision,
+    rate_limit,
+)
 from billing.metering.services import MeterResult, meter_call
+from billing.metering.tiers import tier_limits
 from keys import hints
 from keys.authentication import authenticate_key_hash, presented_key_hash
-from lithtrix.errors import OverLimitError, RateLimitExceededError
+from lithtrix import metrics
+from lithtrix.errors import ApiError, OverLimitError, RateLimitExceededError
+from lithtrix.http import client_ip
 
 UPGRADE_URL = "/v1/billing/setup"
 
@@ -27,9 +35,19 @@ def meter_request(
     """
     state = rate_limit(request, agent=agent)
     result = meter_call(agent_id=agent.pk)
+    metrics.METERED_CALLS.labels(outcome="allowed" if result.allowed else "over_limit").inc()
     if not result.allowed:
         raise OverLimitError(extra={"upgrade_url": UPGRADE_URL})
+    _note_calls_remaining(request, agent.tier, result)
     return result, state
+
+
+def _note_calls_remaining(request: HttpRequest, tier: str, result: MeterResult) -> None:
+    limit = tier_limits(Tier.FREE).call_limit
+    if tier == Tier.FREE and limit is not None and result.calls_total is not None:
+        # X-Calls-Remaining on the 200 (RateLimitHeadersMiddleware); Pro has no cap.
+        remaining = max(0, limit - result.calls_total)
+        setattr(getattr(request, "_request", request), CALLS_REMAINING_ATTR, remaining)
 
 
 @dataclass(frozen=True)
@@ -60,9 +78,17 @@ def meter_presented_key(request: HttpRequest, *, authorization: str) -> MeteredC
         else:
             result = meter_call(agent_id=hint.agent_id, hashed_key=hashed_key, tier=hint.tier)
             if result.allowed:
+                metrics.METERED_CALLS.labels(outcome="allowed").inc()
+                _note_calls_remaining(request, hint.tier, result)
                 return MeteredCall(hint.agent_id, hint.tier, result, state)
         hints.forget(hashed_key)
-    agent, _api_key = authenticate_key_hash(hashed_key)
+    try:
+        agent, _api_key = authenticate_key_hash(hashed_key, ip=client_ip(request) or "unknown")
+    except ApiError:
+        if hint is not None:
+            # Counted for the hinted agent; the refusal carries no agent's limit.
+            forget_decision(request)
+        raise
     if hint is not None and hint.tier != agent.tier:
         # Counted under the tier the hint named: count it again under the real one.
         forget_decision(request)

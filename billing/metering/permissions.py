@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.views import APIView
 
 from accounts.models import Agent
 from billing.metering.meter import meter_request
@@ -24,7 +26,7 @@ class Metered(BasePermission):
     default throttle then finds it decided and does not count the request twice.
     """
 
-    def has_permission(self, request, view) -> bool:
+    def has_permission(self, request: Request, view: APIView) -> bool:
         agent = request.user
         if not isinstance(agent, Agent):
             raise InvalidApiKeyError()

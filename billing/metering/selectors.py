@@ -1,16 +1,21 @@
-"""Reads for billing and usage: what an agent's tier allows and what it has used."""
+"""Reads for billing and usage: what an agent's tier allows and what it has used.
+
+The staff console's usage reads (the index summary, an agent's calls per day) are
+here too: each is a small, fixed number of indexed queries.
+"""
 
 from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
 
-from django.db.models import Sum
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from accounts.models import Agent
-from billing.metering.tiers import tier_limits
+from accounts.models import Agent, Tier
+from billing.metering.tiers import over_limit_condition, tier_limits
 from billing.models import DailyUsage
+from billing.payments import selectors as payments_selectors
 
 USAGE_DAYS = 7
 
@@ -22,6 +27,7 @@ class BillingSummary:
     call_limit: int | None
     over_limit: bool
     stripe_customer_id: str | None
+    cancel_at: datetime.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ def billing_summary(*, agent: Agent) -> BillingSummary:
         call_limit=call_limit,
         over_limit=call_limit is not None and agent.calls_total >= call_limit,
         stripe_customer_id=agent.stripe_customer_id,
+        cancel_at=payments_selectors.pending_cancel_at(customer_id=agent.stripe_customer_id),
     )
 
 
@@ -77,3 +84,89 @@ def usage_summary(*, agent: Agent, today: datetime.date | None = None) -> UsageS
             for day in (first_day + datetime.timedelta(days=n) for n in range(USAGE_DAYS))
         ],
     )
+
+
+# --- the staff console ----------------------------------------------------------------
+
+
+def utc_today() -> datetime.date:
+    # DailyUsage rows are UTC days, whatever TIME_ZONE says.
+    return timezone.now().astimezone(datetime.UTC).date()
+
+
+@dataclass(frozen=True)
+class UsageOverview:
+    agents_by_tier: dict[str, int]
+    over_limit: int
+    calls_today: int
+    calls_last_7_days: int
+    refused_today: int
+    registrations_last_7_days: int
+
+    @property
+    def agents_total(self) -> int:
+        return sum(self.agents_by_tier.values())
+
+
+def usage_overview() -> UsageOverview:
+    """Agents per tier, over-limit agents, metered and refused calls, registrations (four queries).
+
+    Each query is an index-only or index range scan: (tier, calls_total) for the
+    first two, DailyUsage.date and Agent.created_at for the others.
+    """
+    counts = dict(Agent.objects.order_by().values_list("tier").annotate(n=Count("*")))
+    today = utc_today()
+    calls = DailyUsage.objects.filter(date__gte=today - datetime.timedelta(days=6)).aggregate(
+        week=Sum("calls"),
+        today=Sum("calls", filter=Q(date=today)),
+        refused_today=Sum("refused", filter=Q(date=today)),
+    )
+    return UsageOverview(
+        agents_by_tier={tier: counts.get(tier, 0) for tier in Tier.values},
+        over_limit=Agent.objects.filter(over_limit_condition()).count(),
+        calls_today=calls["today"] or 0,
+        calls_last_7_days=calls["week"] or 0,
+        refused_today=calls["refused_today"] or 0,
+        registrations_last_7_days=Agent.objects.filter(
+            created_at__gte=timezone.now() - datetime.timedelta(days=7)
+        ).count(),
+    )
+
+
+@dataclass(frozen=True)
+class DailyCalls:
+    date: datetime.date
+    calls: int
+    refused: int  # calls refused (402) at the cap that day
+    # Of the busiest day in the period (calls and refusals), for the bar chart.
+    percent: int
+    refused_percent: int
+
+
+def agent_daily_usage(*, agent: Agent, days: int = 30) -> list[DailyCalls]:
+    """Metered and refused calls per UTC day for the last ``days`` days, oldest first,
+    zeros filled in."""
+    today = utc_today()
+    first = today - datetime.timedelta(days=days - 1)
+    rows = {
+        date: (calls, refused)
+        for date, calls, refused in DailyUsage.objects.filter(agent=agent, date__gte=first)
+        .order_by()
+        .values_list("date", "calls", "refused")
+    }
+    busiest = max((calls + refused for calls, refused in rows.values()), default=0)
+
+    def share(n: int) -> int:
+        return round(100 * n / busiest) if busiest else 0
+
+    days_back = (first + datetime.timedelta(days=n) for n in range(days))
+    return [
+        DailyCalls(
+            date=day,
+            calls=calls,
+            refused=refused,
+            percent=share(calls),
+            refused_percent=share(refused),
+        )
+        for day, (calls, refused) in ((day, rows.get(day, (0, 0))) for day in days_back)
+    ]

@@ -7,6 +7,7 @@ class BillingSerializer(serializers.Serializer):
     call_limit = serializers.IntegerField(allow_null=True)
     over_limit = serializers.BooleanField()
     stripe_customer_id = serializers.CharField(allow_null=True)
+    cancel_at = serializers.DateTimeField(allow_null=True)
 
 
 class DayUsageSerializer(serializers.Serializer):

@@ -88,12 +88,22 @@ INSERT INTO {usage} (agent_id, date, calls) VALUES (%(agent_id)s, %(today)s, 1)
 ON CONFLICT (agent_id, date) DO UPDATE SET calls = calls + 1
 """
 
+# A refused call (402 at the cap) is counted on the agent's day, for support to see,
+# in one statement of its own that only runs when the call was refused. The SELECT
+# (rather than VALUES) makes an unknown agent id write nothing instead of failing its
+# foreign key (and gives SQLite the WHERE it needs to parse ON CONFLICT after a SELECT).
+_REFUSED_UPSERT_SQL = """
+INSERT INTO {usage} (agent_id, date, calls, refused)
+SELECT id, %(today)s, 0, 1 FROM {agent} WHERE id = %(agent_id)s
+ON CONFLICT (agent_id, date) DO UPDATE SET refused = {usage}.refused + 1
+"""
+
 
 @functools.cache
 def _postgresql_sql(*, with_key: bool) -> str:
     if with_key:
         return _METER_WITH_KEY_SQL_POSTGRESQL.format(
-            **_sql_names(), live_key=live_key_condition("k")
+            **_sql_names(), live_key=live_key_condition("k", "a")
         )
     return _METER_SQL_POSTGRESQL.format(**_sql_names())
 
@@ -107,12 +117,15 @@ def meter_call(
     incremented only while it is below the Free call limit (never past it, under
     any concurrency); Pro agents are counted without a cap; the agent's
     last_call_at and its DailyUsage row for today (UTC) change in the same
-    transaction as the counter. A refused call changes nothing.
+    transaction as the counter. A refused call changes no counter; it adds one to
+    the day's ``refused`` count only.
 
     With ``hashed_key`` and ``tier`` (PostgreSQL only; a caller that did not look
     the key up): the call is counted only if, in the same statement, that key
     still authenticates as this agent and the agent is on ``tier``. Not allowed
-    then means "not counted", for one of those reasons or the cap.
+    then means "not counted", for one of those reasons or the cap, and nothing is
+    written, ``refused`` included: the caller decides with the full lookup and
+    meters again without a hint, which counts the refusal once.
     """
     now = timezone.now()
     params = {
@@ -141,5 +154,12 @@ def meter_call(
             if row is not None:
                 cursor.execute(_DAILY_UPSERT_SQLITE.format(**names), params)
     if row is None:
+        if hashed_key is None:  # a hinted miss is decided (and counted) without the hint
+            _count_refusal(names, params)
         return MeterResult(allowed=False, calls_total=None)
     return MeterResult(allowed=True, calls_total=row[0])
+
+
+def _count_refusal(names: dict[str, str], params: dict) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(_REFUSED_UPSERT_SQL.format(**names), params)

@@ -1,6 +1,6 @@
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from billing.metering import selectors
 from billing.metering.meter import meter_presented_key
 from billing.metering.serializers import BillingSerializer, UsageSerializer
+from keys.requests import request_agent
 from lithtrix.errors import ApiError, api_error_response
 
 
@@ -17,10 +18,35 @@ class BillingViewSet(viewsets.ViewSet):
     @extend_schema(
         summary="Tier, lifetime metered calls and the cap",
         responses={200: BillingSerializer},
-        tags=["billing"],
+        examples=[
+            OpenApiExample(
+                "A Free agent",
+                value={
+                    "tier": "free",
+                    "calls_total": 42,
+                    "call_limit": 300,
+                    "over_limit": False,
+                    "stripe_customer_id": None,
+                },
+                response_only=True,
+            ),
+            OpenApiExample(
+                "A Pro agent",
+                value={
+                    "tier": "pro",
+                    "calls_total": 1280,
+                    "call_limit": None,
+                    "over_limit": False,
+                    "stripe_customer_id": "cus_Q8mZ3kT1vN5xRb",
+                },
+                response_only=True,
+            ),
+        ],
     )
     def retrieve(self, request: Request) -> Response:
-        return Response(BillingSerializer(selectors.billing_summary(agent=request.user)).data)
+        return Response(
+            BillingSerializer(selectors.billing_summary(agent=request_agent(request))).data
+        )
 
 
 class UsageViewSet(viewsets.ViewSet):
@@ -29,10 +55,29 @@ class UsageViewSet(viewsets.ViewSet):
     @extend_schema(
         summary="Metered calls: lifetime, this month, the last 7 UTC days",
         responses={200: UsageSerializer},
-        tags=["billing"],
+        examples=[
+            OpenApiExample(
+                "A Free agent",
+                value={
+                    "calls_total": 42,
+                    "calls_this_month": 30,
+                    "calls_remaining": 258,
+                    "daily_breakdown": [
+                        {"date": "2026-11-19", "calls": 0},
+                        {"date": "2026-11-20", "calls": 4},
+                        {"date": "2026-11-21", "calls": 0},
+                        {"date": "2026-11-22", "calls": 9},
+                        {"date": "2026-11-23", "calls": 6},
+                        {"date": "2026-11-24", "calls": 3},
+                        {"date": "2026-11-25", "calls": 8},
+                    ],
+                },
+                response_only=True,
+            )
+        ],
     )
     def retrieve(self, request: Request) -> Response:
-        return Response(UsageSerializer(selectors.usage_summary(agent=request.user)).data)
+        return Response(UsageSerializer(selectors.usage_summary(agent=request_agent(request))).data)
 
 
 @csrf_exempt

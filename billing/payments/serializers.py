@@ -24,3 +24,9 @@ class BillingUpgradedSerializer(serializers.Serializer):
     tier = serializers.CharField()
     call_limit = serializers.IntegerField(allow_null=True)
     message = serializers.CharField()
+
+
+class BillingCancelledSerializer(serializers.Serializer):
+    tier = serializers.CharField()
+    cancel_at = serializers.DateTimeField(allow_null=True)
+    message = serializers.CharField()

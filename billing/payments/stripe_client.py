@@ -5,6 +5,13 @@ retries) for our calls and for dj-stripe's, which use the same global client.
 Every request is logged with method, path, status, duration and Stripe's request
 id; never with headers (the secret key) or bodies.
 
+Deadline: a request that calls Stripe runs inside ``deadline()``; every attempt,
+retries included, then fits in STRIPE_REQUEST_DEADLINE_SECONDS: each attempt's
+connect/read timeout is cut to the time left, a retry (and its back-off sleep)
+happens only while time is left, and once the budget is spent no further call is
+made. A worker is thus never held by Stripe beyond the deadline, well under
+gunicorn's timeout.
+
 Errors leave this module as ApiErrors: a decline is PaymentFailedError (402),
 anything else Stripe or the network does is PaymentProviderError (502).
 """
@@ -13,8 +20,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -23,6 +31,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from lithtrix import metrics
 from lithtrix.errors import (
     BillingUnavailableError,
     PaymentFailedError,
@@ -42,18 +51,92 @@ DOWNGRADE_STATUSES = frozenset({"canceled", "unpaid", "incomplete_expired"})
 
 T = TypeVar("T")
 
+# time.monotonic() by which this context's Stripe calls must be done; None: no deadline.
+_deadline_at: ContextVar[float | None] = ContextVar("stripe_deadline_at", default=None)
+# Below this many seconds left, another attempt could not get an answer anyway.
+_MIN_ATTEMPT_SECONDS = 0.05
+
+
+def time_left() -> float | None:
+    """Seconds left before the current deadline; None outside ``deadline()``."""
+    at = _deadline_at.get()
+    return None if at is None else at - time.monotonic()
+
+
+@contextmanager
+def deadline(seconds: float | None = None) -> Iterator[None]:
+    """Every Stripe call inside finishes (or fails) within ``seconds``, retries included.
+
+    Default: STRIPE_REQUEST_DEADLINE_SECONDS. Nested, the earlier deadline wins.
+    """
+    budget = settings.STRIPE_REQUEST_DEADLINE_SECONDS if seconds is None else seconds
+    at = time.monotonic() + budget
+    outer = _deadline_at.get()
+    token = _deadline_at.set(at if outer is None else min(outer, at))
+    try:
+        yield
+    finally:
+        _deadline_at.reset(token)
+
+
+class DeadlineExceeded(stripe.APIConnectionError):
+    """The request's Stripe budget is spent: no further attempt is made."""
+
 
 class LoggingRequestsClient(stripe.RequestsClient):
-    """stripe-python's requests client with a log line per attempt, secrets left out."""
+    """stripe-python's requests client: a log line per attempt (secrets left out), and
+    timeouts and retries bounded by the current ``deadline()``."""
 
     name = "requests"
 
-    def request(self, method, url, headers, post_data=None):  # type: ignore[override]
+    # stripe.RequestsClient reads self._timeout for each attempt; the property cuts
+    # the configured (connect, read) timeouts to the time left. Per context, so
+    # concurrent threads each get their own budget.
+    @property
+    def _timeout(self) -> Any:
+        left = time_left()
+        if left is None:
+            return self._configured_timeout
+        connect, read = self._configured_timeout
+        left = max(left, _MIN_ATTEMPT_SECONDS)
+        return (min(connect, left), min(read, left))
+
+    @_timeout.setter
+    def _timeout(self, value: Any) -> None:
+        self._configured_timeout = value
+
+    def _should_retry(
+        self,
+        response: tuple[Any, int, Mapping[str, str] | None] | None,
+        api_connection_error: stripe.APIConnectionError | None,
+        num_retries: int,
+        max_network_retries: int | None,
+    ) -> bool:
+        if isinstance(api_connection_error, DeadlineExceeded):
+            return False
+        left = time_left()
+        # A retry sleeps first (back-off); none when that alone would spend the budget.
+        if left is not None and left < self._sleep_time_seconds(num_retries + 1):
+            return False
+        return super()._should_retry(
+            response, api_connection_error, num_retries, max_network_retries
+        )
+
+    # The signature of stripe.RequestsClient.request, which itself narrows HTTPClient's
+    # (bytes, not str; no _usage): the override error is stripe's own.
+    def request(  # type: ignore[override]
+        self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None
+    ) -> tuple[bytes, int, Mapping[str, str]]:
         path = urlsplit(url).path
+        left = time_left()
+        if left is not None and left < _MIN_ATTEMPT_SECONDS:
+            logger.warning("stripe %s %s not sent: request deadline passed", method.upper(), path)
+            raise DeadlineExceeded("The Stripe request deadline passed.", should_retry=False)
         started = time.monotonic()
         try:
             body, status, response_headers = super().request(method, url, headers, post_data)
         except Exception as exc:
+            metrics.observe_stripe_call("network_error", time.monotonic() - started)
             logger.warning(
                 "stripe %s %s failed after %.0f ms: %s",
                 method.upper(),
@@ -62,6 +145,7 @@ class LoggingRequestsClient(stripe.RequestsClient):
                 type(exc).__name__,
             )
             raise
+        metrics.observe_stripe_call(f"{status // 100}xx", time.monotonic() - started)
         logger.info(
             "stripe %s %s -> %s in %.0f ms (request id %s)",
             method.upper(),
@@ -171,11 +255,16 @@ def customer_create(*, agent_id: str, agent_name: str, idempotency_key: str) -> 
     )
 
 
-def payment_method_attach(*, payment_method_id: str, customer_id: str) -> stripe.PaymentMethod:
+def payment_method_attach(
+    *, payment_method_id: str, customer_id: str, idempotency_key: str
+) -> stripe.PaymentMethod:
     """Attach a PaymentMethod to a customer: 402 when declined, 400 when Stripe does not know it."""
     with translated_errors("payment_method.attach", missing_field="payment_method_id"):
         return stripe.PaymentMethod.attach(
-            payment_method_id, customer=customer_id, api_key=api_key()
+            payment_method_id,
+            customer=customer_id,
+            api_key=api_key(),
+            idempotency_key=idempotency_key,
         )
 
 
@@ -222,6 +311,31 @@ def subscription_retrieve(*, subscription_id: str) -> stripe.Subscription:
     return _call("subscription.retrieve", stripe.Subscription.retrieve, subscription_id)
 
 
+def subscription_cancel_at_period_end(*, subscription_id: str, cancel: bool) -> stripe.Subscription:
+    """Set (True) or withdraw (False) the cancellation at the end of the paid period.
+
+    Setting a flag is idempotent by nature; no fixed idempotency key across
+    requests (it would replay a stale answer after a cancel -> resume -> cancel).
+    stripe-python still sends one key per call for its own retries.
+    """
+    return _call(
+        "subscription.update",
+        stripe.Subscription.modify,
+        subscription_id,
+        cancel_at_period_end=cancel,
+    )
+
+
+def subscription_cancel_now(*, subscription_id: str, idempotency_key: str) -> stripe.Subscription:
+    """End a subscription at once (DELETE /v1/subscriptions/<id>)."""
+    return _call(
+        "subscription.cancel",
+        stripe.Subscription.cancel,
+        subscription_id,
+        idempotency_key=idempotency_key,
+    )
+
+
 def invoice_retrieve(*, invoice_id: str) -> stripe.Invoice:
     return _call("invoice.retrieve", stripe.Invoice.retrieve, invoice_id)
 
@@ -241,3 +355,30 @@ def webhook_endpoint_create(*, url: str, enabled_events: list[str], metadata: di
         # Events in the API version this library speaks.
         api_version=stripe.api_version,
     )
+
+
+def pro_plan_create(*, plan_id: str, amount: int, currency: str, product_name: str) -> Any:
+    """A monthly Plan (a legacy Price: its id goes wherever a price id goes) and its Product.
+
+    For Stripe-compatible local servers, which have Plans but no Prices.
+    """
+    product = _call(
+        "product.create",
+        stripe.Product.create,
+        name=product_name,
+        idempotency_key=f"lithtrix-product-{plan_id}",
+    )
+    return _call(
+        "plan.create",
+        stripe.Plan.create,
+        id=plan_id,
+        product=product.id,
+        amount=amount,
+        currency=currency,
+        interval="month",
+        idempotency_key=f"lithtrix-plan-{plan_id}",
+    )
+
+
+def plan_retrieve(*, plan_id: str) -> Any:
+    return _call("plan.retrieve", stripe.Plan.retrieve, plan_id)

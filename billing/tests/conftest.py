@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import django_ratelimit.core
 import pytest
 import stripe
 
@@ -20,16 +19,9 @@ from billing.payments.dev.localstripe_server import start_subprocess, stop_subpr
 
 
 @pytest.fixture(autouse=True)
-def ratelimit_clock(monkeypatch):
-    """Freeze django-ratelimit's clock (``clock.now``, seconds) so a window never rolls over.
-
-    Autouse: a test that counts RateLimit-Remaining must not see a window end
-    between two requests. Server subprocesses keep the real clock.
-    """
-    # A whole minute starts here for no agent in particular; tests move it on purpose.
-    clock = SimpleNamespace(now=1_900_000_000.0)
-    monkeypatch.setattr(django_ratelimit.core, "time", SimpleNamespace(time=lambda: clock.now))
-    return clock
+def _frozen_ratelimit_clock(ratelimit_clock):
+    """Every metering test runs on the frozen rate-limit clock (root conftest)."""
+    return ratelimit_clock
 
 
 # --- Stripe ---------------------------------------------------------------------
@@ -73,6 +65,43 @@ def local_stripe(settings, db, localstripe_url) -> str:
     return localstripe_url
 
 
+LOCAL_PRO_PLAN = "price_lithtrix_pro_monthly"
+
+
+@pytest.fixture
+def local_stripe_pro(local_stripe, settings) -> str:
+    """localstripe with the monthly Pro plan as STRIPE_PRO_PRICE_ID (what `make run` sets)."""
+    settings.STRIPE_PRO_PRICE_ID = payments.local_pro_plan_ensure(plan_id=LOCAL_PRO_PLAN)
+    return local_stripe
+
+
+@pytest.fixture
+def black_hole():
+    """A loopback port that accepts connections and never answers (Stripe hanging)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    accepted = []
+    stop = threading.Event()
+
+    def accept():
+        sock.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(sock.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    sock.close()
+
+
 @pytest.fixture
 def closed_port() -> int:
     """A loopback port nothing listens on."""
@@ -105,12 +134,20 @@ class RecordedStripe(stripe.HTTPClient):
     def calls_to(self, method: str, path: str) -> int:
         return sum(1 for m, p, _ in self.calls if m == method and p == path)
 
-    def request(self, method, url, headers, post_data=None):
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        post_data: Any = None,
+        *,
+        _usage: list[str] | None = None,
+    ) -> tuple[str, int, Mapping[str, str]]:
         parts = urlsplit(url)
         params = parse_qs(post_data or parts.query)
         self.calls.append((method.upper(), parts.path, params))
         if method.lower() == "post":
-            self.idempotency_keys.append((parts.path, headers.get("Idempotency-Key")))
+            self.idempotency_keys.append((parts.path, (headers or {}).get("Idempotency-Key")))
         route = self.routes.get((method.upper(), parts.path))
         if route is not None:
             status, body = route(params)

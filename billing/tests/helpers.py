@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from accounts.models import Agent
 from testing.assertions import assert_envelope
+from testing.factories import set_calls_total
 
 __all__ = ["assert_envelope", "rate_headers", "set_calls_total"]
-
-
-def set_calls_total(agent: Agent, calls_total: int) -> None:
-    Agent.objects.filter(pk=agent.pk).update(calls_total=calls_total)
-    agent.calls_total = calls_total
 
 
 def rate_headers(response) -> tuple[int, int, int]:

@@ -122,7 +122,9 @@ def test_authorize_over_the_cap_is_402_and_not_counted(api_client, registered):
     assert "X-Agent-Id" not in response
     assert rate_headers(response)[:2] == (60, 59)
     assert calls_total(registered.agent) == 300
-    assert not DailyUsage.objects.exists()
+    # Not counted as a call; counted as refused, for support to see.
+    usage = DailyUsage.objects.get(agent=registered.agent)
+    assert (usage.calls, usage.refused) == (0, 1)
 
 
 @pytest.mark.django_db
@@ -224,3 +226,25 @@ def test_authorize_ignores_a_body_over_the_size_limit(api_client, registered, se
     )
     assert response.status_code == 200
     assert calls_total(registered.agent) == 1
+
+
+@pytest.mark.django_db
+def test_a_free_agents_200_says_how_many_calls_remain(api_client, registered, settings):
+    first = api_client.get(AUTHORIZE, **registered.auth)
+    assert first["X-Calls-Remaining"] == str(settings.LITHTRIX_FREE_CALL_LIMIT - 1)
+    set_calls_total(registered.agent, settings.LITHTRIX_FREE_CALL_LIMIT - 1)
+
+    last = api_client.get(AUTHORIZE, **registered.auth)
+    over = api_client.get(AUTHORIZE, **registered.auth)
+
+    assert last.status_code == 200 and last["X-Calls-Remaining"] == "0"
+    assert_envelope(over, 402, "OVER_LIMIT")
+    assert "X-Calls-Remaining" not in over
+
+
+@pytest.mark.django_db
+def test_a_pro_agents_200_has_no_calls_remaining(api_client, registered):
+    agent_set_tier(agent=registered.agent, tier="pro")
+    response = api_client.get(AUTHORIZE, **registered.auth)
+    assert response.status_code == 200
+    assert "X-Calls-Remaining" not in response

@@ -8,17 +8,21 @@ limit), is decided by the full lookup, exactly as without a hint.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from accounts.models import Agent
-from accounts.services import agent_set_tier
+from accounts.services import agent_delete, agent_set_tier
 from billing.metering.services import meter_call
 from billing.models import DailyUsage
 from billing.tests.helpers import assert_envelope, rate_headers, set_calls_total
 from keys import hints
 from keys.crypto import hash_key
+from keys.models import ApiKey
 from keys.services import api_key_revoke, api_key_rotate
 
 pytestmark = pytest.mark.requires_postgres
@@ -79,7 +83,7 @@ def test_a_revoked_key_is_refused_at_once_despite_its_hint(api_client, hinted):
 
 @pytest.mark.django_db
 def test_a_rotated_key_is_refused_and_its_successor_works(api_client, hinted):
-    new_key = api_key_rotate(api_key=hinted.agent.api_keys.get())
+    new_key = api_key_rotate(api_key=hinted.agent.api_keys.get()).api_key
 
     assert_envelope(api_client.get(AUTHORIZE, **hinted.auth), 401, "INVALID_API_KEY")
     response = api_client.get(AUTHORIZE, HTTP_AUTHORIZATION=f"Bearer {new_key}")
@@ -97,7 +101,8 @@ def test_the_cap_holds_for_a_hinted_key(api_client, hinted):
     assert_envelope(response, 402, "OVER_LIMIT")
     assert response.json()["upgrade_url"] == "/v1/billing/setup"
     assert calls_total(hinted.agent) == 300
-    assert DailyUsage.objects.get(agent=hinted.agent).calls == 1
+    usage = DailyUsage.objects.get(agent=hinted.agent)
+    assert (usage.calls, usage.refused) == (1, 1)  # the refusal counted once, not per path
     # A refused agent keeps no hint: its calls take the full path until one passes.
     assert hints.get(hash_key(hinted.api_key)) is None
 
@@ -112,7 +117,8 @@ def test_an_upgrade_after_the_hint_counts_under_the_new_tier(api_client, hinted)
     assert response["X-Agent-Tier"] == "pro"
     assert rate_headers(response)[:2] == (600, 599)  # Pro's limit, not Free's
     assert calls_total(hinted.agent) == 2
-    assert hints.get(hash_key(hinted.api_key)).tier == "pro"
+    hint = hints.get(hash_key(hinted.api_key))
+    assert hint is not None and hint.tier == "pro"
 
 
 @pytest.mark.django_db
@@ -238,7 +244,8 @@ def test_a_tier_change_after_the_hint_is_rate_limited_under_the_new_tier(api_cli
     assert response.status_code == 200
     assert response.json()["tier"] == "pro"
     assert rate_headers(response)[:2] == (600, 599)
-    assert hints.get(hash_key(hinted.api_key)).tier == "pro"
+    hint = hints.get(hash_key(hinted.api_key))
+    assert hint is not None and hint.tier == "pro"
 
 
 @pytest.mark.django_db
@@ -251,3 +258,61 @@ def test_a_hinted_key_over_its_rate_gets_429_and_a_revoked_one_401(api_client, h
 
     api_key_revoke(api_key=hinted.agent.api_keys.get())
     assert_envelope(api_client.get("/v1/me", **hinted.auth), 401, "INVALID_API_KEY")
+
+
+@pytest.mark.django_db
+def test_a_hinted_free_call_says_how_many_calls_remain(api_client, hinted):
+    response = api_client.get(AUTHORIZE, **hinted.auth)
+
+    assert response.status_code == 200
+    assert response["X-Calls-Remaining"] == "298"  # 300 - 2
+
+
+@pytest.mark.django_db
+def test_an_overlap_key_works_until_its_expiry_then_is_refused_despite_its_hint(api_client, hinted):
+    rotation = api_key_rotate(api_key=hinted.agent.api_keys.get(), overlap_seconds=3600)
+    assert api_client.get(AUTHORIZE, **hinted.auth).status_code == 200  # still in its overlap
+    assert hints.get(hash_key(hinted.api_key)) is not None
+    ApiKey.objects.filter(hashed_key=hash_key(hinted.api_key)).update(
+        expires_at=timezone.now() - dt.timedelta(seconds=1)
+    )
+
+    with CaptureQueriesContext(connection) as captured:
+        response = api_client.get(AUTHORIZE, **hinted.auth)
+
+    assert_envelope(response, 401, "INVALID_API_KEY")
+    assert statements(captured)[0] == "WITH"  # the hinted statement refused it first
+    assert calls_total(hinted.agent) == 2
+    assert hints.get(hash_key(hinted.api_key)) is None
+    new = api_client.get(AUTHORIZE, HTTP_AUTHORIZATION=f"Bearer {rotation.api_key}")
+    assert new.status_code == 200
+    assert calls_total(hinted.agent) == 3
+
+
+@pytest.mark.django_db
+def test_a_deleted_agents_key_is_refused_at_once_despite_its_hint(api_client, hinted):
+    agent_delete(agent=hinted.agent)
+
+    response = api_client.get(AUTHORIZE, **hinted.auth)
+
+    assert_envelope(response, 401, "INVALID_API_KEY")
+    assert hints.get(hash_key(hinted.api_key)) is None
+
+
+@pytest.mark.django_db
+def test_the_hinted_statement_refuses_an_expired_key_or_a_deleted_agent(hinted):
+    key = ApiKey.objects.get(hashed_key=hash_key(hinted.api_key))
+
+    def meter() -> bool:
+        return meter_call(agent_id=hinted.agent.pk, hashed_key=key.hashed_key, tier="free").allowed
+
+    assert meter()
+    ApiKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+    assert not meter()
+    ApiKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() + dt.timedelta(hours=1))
+    assert meter()
+    Agent.objects.filter(pk=hinted.agent.pk).update(deleted_at=timezone.now())
+    assert not meter()
+    assert calls_total(hinted.agent) == 3
+    # Hinted misses count no refusal: the full path that follows decides and counts.
+    assert DailyUsage.objects.get(agent=hinted.agent).refused == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -50,14 +51,23 @@ def test_free_agent_gets_exactly_the_call_limit(registered, settings):
 
 
 @pytest.mark.django_db
-def test_refused_call_changes_nothing(registered):
+def test_refused_call_changes_no_counter_and_is_counted_as_refused(registered):
     set_calls_total(registered.agent, 300)
 
-    result = meter_call(agent_id=registered.agent.pk)
+    results = [meter_call(agent_id=registered.agent.pk) for _ in range(2)]
 
-    assert (result.allowed, result.calls_total) == (False, None)
+    assert [(r.allowed, r.calls_total) for r in results] == [(False, None)] * 2
     agent = Agent.objects.get(pk=registered.agent.pk)
     assert (agent.calls_total, agent.last_call_at) == (300, None)
+    usage = DailyUsage.objects.get(agent=agent)
+    assert (usage.date, usage.calls, usage.refused) == (timezone.now().date(), 0, 2)
+
+
+@pytest.mark.django_db
+def test_refusal_of_an_unknown_agent_writes_nothing(db):
+    result = meter_call(agent_id=uuid.uuid4())
+
+    assert (result.allowed, result.calls_total) == (False, None)
     assert not DailyUsage.objects.exists()
 
 
@@ -105,7 +115,8 @@ def test_concurrent_calls_at_the_cap_stop_exactly_at_the_limit(registered):
     assert results.count(True) == 10
     assert results.count(False) == 54
     assert Agent.objects.get(pk=registered.agent.pk).calls_total == 300
-    assert DailyUsage.objects.get(agent=registered.agent).calls == 10
+    usage = DailyUsage.objects.get(agent=registered.agent)
+    assert (usage.calls, usage.refused) == (10, 54)
 
 
 @pytest.mark.requires_postgres

@@ -28,6 +28,7 @@ class _ProductApi(BaseHTTPRequestHandler):
                 "path": self.path,
                 "agent_id": self.headers.get("X-Agent-Id"),
                 "agent_tier": self.headers.get("X-Agent-Tier"),
+                "calls_remaining": self.headers.get("X-Calls-Remaining"),
                 "body": body,
             }
         )
@@ -72,6 +73,7 @@ def test_allowed_call_reaches_the_product_with_the_agent_from_lithtrix(gateway, 
         headers={
             "Authorization": f"Bearer {registered.api_key}",
             "X-Agent-Id": "someone-else",  # spoofing is overwritten
+            "X-Calls-Remaining": "1000000",
             "Content-Type": "application/json",
         },
         timeout=10,
@@ -89,9 +91,11 @@ def test_allowed_call_reaches_the_product_with_the_agent_from_lithtrix(gateway, 
             "path": "/search?q=1",
             "agent_id": str(registered.agent.pk),
             "agent_tier": "free",
+            "calls_remaining": "299",
             "body": '{"query": "x"}',
         }
     ]
+    assert response.headers["X-Calls-Remaining"] == "299"
     assert _calls_total(registered.agent) == 1
 
 
@@ -146,3 +150,20 @@ def test_rate_limited_call_is_429_with_retry_after(
     )
     assert len(_ProductApi.seen) == 2
     assert _calls_total(registered.agent) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pro_agents_call_reaches_the_product_without_calls_remaining(gateway, registered):
+    from accounts.services import agent_set_tier
+
+    agent_set_tier(agent=registered.agent, tier="pro")
+    response = requests.get(
+        gateway + "/search",
+        headers={"Authorization": f"Bearer {registered.api_key}", "X-Calls-Remaining": "5"},
+        timeout=10,
+    )
+
+    assert response.status_code == 200
+    assert "X-Calls-Remaining" not in response.headers
+    assert _ProductApi.seen[-1]["agent_tier"] == "pro"
+    assert _ProductApi.seen[-1]["calls_remaining"] is None  # the client's copy is dropped

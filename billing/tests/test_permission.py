@@ -74,3 +74,13 @@ def test_options_is_rate_limited_but_not_metered(api_client, registered):
     assert "POST" in response["Allow"]
     assert rate_headers(response)[:2] == (60, 59)
     assert calls_total(registered.agent) == 0
+
+
+def test_a_metered_200_says_how_many_calls_remain_for_free_only(api_client, registered):
+    from accounts.services import agent_set_tier
+
+    free = api_client.get(METERED, **registered.auth)
+    assert free.status_code == 200 and free["X-Calls-Remaining"] == "299"
+    agent_set_tier(agent=registered.agent, tier="pro")
+    pro = api_client.get(METERED, **registered.auth)
+    assert pro.status_code == 200 and "X-Calls-Remaining" not in pro

@@ -52,7 +52,7 @@ def test_setup_with_pm_card_visa_upgrades_to_pro_and_mirrors_stripe(
     assert response.json() == UPGRADED
     agent = Agent.objects.get(pk=registered.agent.pk)
     assert agent.tier == Tier.PRO
-    assert agent.stripe_customer_id.startswith("cus_")
+    assert agent.stripe_customer_id is not None and agent.stripe_customer_id.startswith("cus_")
     customer = stripe.Customer.retrieve(agent.stripe_customer_id, api_key=TEST_SECRET_KEY)
     assert customer["metadata"]["agent_id"] == str(agent.pk)
     default_pm = customer["invoice_settings"]["default_payment_method"]
@@ -88,6 +88,7 @@ def test_capped_free_agent_upgrades_and_is_no_longer_capped(local_stripe, api_cl
         "call_limit": None,
         "over_limit": False,
         "stripe_customer_id": agent.stripe_customer_id,
+        "cancel_at": None,
     }
 
 
@@ -120,6 +121,7 @@ def test_setup_called_again_as_pro_reuses_customer_and_replaces_default_method(
 ):
     assert setup(api_client, registered, "pm_card_visa").status_code == 200
     first_customer = Agent.objects.get(pk=registered.agent.pk).stripe_customer_id
+    assert first_customer is not None
     first_pm = stripe.Customer.retrieve(first_customer, api_key=TEST_SECRET_KEY)[
         "invoice_settings"
     ]["default_payment_method"]
@@ -143,6 +145,7 @@ def test_setup_called_again_as_pro_reuses_customer_and_replaces_default_method(
 def test_declined_card_as_pro_keeps_pro_and_the_old_default(local_stripe, api_client, registered):
     assert setup(api_client, registered, "pm_card_visa").status_code == 200
     agent = Agent.objects.get(pk=registered.agent.pk)
+    assert agent.stripe_customer_id is not None
     before = stripe.Customer.retrieve(agent.stripe_customer_id, api_key=TEST_SECRET_KEY)
 
     response = setup(api_client, registered, "pm_card_visa_chargeDeclined")

@@ -21,6 +21,7 @@ from billing.metering.tiers import tier_limits
 from billing.payments import services as payments
 from billing.tests.conftest import CUSTOMER, SUBSCRIPTION, recorded
 from billing.tests.test_setup import setup
+from testing.assertions import assert_envelope
 
 WEBHOOK_URL = "/v1/billing/webhook"
 SECRET = "whsec_lithtrixTestEndpointSecret0123"
@@ -349,3 +350,59 @@ def test_failed_payment_is_visible_to_staff_on_the_agent_page(
     assert "Payment failed" in html
     assert "Stripe could not collect invoice in_1RLtxProRenewal02." in html
     assert f"/admin/djstripe/customer/?id={CUSTOMER}" in html
+
+
+def test_event_whose_object_stripe_no_longer_has_is_200_and_logged(
+    stripe_account, pro_agent, api_client, caplog
+):
+    gone = recorded("subscription")
+    gone.update(id="sub_1RLtxGoneFromStripe", status="active")  # Stripe answers 404 for it
+
+    response = deliver(api_client, stripe_event("customer.subscription.updated", gone))
+
+    # Acknowledged (Stripe must not retry for days), logged, nothing changed.
+    assert response.status_code == 200
+    assert "sub_1RLtxGoneFromStripe" in caplog.text
+    assert "no longer exists on Stripe" in caplog.text
+    pro_agent.refresh_from_db()
+    assert pro_agent.tier == Tier.PRO
+    assert downgrades(pro_agent) == 0
+
+
+def test_stripe_outage_during_the_refetch_is_503_so_stripe_retries(
+    stripe_account, pro_agent, api_client
+):
+    canceled = subscription_now(stripe_account, status="canceled")
+    stripe_account.routes[("GET", f"/v1/subscriptions/{SUBSCRIPTION}")] = lambda p: (
+        503,
+        recorded("api_error"),
+    )
+    payload = stripe_event("customer.subscription.deleted", canceled)
+
+    response = deliver(api_client, payload)
+
+    body = assert_envelope(response, 503, "SERVICE_UNAVAILABLE")
+    assert body["message"] == "Stripe could not be reached to confirm this event; retry later."
+    assert response["Retry-After"] == "60"
+    pro_agent.refresh_from_db()
+    assert pro_agent.tier == Tier.PRO
+    assert not djstripe_models.Event.objects.exists()
+    # Stripe's retry, once Stripe answers again, is processed.
+    del stripe_account.routes[("GET", f"/v1/subscriptions/{SUBSCRIPTION}")]
+    assert deliver(api_client, payload).status_code == 200
+    pro_agent.refresh_from_db()
+    assert pro_agent.tier == Tier.FREE
+
+
+def test_stripe_unreachable_during_the_refetch_is_503(
+    stripe_account, pro_agent, api_client, settings, closed_port, monkeypatch
+):
+    canceled = subscription_now(stripe_account, status="canceled")
+    settings.STRIPE_API_BASE = f"http://127.0.0.1:{closed_port}"
+    monkeypatch.setattr(stripe, "default_http_client", stripe.RequestsClient(timeout=2))
+
+    response = deliver(api_client, stripe_event("customer.subscription.deleted", canceled))
+
+    assert_envelope(response, 503, "SERVICE_UNAVAILABLE")
+    pro_agent.refresh_from_db()
+    assert pro_agent.tier == Tier.PRO

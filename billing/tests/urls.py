@@ -1,9 +1,6 @@
 """The project's routes plus probe views for the metering permission and opt-outs."""
 
-from django.http import JsonResponse
 from django.urls import path
-from django.utils.decorators import method_decorator
-from django_ratelimit.decorators import ratelimit
 from rest_framework import serializers, viewsets
 from rest_framework.response import Response
 
@@ -36,24 +33,7 @@ class UnlimitedProbeViewSet(viewsets.ViewSet):
         return Response({"ok": True})
 
 
-@ratelimit(key="ip", rate="1/m", block=True)
-def decorated_plain_view(request):
-    return JsonResponse({"ok": True})
-
-
-class DecoratedViewSet(viewsets.ViewSet):
-    authentication_classes: list = []
-    permission_classes: list = []
-    throttle_classes: list = []
-
-    @method_decorator(ratelimit(key="ip", rate="1/m", block=True))
-    def list(self, request):
-        return Response({"ok": True})
-
-
 urlpatterns = [
-    path("v1/test/decorated-plain", decorated_plain_view),
-    path("v1/test/decorated", DecoratedViewSet.as_view({"get": "list"})),
     path("v1/test/metered", MeteredProbeViewSet.as_view({"get": "list", "post": "create"})),
     path("v1/test/unlimited", UnlimitedProbeViewSet.as_view({"post": "create"})),
     *project_urlpatterns,

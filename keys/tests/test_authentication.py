@@ -108,4 +108,4 @@ def test_revocation_is_final(make_agent):
 
     assert api_key_revoke(api_key=api_key) is False
     assert ApiKey.objects.get(pk=api_key.pk).revoked_at == first_revoked_at
-    assert first_revoked_at <= timezone.now()
+    assert first_revoked_at is not None and first_revoked_at <= timezone.now()

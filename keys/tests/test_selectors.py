@@ -18,6 +18,7 @@ def test_lookup_returns_the_same_key_and_agent_as_the_orm(registered, django_ass
 
     with django_assert_num_queries(1):
         found = active_api_key_with_agent(key=registered.api_key)
+        assert found is not None
         agent = found.agent  # already loaded: no second query
 
     expected = ApiKey.objects.select_related("agent").get(agent=registered.agent)
@@ -39,4 +40,5 @@ def test_lookup_refuses_revoked_and_unknown_keys(registered, make_agent):
         )
         is None
     )
-    assert active_api_key_with_agent(key=other.api_key).agent == other.agent
+    found = active_api_key_with_agent(key=other.api_key)
+    assert found is not None and found.agent == other.agent

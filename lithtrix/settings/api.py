@@ -7,6 +7,16 @@ LITHTRIX_FREE_CALL_LIMIT = int(os.environ.get("LITHTRIX_FREE_CALL_LIMIT", "300")
 LITHTRIX_FREE_RATE = os.environ.get("LITHTRIX_FREE_RATE", "60/m")
 LITHTRIX_PRO_RATE = os.environ.get("LITHTRIX_PRO_RATE", "600/m")
 LITHTRIX_REGISTER_RATE = os.environ.get("LITHTRIX_REGISTER_RATE", "10/m")
+# GET /v1/openapi.json, per client IP (its own bucket: reading the docs does not
+# use up registrations).
+LITHTRIX_OPENAPI_RATE = os.environ.get("LITHTRIX_OPENAPI_RATE", "30/m")
+# Failed key authentications per client IP; past it, keys this service has not
+# seen authenticate recently get 429 without a database query (keys/authentication.py).
+LITHTRIX_AUTH_FAILURE_RATE = os.environ.get("LITHTRIX_AUTH_FAILURE_RATE", "30/m")
+# A key that authenticated within this many seconds is never refused by that limit.
+LITHTRIX_AUTH_SEEN_VALID_SECONDS = int(
+    os.environ.get("LITHTRIX_AUTH_SEEN_VALID_SECONDS", str(7 * 24 * 3600))
+)
 
 # Number of reverse proxies of ours in front of the app that append to
 # X-Forwarded-For. 0: the client IP is REMOTE_ADDR and X-Forwarded-For is ignored.
@@ -16,6 +26,18 @@ LITHTRIX_TRUSTED_PROXY_COUNT = int(os.environ.get("LITHTRIX_TRUSTED_PROXY_COUNT"
 # and whether a metered call's commit waits for its WAL flush (on: durable).
 LITHTRIX_KEY_HINTS = int(os.environ.get("LITHTRIX_KEY_HINTS", "10000"))
 LITHTRIX_METER_SYNCHRONOUS_COMMIT = os.environ.get("LITHTRIX_METER_SYNCHRONOUS_COMMIT", "on")
+# --- Account lifecycle ----------------------------------------------------------
+# How long an answer is kept for replay under its Idempotency-Key (idempotency/).
+LITHTRIX_IDEMPOTENCY_TTL_HOURS = int(os.environ.get("LITHTRIX_IDEMPOTENCY_TTL_HOURS", "24"))
+# Public keys that sign GitHub's secret-scanning reports (POST /v1/keys/leaked): a
+# local file (tests, offline) wins over the URL (GitHub's published list).
+LITHTRIX_SECRET_SCANNING_KEYS_URL = os.environ.get(
+    "LITHTRIX_SECRET_SCANNING_KEYS_URL",
+    "https://api.github.com/meta/public_keys/secret_scanning",
+)
+LITHTRIX_SECRET_SCANNING_KEYS_FILE = os.environ.get("LITHTRIX_SECRET_SCANNING_KEYS_FILE", "")
+# Per client IP; scanners report in bursts.
+LITHTRIX_SECRET_SCANNING_RATE = os.environ.get("LITHTRIX_SECRET_SCANNING_RATE", "600/m")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["keys.authentication.ApiKeyAuthentication"],
@@ -29,14 +51,38 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "lithtrix.openapi.LithtrixAutoSchema",
 }
 
-# OpenAPI 3 schema at /v1/openapi.json, docs at /v1/docs.
+# OpenAPI 3 schema at /v1/openapi.json, docs at /v1/docs (see lithtrix/openapi.py).
+# The API's public base URL, the schema's `servers` entry; relative by default (the
+# host that served the schema).
+LITHTRIX_PUBLIC_URL = os.environ.get("LITHTRIX_PUBLIC_URL", "/")
+_QUICKSTART = f"""Accounts, API keys, metering and billing for AI agents.
+
+## Quickstart for agents
+
+1. **Register**: `POST /v1/register` with
+   `{{"agent_name": "research-agent", "owner_identifier": "ops@example.com"}}`.
+   The 201 answer carries your `api_key` (`ltx_` and 36 letters and digits), shown
+   once: store it.
+2. **Authenticate**: send `Authorization: Bearer ltx_...` on every other call
+   (the **Authorize** button on this page does it for you).
+3. **Check**: `GET /v1/me` answers your profile; you start on the `free` tier.
+4. **Meter**: your gateway sends each incoming call's `Authorization` header to
+   `GET /v1/authorize`; 200 lets it through and counts it. Free agents have
+   {LITHTRIX_FREE_CALL_LIMIT} lifetime calls, then 402 `OVER_LIMIT`.
+5. **Upgrade**: `GET /v1/billing/config` gives the Stripe publishable key; create a
+   PaymentMethod with it (`pm_card_visa` in test mode) and `POST /v1/billing/setup`
+   with `{{"payment_method_id": "pm_..."}}`: you are on Pro.
+
+Every non-2xx answer is the error envelope
+`{{"status": "error", "error_code": "...", "message": "..."}}`; each operation lists
+its `error_code` values per status. Every answer carries `X-Request-Id`; answers to
+keyed calls carry `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`.
+"""
 SPECTACULAR_SETTINGS = {
     "TITLE": "Lithtrix API",
-    "DESCRIPTION": (
-        "Accounts, API keys, metering and billing for AI agents. Authenticate with "
-        "`Authorization: Bearer ltx_...`; every non-2xx answer is the error envelope."
-    ),
+    "DESCRIPTION": _QUICKSTART,
     "VERSION": "1.0.0",
+    "SERVERS": [{"url": LITHTRIX_PUBLIC_URL, "description": "This deployment"}],
     "SCHEMA_PATH_PREFIX": r"/v1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_AUTHENTICATION": [],
@@ -46,7 +92,16 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "lithtrix.openapi.add_plain_view_operations",
         "lithtrix.openapi.document_errors_and_headers",
+        "lithtrix.openapi.link_new_keys",
+        "lithtrix.openapi.group_and_order",
     ],
+    # Operations in the schema's order (lithtrix.openapi.group_and_order); the
+    # schemas' section folded.
+    "SWAGGER_UI_SETTINGS": {
+        "deepLinking": True,
+        "persistAuthorization": True,
+        "defaultModelsExpandDepth": 0,
+    },
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

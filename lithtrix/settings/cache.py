@@ -3,6 +3,8 @@
 import os
 
 from django.core.exceptions import ImproperlyConfigured
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from lithtrix.settings.django import DEBUG
 from lithtrix.settings.env import env_bool
@@ -10,6 +12,9 @@ from lithtrix.settings.env import env_bool
 REDIS_URL = os.environ.get("REDIS_URL", "")
 # Prefix of every cache key, so several deployments can share one Redis database.
 LITHTRIX_CACHE_PREFIX = os.environ.get("LITHTRIX_CACHE_PREFIX", "lithtrix")
+# Connect and read timeout of every Redis call: a stalled Redis costs a request at
+# most this long (and then, thanks to the breaker below, nothing for a while).
+LITHTRIX_CACHE_TIMEOUT_SECONDS = float(os.environ.get("LITHTRIX_CACHE_TIMEOUT_SECONDS", "0.25"))
 
 if REDIS_URL:
     CACHES = {
@@ -18,7 +23,13 @@ if REDIS_URL:
             "BACKEND": "billing.metering.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": LITHTRIX_CACHE_PREFIX,
-            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+            "OPTIONS": {
+                "socket_connect_timeout": LITHTRIX_CACHE_TIMEOUT_SECONDS,
+                "socket_timeout": LITHTRIX_CACHE_TIMEOUT_SECONDS,
+                # No retries: a failure is reported at once and the rate limit's
+                # breaker decides what happens next.
+                "retry": Retry(NoBackoff(), 0),
+            },
         }
     }
 else:
@@ -33,11 +44,13 @@ if not REDIS_URL and not DEBUG and not LITHTRIX_SINGLE_PROCESS:
         "REDIS_URL is required unless DJANGO_DEBUG is on: rate limits must hold across processes."
     )
 
-RATELIMIT_USE_CACHE = "default"
-SILENCED_SYSTEM_CHECKS = [
-    # Django's RedisCache (billing.metering.cache's is one) is not on django-ratelimit's
-    # list, but it is shared and increments atomically.
-    "django_ratelimit.W001",
-    # Without Redis: the process-local cache allowed just above (one process only).
-    *([] if REDIS_URL else ["django_ratelimit.E003"]),
-]
+# When the cache cannot be reached: "open" lets requests through without a rate
+# limit, "closed" answers 503 SERVICE_UNAVAILABLE. The lifetime cap (in the
+# database) holds either way.
+LITHTRIX_RATE_LIMIT_ON_FAILURE = os.environ.get("LITHTRIX_RATE_LIMIT_ON_FAILURE", "open").lower()
+if LITHTRIX_RATE_LIMIT_ON_FAILURE not in ("open", "closed"):
+    raise ImproperlyConfigured("LITHTRIX_RATE_LIMIT_ON_FAILURE must be 'open' or 'closed'.")
+# After a cache failure, rate limits skip the cache for this long (a circuit breaker).
+LITHTRIX_RATE_LIMIT_BREAKER_SECONDS = float(
+    os.environ.get("LITHTRIX_RATE_LIMIT_BREAKER_SECONDS", "5")
+)

@@ -21,14 +21,38 @@ if _default["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-
 elif _default["ENGINE"] == "django.db.backends.postgresql":
     # Django's backend, with a health check that needs no SELECT 1 per request.
+    # Code that asks which database this is reads connection.vendor ("postgresql").
     _default["ENGINE"] = "lithtrix.postgresql"
-    # The hot path's fixed statements (lithtrix.db) are prepared once per connection.
-    # Off for a pooler that cannot keep prepared statements (PgBouncer < 1.21 in
-    # transaction mode); Django's own queries are never prepared either way.
-    if env_bool("DJANGO_DB_PREPARED_STATEMENTS", default=True):
-        _default.setdefault("OPTIONS", {})["prepare_threshold"] = 5
+    # An unreachable database fails a request within seconds (503), not after the
+    # operating system's TCP timeout.
+    _default.setdefault("OPTIONS", {})["connect_timeout"] = int(
+        os.environ.get("LITHTRIX_DB_CONNECT_TIMEOUT_SECONDS", "3")
+    )
+
+# DATABASE_POOLING=pgbouncer: DATABASE_URL points at PgBouncer in transaction pooling
+# mode, where consecutive transactions of one client may run on different server
+# connections. What needs one server connection for longer than a transaction is
+# off: psycopg's server-side prepared statements (PgBouncer 1.18 cannot track them)
+# and server-side cursors (a named cursor lives past its transaction). Connections to
+# PgBouncer are cheap and stay open (CONN_MAX_AGE); it holds the real ones.
+DATABASE_POOLING = os.environ.get("DATABASE_POOLING", "").strip().lower()
+if DATABASE_POOLING not in ("", "pgbouncer"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("DATABASE_POOLING must be empty or 'pgbouncer'.")
+
+if _default["ENGINE"] == "lithtrix.postgresql":
+    # The hot path's fixed statements (lithtrix.db) are prepared once per connection,
+    # unless DJANGO_DB_PREPARED_STATEMENTS is off or PgBouncer pools the connections
+    # (prepare_threshold None: lithtrix.db then binds without preparing). Django's own
+    # queries are never prepared either way.
+    _prepare = env_bool("DJANGO_DB_PREPARED_STATEMENTS", default=True)
+    _default["OPTIONS"]["prepare_threshold"] = (
+        5 if _prepare and DATABASE_POOLING != "pgbouncer" else None
+    )
+    if DATABASE_POOLING == "pgbouncer":
+        _default["DISABLE_SERVER_SIDE_CURSORS"] = True
 
 DATABASES = {"default": _default}

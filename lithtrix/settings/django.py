@@ -17,17 +17,20 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin, with the staff console's site (branding, index order).
+    "lithtrix.admin.LithtrixAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "django_ratelimit",
+    # Admin login throttling (settings in lithtrix/settings/admin.py).
+    "axes",
     "accounts",
     "keys",
     "billing",
+    "idempotency",
     "djstripe",
     # OpenAPI 3 schema and docs (assets from the sidecar package: no CDN).
     "drf_spectacular",
@@ -35,7 +38,14 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Counts and times every answer, including those the next ones give.
+    "lithtrix.metrics.MetricsMiddleware",
     "lithtrix.middleware.RequestIdMiddleware",
+    # Cache-Control: no-store on /v1; exceptions of plain views -> the envelope.
+    "lithtrix.middleware.ApiEdgeMiddleware",
+    # /healthz, /readyz, /metrics: answered before the Host header is checked.
+    "lithtrix.middleware.ProbeMiddleware",
+    "lithtrix.middleware.HostValidationMiddleware",
     "lithtrix.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # The admin's static files, served from STATIC_ROOT (collectstatic).
@@ -46,8 +56,19 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last of Django's, as django-axes asks: refuses a locked-out admin login.
+    "axes.middleware.AxesMiddleware",
     "billing.metering.ratelimit.RateLimitHeadersMiddleware",
 ]
+
+AUTHENTICATION_BACKENDS = [
+    # First, so a locked-out user name or address is refused before any password check.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+# The envelope for a CSRF failure under /v1 (Django's page for the admin).
+CSRF_FAILURE_VIEW = "lithtrix.errors.csrf_failure_view"
 
 ROOT_URLCONF = "lithtrix.urls"
 WSGI_APPLICATION = "lithtrix.wsgi.application"

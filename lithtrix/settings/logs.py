@@ -27,5 +27,17 @@ LOGGING = {
         "django.request": {"level": "ERROR"},
         # One line per request (method, path, status, duration, agent id); off with WARNING.
         "lithtrix.access": {"level": os.environ.get("LITHTRIX_ACCESS_LOG_LEVEL", "INFO")},
+        # Django's own console handler (debug only) would print each of its lines a
+        # second time, unscrubbed: every django.* line goes through ours instead.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        # The dev server's own line per request repeats the access line above, with
+        # the query string in clear: off.
+        "django.server": {"handlers": [], "level": "CRITICAL", "propagate": False},
     },
 }
+
+# A failing dependency (database, cache) is logged at most once per this many
+# seconds per process, with the count of failures in between (lithtrix/outages.py).
+LITHTRIX_OUTAGE_LOG_INTERVAL_SECONDS = float(
+    os.environ.get("LITHTRIX_OUTAGE_LOG_INTERVAL_SECONDS", "60")
+)

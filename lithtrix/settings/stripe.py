@@ -17,7 +17,17 @@ STRIPE_PRO_PRICE_ID = os.environ.get("STRIPE_PRO_PRICE_ID", "")
 STRIPE_CONNECT_TIMEOUT_SECONDS = float(os.environ.get("STRIPE_CONNECT_TIMEOUT_SECONDS", "5"))
 STRIPE_TIMEOUT_SECONDS = float(os.environ.get("STRIPE_TIMEOUT_SECONDS", "20"))
 STRIPE_MAX_NETWORK_RETRIES = int(os.environ.get("STRIPE_MAX_NETWORK_RETRIES", "2"))
+# One budget for all Stripe calls of one request, retries included; keep it well
+# under gunicorn's worker timeout (30 s). Past it: 502, nothing changed.
+STRIPE_REQUEST_DEADLINE_SECONDS = float(os.environ.get("STRIPE_REQUEST_DEADLINE_SECONDS", "10"))
+# How long a billing request waits for another one of the same agent (setup, cancel,
+# deletion) before answering 409 BILLING_IN_PROGRESS.
+STRIPE_BILLING_LOCK_WAIT_SECONDS = float(os.environ.get("STRIPE_BILLING_LOCK_WAIT_SECONDS", "3"))
 STRIPE_LIVE_MODE = STRIPE_SECRET_KEY.startswith(("sk_live_", "rk_live_"))
 DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
 DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"
 DJSTRIPE_USE_NATIVE_JSONFIELD = True
+# dj-stripe's schema from the project's own squashed migration (see README,
+# "dj-stripe's migrations"): a fresh database is created in seconds instead of
+# replaying 519 RemoveField operations; it replaces dj-stripe's own 0001-0003.
+MIGRATION_MODULES = {"djstripe": "billing.djstripe_migrations"}

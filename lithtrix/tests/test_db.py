@@ -17,8 +17,8 @@ pytestmark = pytest.mark.requires_postgres
 
 def _new_request() -> None:
     """What Django does between two requests on a kept connection."""
-    connection.health_check_enabled = True
-    connection.health_check_done = False
+    setattr(connection, "health_check_enabled", True)  # noqa: B010 - not in the stubs
+    setattr(connection, "health_check_done", False)  # noqa: B010
 
 
 @pytest.mark.django_db(transaction=True)
@@ -32,7 +32,7 @@ def test_a_quiet_connection_passes_the_health_check_without_a_query(monkeypatch)
     monkeypatch.setattr(connection, "is_usable", no_round_trip)
     connection.close_if_health_check_failed()
     assert connection.connection is not None
-    assert connection.health_check_done
+    assert getattr(connection, "health_check_done")  # noqa: B009 - not in the stubs
 
 
 @pytest.mark.django_db(transaction=True)

@@ -22,7 +22,9 @@ def client_no_raise() -> Client:
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    "path", ["/v1/nope", "/v1/", "/v1", "/v1/me/", "/v1/keys", "/nope", "/"], ids=str
+    "path",
+    ["/v1/nope", "/v1/", "/v1", "/v1/me/", "/v1/keys/", "/v1/keys/nope", "/nope", "/"],
+    ids=str,
 )
 def test_unknown_path_is_404_envelope(client, path):
     response = client.get(path)
@@ -113,3 +115,22 @@ def test_secret_key_is_required_unless_debug():
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
     )
     assert allowed.returncode == 0, allowed.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_error_inside_an_atomic_request_marks_it_for_rollback(monkeypatch):
+    from django.db import connection, transaction
+
+    from accounts.models import Agent
+    from lithtrix.errors import NotFoundError, api_exception_handler
+
+    # ATOMIC_REQUESTS: the view's writes share the request's transaction.
+    monkeypatch.setitem(connection.settings_dict, "ATOMIC_REQUESTS", True)
+    with transaction.atomic():
+        Agent.objects.create(agent_name="written-before-the-error", owner_identifier="o")
+        response = api_exception_handler(NotFoundError(), {})
+        assert connection.needs_rollback
+
+    assert response.status_code == 404
+    assert response.data["error_code"] == "NOT_FOUND"
+    assert not Agent.objects.filter(agent_name="written-before-the-error").exists()

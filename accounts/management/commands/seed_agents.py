@@ -13,7 +13,7 @@ import random
 import secrets
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
@@ -113,7 +113,9 @@ class Command(BaseCommand):
         now = timezone.now()
         today = now.date()
         limit = settings.LITHTRIX_FREE_CALL_LIMIT
-        agents, api_keys, usage = [], [], []
+        agents: list[tuple[Agent, datetime]] = []
+        api_keys: list[ApiKey] = []
+        usage: list[DailyUsage] = []
         for i in range(first, last + 1):
             calls = 0 if rng.random() < 0.4 else int(rng.random() * rng.random() * limit * 3)
             created = now - timedelta(days=730 * rng.random())

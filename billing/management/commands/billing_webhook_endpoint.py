@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.urls import reverse
 
 from billing.payments import services as payments
+from billing.payments import webhooks
 from lithtrix.errors import ApiError
 
 
@@ -41,6 +42,6 @@ class Command(BaseCommand):
         djstripe_url = base_url.rstrip("/") + reverse(
             "djstripe:djstripe_webhook_by_uuid", kwargs={"uuid": endpoint.djstripe_uuid}
         )
-        self.stdout.write(f"Webhook endpoint {endpoint.id} ({', '.join(payments.WEBHOOK_EVENTS)})")
+        self.stdout.write(f"Webhook endpoint {endpoint.id} ({', '.join(webhooks.WEBHOOK_EVENTS)})")
         self.stdout.write(f"URL: {url}")
         self.stdout.write(f"Also accepted (dj-stripe's URL for this endpoint): {djstripe_url}")

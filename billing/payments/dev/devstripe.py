@@ -8,8 +8,10 @@
 - LITHTRIX_LOCAL_STRIPE=off: the same (billing then answers 503 BILLING_UNAVAILABLE).
 - Otherwise: starts localstripe on 127.0.0.1 (a free port, fresh in-memory state),
   gives COMMAND test keys and STRIPE_API_BASE, prepares dj-stripe's Account/APIKey
-  rows and a webhook from localstripe to COMMAND's HOST:PORT, runs COMMAND, and
-  stops localstripe when COMMAND ends.
+  rows, a monthly Pro plan (STRIPE_PRO_PRICE_ID, so Pro is a real subscription;
+  set STRIPE_PRO_PRICE_ID= empty for card-on-file Pro) and a webhook from
+  localstripe to COMMAND's HOST:PORT, runs COMMAND, and stops localstripe when
+  COMMAND ends.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ import re
 import signal
 import subprocess
 import sys
+from types import FrameType
+from typing import NoReturn
 
 from billing.payments.dev.localstripe_server import start_subprocess, stop_subprocess
 
 LOCAL_SECRET_KEY = "sk_test_lithtrixLocalDevelopment0000"  # noqa: S105 - for localstripe only
 LOCAL_PUBLISHABLE_KEY = "pk_test_lithtrixLocalDevelopment0000"
+LOCAL_PRO_PLAN_ID = "price_lithtrix_pro_monthly"
 STRIPE_VARIABLES = ("STRIPE_SECRET_KEY", "STRIPE_PUBLISHABLE_KEY", "STRIPE_API_BASE")
 
 
@@ -35,7 +40,7 @@ def _webhook_url(command: list[str]) -> str | None:
     return None
 
 
-def _terminate(signum, frame):
+def _terminate(signum: int, frame: FrameType | None) -> NoReturn:
     raise SystemExit(128 + signum)
 
 
@@ -57,14 +62,19 @@ def main(command: list[str]) -> int:
             "STRIPE_PUBLISHABLE_KEY": LOCAL_PUBLISHABLE_KEY,
             "STRIPE_API_BASE": api_base,
         }
+        env.setdefault("STRIPE_PRO_PRICE_ID", LOCAL_PRO_PLAN_ID)
         setup = [sys.executable, "manage.py", "billing_localstripe_setup"]
+        if env["STRIPE_PRO_PRICE_ID"]:
+            setup += ["--pro-plan", env["STRIPE_PRO_PRICE_ID"]]
         webhook_url = _webhook_url(command)
         if webhook_url:
             setup += ["--webhook-url", webhook_url]
         subprocess.run(setup, env=env, check=True)  # noqa: S603
+        pro = env["STRIPE_PRO_PRICE_ID"] or "none: card-on-file Pro"
         print(
             f"Stripe: localstripe at {api_base} (test keys; pm_card_visa works, "
-            "pm_card_visa_chargeDeclined declines). Set STRIPE_* to use Stripe.",
+            f"pm_card_visa_chargeDeclined declines; Pro plan {pro}). "
+            "Set STRIPE_* to use Stripe.",
             flush=True,
         )
         child = subprocess.Popen(command, env=env)  # noqa: S603

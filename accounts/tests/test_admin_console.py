@@ -1,0 +1,102 @@
+"""The console as a whole: branding, index order, plain titles, the Stripe mirror reduced
+to what support reads, and audit rows that name who acted."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.contrib import admin
+
+from accounts.models import AgentEvent, Tier
+from accounts.services import agent_set_tier
+from accounts.tests.conftest import AGENTS_URL, agent_url
+
+STRIPE_PAGES = {"customer", "subscription", "invoice", "paymentmethod", "event"}
+
+
+@pytest.mark.django_db
+def test_console_is_branded_and_view_site_points_at_the_api_docs(support_client):
+    html = support_client.get("/admin/").content.decode()
+
+    assert "<title>Overview | Lithtrix support</title>" in html
+    assert re.search(r'id="site-name"><a href="/admin/">Lithtrix support</a>', html)
+    assert "Django administration" not in html and "Site administration" not in html
+    assert '<a href="/v1/docs">View site</a>' in html
+
+
+@pytest.mark.django_db
+def test_index_leads_with_usage_then_agents_and_keys(support_client):
+    response = support_client.get("/admin/")
+
+    labels = [app["app_label"] for app in response.context["app_list"]]
+    assert labels == ["accounts", "keys", "billing", "djstripe"]
+    html = response.content.decode()
+    assert html.index('id="usage-summary"') < html.index('class="app-accounts')
+
+
+@pytest.mark.django_db
+def test_stripe_mirror_is_reduced_to_read_only_pages_support_uses(admin_client):
+    registered = {
+        m._meta.model_name for m in admin.site._registry if m._meta.app_label == "djstripe"
+    }
+    assert registered == STRIPE_PAGES
+
+    for page in sorted(STRIPE_PAGES):
+        listing = admin_client.get(f"/admin/djstripe/{page}/")  # a superuser, even
+        assert listing.status_code == 200, page
+        html = listing.content.decode()
+        assert 'name="action"' not in html, page  # no action (each would call Stripe)
+        assert f'href="/admin/djstripe/{page}/add/"' not in html, page
+        assert admin_client.get(f"/admin/djstripe/{page}/add/").status_code == 403, page
+    assert admin_client.get("/admin/djstripe/product/").status_code == 404
+    assert admin_client.get("/admin/djstripe/apikey/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_support_reads_the_stripe_mirror(support_client):
+    for page in sorted(STRIPE_PAGES):
+        assert support_client.get(f"/admin/djstripe/{page}/").status_code == 200, page
+
+
+@pytest.mark.django_db
+def test_titles_and_breadcrumbs_are_plain(support_client, registered):
+    listing = support_client.get(AGENTS_URL).content.decode()
+    page = support_client.get(agent_url(registered.agent)).content.decode()
+
+    assert "<title>Agents | Lithtrix support</title>" in listing
+    assert "<h1>Agents</h1>" in listing and "Select agent" not in listing
+    assert re.search(
+        r'breadcrumbs">\s*<a href="/admin/">Home</a>\s*&rsaquo; Agents\s*</div>', listing
+    )
+    assert "<title>Agent my-agent | Lithtrix support</title>" in page
+    assert "<h1>Agent my-agent</h1>" in page and "View agent" not in page
+    assert re.search(
+        r'<a href="/admin/">Home</a>\s*&rsaquo; <a href="/admin/accounts/agent/">Agents</a>'
+        r"\s*&rsaquo; my-agent \(you@example.com\)\s*</div>",
+        page,
+    )
+
+
+@pytest.mark.django_db
+def test_audit_trail_names_who_acted(admin_client, admin_user, registered):
+    agent = registered.agent
+    agent_set_tier(agent=agent, tier=Tier.PRO, actor=admin_user, reason="partner")
+    # As billing.payments.services records a Stripe webhook it applied.
+    AgentEvent.objects.create(
+        agent=agent, kind=AgentEvent.Kind.PAYMENT_FAILED, data={"event_id": "evt_1Abc"}
+    )
+
+    page = admin_client.get(agent_url(agent))
+    listing = admin_client.get("/admin/accounts/agentevent/")
+
+    by = {event.kind: event.by for event in page.context["agent_events"]}
+    assert by == {
+        "registered": "the agent",
+        "tier_changed": "admin (staff)",
+        "payment_failed": "Stripe, event evt_1Abc",
+    }
+    for html in (page.content.decode(), listing.content.decode()):
+        for who in by.values():
+            assert f">{who}<" in html, who
+    assert "the agent or Stripe" not in page.content.decode()

@@ -1,0 +1,120 @@
+"""The whole Pro lifecycle against a real localstripe, its webhooks delivered over HTTP.
+
+setup -> subscription -> cancel (at period end) -> Stripe deletes the subscription
+-> localstripe sends customer.subscription.deleted -> the agent is Free.
+And the account-deletion hook: subscriptions cancelled at once.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+import stripe
+from django.core.management import call_command
+from djstripe import models as djstripe_models
+
+from accounts.models import Agent, AgentEvent, Tier
+from accounts.signals import agent_deletion_requested
+from billing.tests.conftest import TEST_SECRET_KEY
+from billing.tests.test_cancel import stripe_subscriptions
+from billing.tests.test_setup import setup
+from lithtrix.errors import PaymentProviderError
+
+
+def wait_for(predicate, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_setup_subscribe_cancel_deletion_webhook_free_end_to_end(
+    local_stripe_pro, settings, live_server, registered
+):
+    # What `make run` does: localstripe sends its events to this server, signed.
+    call_command("billing_localstripe_setup", webhook_url=f"{live_server.url}/v1/billing/webhook")
+    api = requests.Session()
+    api.headers["Authorization"] = f"Bearer {registered.api_key}"
+
+    upgraded = api.post(
+        f"{live_server.url}/v1/billing/setup", json={"payment_method_id": "pm_card_visa"}
+    )
+    assert upgraded.status_code == 200, upgraded.text
+    agent = Agent.objects.get(pk=registered.agent.pk)
+    [subscription] = stripe_subscriptions(agent.stripe_customer_id)
+    assert (subscription["status"], subscription["plan"]["id"]) == (
+        "active",
+        settings.STRIPE_PRO_PRICE_ID,
+    )
+    assert djstripe_models.Subscription.objects.get(id=subscription["id"]).status == "active"
+
+    cancelled = api.post(f"{live_server.url}/v1/billing/cancel")
+    assert cancelled.status_code == 200
+    assert cancelled.json()["tier"] == "pro"
+    cancel_at = cancelled.json()["cancel_at"]
+    assert cancel_at is not None
+    billing = api.get(f"{live_server.url}/v1/billing").json()
+    assert (billing["tier"], billing["cancel_at"]) == ("pro", cancel_at)
+
+    # The paid period ends: Stripe deletes the subscription and sends the event.
+    stripe.Subscription.cancel(subscription["id"], api_key=TEST_SECRET_KEY)
+
+    assert wait_for(lambda: Agent.objects.get(pk=agent.pk).tier == Tier.FREE), (
+        "customer.subscription.deleted did not reach the server"
+    )
+    billing = api.get(f"{live_server.url}/v1/billing").json()
+    assert (billing["tier"], billing["call_limit"], billing["cancel_at"]) == ("free", 300, None)
+    ended = agent.events.get(kind=AgentEvent.Kind.SUBSCRIPTION_ENDED)
+    assert ended.data["subscription_id"] == subscription["id"]
+    assert ended.data["status"] == "canceled"
+    assert djstripe_models.Event.objects.filter(type="customer.subscription.deleted").count() == 1
+    # Upgrading again makes a new subscription.
+    again = api.post(
+        f"{live_server.url}/v1/billing/setup", json={"payment_method_id": "pm_card_visa"}
+    )
+    assert again.status_code == 200
+    statuses = sorted(s["status"] for s in stripe_subscriptions(agent.stripe_customer_id))
+    assert statuses == ["active", "canceled"]
+
+
+def test_agent_deletion_cancels_the_subscription_at_once(local_stripe_pro, api_client, registered):
+    assert setup(api_client, registered, "pm_card_visa").status_code == 200
+    agent = Agent.objects.get(pk=registered.agent.pk)
+
+    agent_deletion_requested.send(sender=Agent, agent=agent)
+
+    [subscription] = stripe_subscriptions(agent.stripe_customer_id)
+    assert subscription["status"] == "canceled"
+    assert djstripe_models.Subscription.objects.get(id=subscription["id"]).status == "canceled"
+    # Sent again (a retried deletion): nothing left to cancel, no error.
+    agent_deletion_requested.send(sender=Agent, agent=agent)
+
+
+def test_agent_deletion_without_stripe_customer_calls_no_stripe(settings, db, registered):
+    settings.STRIPE_SECRET_KEY = ""  # any Stripe call would fail
+
+    agent_deletion_requested.send(sender=Agent, agent=registered.agent)
+
+
+def test_agent_deletion_when_stripe_hangs_raises_502_within_the_deadline(
+    local_stripe_pro, settings, api_client, registered, black_hole
+):
+    assert setup(api_client, registered, "pm_card_visa").status_code == 200
+    agent = Agent.objects.get(pk=registered.agent.pk)
+    settings.STRIPE_API_BASE = black_hole
+    settings.STRIPE_REQUEST_DEADLINE_SECONDS = 1.0
+    started = time.monotonic()
+
+    with pytest.raises(PaymentProviderError) as raised:
+        agent_deletion_requested.send(sender=Agent, agent=agent)
+
+    assert raised.value.status_code == 502
+    assert time.monotonic() - started < 2.0
+    settings.STRIPE_API_BASE = local_stripe_pro
+    [subscription] = stripe_subscriptions(agent.stripe_customer_id)
+    assert subscription["status"] == "active"

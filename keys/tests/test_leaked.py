@@ -1,0 +1,259 @@
+"""POST /v1/keys/leaked: GitHub's secret-scanning partner protocol."""
+
+import base64
+import hashlib
+import json
+import socket
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from keys import secret_scanning
+from keys.crypto import generate_key
+from keys.models import ApiKey, KeyEvent
+from testing.assertions import assert_envelope
+
+LEAKED = "/v1/keys/leaked"
+ME = "/v1/me"
+KEY_ID = "bcb53661c06b4728e59d897fb6165d5c9cda0fd9cdf9d09ead458168deb7518c"
+
+
+def pem(private_key) -> str:
+    return (
+        private_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+@pytest.fixture
+def github_key(tmp_path, settings):
+    """A P-256 key pair standing for GitHub's, its public half in the keys file."""
+    private_key = ec.generate_private_key(ec.SECP256R1())
+    other = ec.generate_private_key(ec.SECP256R1())
+    keys_file = tmp_path / "secret_scanning.json"
+    keys_file.write_text(
+        json.dumps(
+            {
+                "public_keys": [
+                    {"key_identifier": "old-one", "key": pem(other), "is_current": False},
+                    {"key_identifier": KEY_ID, "key": pem(private_key), "is_current": True},
+                ]
+            }
+        )
+    )
+    settings.LITHTRIX_SECRET_SCANNING_KEYS_FILE = str(keys_file)
+    secret_scanning._cache.clear()
+    yield private_key
+    secret_scanning._cache.clear()
+
+
+def signed(private_key, body: bytes, key_id: str = KEY_ID) -> dict[str, str]:
+    signature = private_key.sign(body, ec.ECDSA(hashes.SHA256()))
+    return {
+        "HTTP_GITHUB_PUBLIC_KEY_IDENTIFIER": key_id,
+        "HTTP_GITHUB_PUBLIC_KEY_SIGNATURE": base64.b64encode(signature).decode(),
+    }
+
+
+def report(*tokens: str) -> bytes:
+    return json.dumps(
+        [
+            {
+                "token": token,
+                "type": "lithtrix_api_key",
+                "url": f"https://github.com/octo/repo/blob/abc/config.py#L{n}",
+                "source": "content",
+            }
+            for n, token in enumerate(tokens)
+        ]
+    ).encode()
+
+
+def post(client, body: bytes, headers: dict):
+    return client.post(LEAKED, body, content_type="application/json", **headers)
+
+
+@pytest.mark.django_db
+def test_a_reported_live_key_is_revoked_and_labelled(api_client, registered, github_key):
+    unknown = generate_key().key
+    body = report(registered.api_key, unknown, "not-a-key")
+
+    response = post(api_client, body, signed(github_key, body))
+
+    assert response.status_code == 200
+    assert response.json() == [
+        {
+            "token_hash": hashlib.sha256(token.encode()).hexdigest(),
+            "token_type": "lithtrix_api_key",
+            "label": label,
+        }
+        for token, label in [
+            (registered.api_key, "true_positive"),
+            (unknown, "false_positive"),
+            ("not-a-key", "false_positive"),
+        ]
+    ]
+    assert_envelope(api_client.get(ME, **registered.auth), 401, "INVALID_API_KEY")
+    event = KeyEvent.objects.get(agent=registered.agent, kind="revoked")
+    assert "https://github.com/octo/repo/blob/abc/config.py#L0" in event.reason
+    assert registered.api_key not in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_key_already_revoked_is_a_true_positive_and_revoked_once(
+    api_client, registered, github_key
+):
+    body = report(registered.api_key)
+    post(api_client, body, signed(github_key, body))
+    again = post(api_client, body, signed(github_key, body))
+
+    assert again.json()[0]["label"] == "true_positive"
+    assert KeyEvent.objects.filter(agent=registered.agent, kind="revoked").count() == 1
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        "missing-signature",
+        "missing-identifier",
+        "not-base64",
+        "other-body",
+        "unknown-id",
+        "other-key",
+    ],
+)
+@pytest.mark.django_db
+def test_a_bad_signature_is_400_and_revokes_nothing(api_client, registered, github_key, tamper):
+    body = report(registered.api_key)
+    headers = signed(github_key, body)
+    if tamper == "missing-signature":
+        del headers["HTTP_GITHUB_PUBLIC_KEY_SIGNATURE"]
+    elif tamper == "missing-identifier":
+        del headers["HTTP_GITHUB_PUBLIC_KEY_IDENTIFIER"]
+    elif tamper == "not-base64":
+        headers["HTTP_GITHUB_PUBLIC_KEY_SIGNATURE"] = "%%%"
+    elif tamper == "other-body":
+        headers = signed(github_key, report("ltx_other"))
+    elif tamper == "unknown-id":
+        headers = signed(github_key, body, key_id="nobody")
+    elif tamper == "other-key":
+        headers = signed(github_key, body, key_id="old-one")
+
+    response = post(api_client, body, headers)
+
+    assert_envelope(response, 400, "VALIDATION_ERROR")
+    assert ApiKey.objects.get(agent=registered.agent).revoked_at is None
+    assert api_client.get(ME, **registered.auth).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{}", b'[{"token": 1, "type": "t", "url": "u", "source": "s"}]', b"[{}]", b"not json"],
+    ids=["object", "token-not-string", "fields-missing", "not-json"],
+)
+@pytest.mark.django_db
+def test_a_signed_but_malformed_report_is_400(api_client, github_key, body):
+    assert_envelope(post(api_client, body, signed(github_key, body)), 400, "VALIDATION_ERROR")
+
+
+@pytest.mark.django_db
+def test_an_unknown_identifier_refreshes_the_keys_at_most_once_per_interval(
+    api_client, github_key, monkeypatch
+):
+    loads = []
+    real = secret_scanning._load_document
+
+    def counted_load():
+        loads.append(1)
+        return real()
+
+    monkeypatch.setattr(secret_scanning, "_load_document", counted_load)
+    body = report("x")
+
+    for _ in range(5):
+        post(api_client, body, signed(github_key, body, key_id="nobody"))
+
+    assert len(loads) == 1
+
+
+@pytest.mark.django_db
+def test_keys_come_from_the_url_when_no_file_is_set(api_client, registered, settings):
+    """The URL is fetched (here a loopback server standing for GitHub's API)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    private_key = ec.generate_private_key(ec.SECP256R1())
+    document = json.dumps(
+        {"public_keys": [{"key_identifier": KEY_ID, "key": pem(private_key), "is_current": True}]}
+    ).encode()
+
+    class GitHubMeta(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(document)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), GitHubMeta)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings.LITHTRIX_SECRET_SCANNING_KEYS_FILE = ""
+    settings.LITHTRIX_SECRET_SCANNING_KEYS_URL = f"http://127.0.0.1:{server.server_port}/keys"
+    secret_scanning._cache.clear()
+    try:
+        body = report(registered.api_key)
+        response = post(api_client, body, signed(private_key, body))
+    finally:
+        server.shutdown()
+        server.server_close()
+        secret_scanning._cache.clear()
+
+    assert response.status_code == 200
+    assert response.json()[0]["label"] == "true_positive"
+
+
+@pytest.fixture
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.django_db
+def test_keys_source_unreachable_is_503(api_client, registered, settings, closed_port):
+    settings.LITHTRIX_SECRET_SCANNING_KEYS_FILE = ""
+    settings.LITHTRIX_SECRET_SCANNING_KEYS_URL = f"http://127.0.0.1:{closed_port}/keys"
+    secret_scanning._cache.clear()
+    private_key = ec.generate_private_key(ec.SECP256R1())
+    body = report(registered.api_key)
+    try:
+        response = post(api_client, body, signed(private_key, body))
+    finally:
+        secret_scanning._cache.clear()
+
+    assert_envelope(response, 503, "SERVICE_UNAVAILABLE")
+    assert response["Retry-After"] == "60"
+    assert ApiKey.objects.get(agent=registered.agent).revoked_at is None
+
+
+@pytest.mark.django_db
+def test_leaked_has_its_own_rate_limit_per_ip(api_client, github_key, settings, ratelimit_clock):
+    # A frozen rate-limit clock: the window must not roll over between the requests.
+    settings.LITHTRIX_SECRET_SCANNING_RATE = "2/m"
+    body = report("x")
+    statuses = [post(api_client, body, signed(github_key, body)).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    limited = post(api_client, body, signed(github_key, body))
+    assert_envelope(limited, 429, "RATE_LIMIT_EXCEEDED")
+    assert int(limited["Retry-After"]) >= 1
+    # Registration's per-IP limit is separate: scanners do not use it up.
+    assert (
+        api_client.post(
+            "/v1/register", {"agent_name": "a", "owner_identifier": "o"}, format="json"
+        ).status_code
+        == 201
+    )

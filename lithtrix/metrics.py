@@ -1,0 +1,184 @@
+"""Prometheus metrics, and GET /metrics to scrape them.
+
+The names an operator alerts on (see README, "Monitoring"):
+
+- lithtrix_http_requests_total{endpoint, method, status}
+- lithtrix_http_request_duration_seconds{endpoint} (histogram)
+- lithtrix_metered_calls_total{outcome="allowed"|"over_limit"}
+- lithtrix_rate_limit_refusals_total{bucket="agent"|"ip"|"openapi"|"auth_failures"}
+- lithtrix_rate_limit_store_failures_total{action="open"|"closed"}
+- lithtrix_stripe_calls_total{outcome} and lithtrix_stripe_call_duration_seconds
+- lithtrix_dependency_failures_total{dependency="database"|"cache"}
+
+With several server processes (gunicorn workers), set PROMETHEUS_MULTIPROC_DIR to
+an empty directory writable by every worker: each process writes its values
+there and /metrics adds them up (prometheus_client's multiprocess mode; the
+gunicorn config must mark dead workers, see README).
+
+This module imports nothing from the apps: they call it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+import time
+from collections.abc import Callable
+from functools import cache
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as prometheus_multiprocess
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+REQUESTS = Counter("lithtrix_http_requests", "Answered requests.", ["endpoint", "method", "status"])
+REQUEST_LATENCY = Histogram(
+    "lithtrix_http_request_duration_seconds",
+    "Time from the first middleware to the answer.",
+    ["endpoint"],
+    buckets=_LATENCY_BUCKETS,
+)
+METERED_CALLS = Counter("lithtrix_metered_calls", "Metered calls by outcome.", ["outcome"])
+RATE_LIMIT_REFUSALS = Counter(
+    "lithtrix_rate_limit_refusals", "429 answers by the bucket that refused.", ["bucket"]
+)
+RATE_LIMIT_STORE_FAILURES = Counter(
+    "lithtrix_rate_limit_store_failures",
+    "Requests whose rate limit could not be decided (Redis down): let through or refused.",
+    ["action"],
+)
+STRIPE_CALLS = Counter("lithtrix_stripe_calls", "Stripe HTTP requests by outcome.", ["outcome"])
+STRIPE_LATENCY = Histogram(
+    "lithtrix_stripe_call_duration_seconds",
+    "Duration of one Stripe HTTP request (one attempt).",
+    buckets=_LATENCY_BUCKETS,
+)
+DEPENDENCY_FAILURES = Counter(
+    "lithtrix_dependency_failures", "Failed uses of a dependency.", ["dependency"]
+)
+
+
+def observe_stripe_call(outcome: str, seconds: float) -> None:
+    """One Stripe request: ``outcome`` is the HTTP status class ("2xx", "4xx", "5xx")
+    or "network_error"."""
+    STRIPE_CALLS.labels(outcome=outcome).inc()
+    STRIPE_LATENCY.observe(seconds)
+
+
+# --- requests -----------------------------------------------------------------
+
+_UNROUTED_ENDPOINTS = {"/healthz": "healthz", "/readyz": "readyz", "/metrics": "metrics"}
+
+
+def _endpoint(request: HttpRequest) -> str:
+    """The route, not the path: a label per endpoint, never one per URL a client invents."""
+    match = getattr(request, "resolver_match", None)
+    if match is not None and match.url_name == "unrouted":  # the /v1 catch-all (404)
+        return "unrouted"
+    if match is not None and match.route:
+        return "/" + match.route.lstrip("^").rstrip("$")
+    return _UNROUTED_ENDPOINTS.get(request.path, "unrouted")
+
+
+class MetricsMiddleware:
+    """Counts and times every answer. First in MIDDLEWARE, so it sees all of them."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        response = self.get_response(request)
+        endpoint = _endpoint(request)
+        REQUESTS.labels(
+            endpoint=endpoint, method=_method(request), status=str(response.status_code)
+        ).inc()
+        REQUEST_LATENCY.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+        return response
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _method(request: HttpRequest) -> str:
+    return request.method if request.method in _METHODS else "OTHER"
+
+
+# --- GET /metrics -------------------------------------------------------------
+
+
+@cache
+def _allowed_networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(
+        ipaddress.ip_network(item.strip(), strict=False)
+        for item in value.split(",")
+        if item.strip()
+    )
+
+
+def _client_allowed(request: HttpRequest) -> bool:
+    from lithtrix.http import client_ip
+
+    ip = client_ip(request)
+    if not ip:
+        return False
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    networks = _allowed_networks(settings.LITHTRIX_METRICS_ALLOWED_NETWORKS)
+    return any(address in network for network in networks)
+
+
+def _token_presented(request: HttpRequest) -> str | None:
+    scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def exposition() -> bytes:
+    """Every metric in Prometheus' text format; all processes' in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        prometheus_multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """GET /metrics: to allowed networks, or with ``Authorization: Bearer <token>``.
+
+    A wrong token is 403; a client that is neither allowed nor presents a token is
+    told nothing is here (404).
+    """
+    from lithtrix.errors import (
+        MethodNotAllowedError,
+        NotFoundError,
+        PermissionDeniedError,
+        api_error_response,
+    )
+
+    token = _token_presented(request)
+    expected = settings.LITHTRIX_METRICS_TOKEN
+    if token is not None:
+        if not (expected and hmac.compare_digest(token.encode(), expected.encode())):
+            return api_error_response(PermissionDeniedError(), request)
+    elif not _client_allowed(request):
+        return api_error_response(NotFoundError(), request)
+    if request.method not in ("GET", "HEAD"):
+        error = MethodNotAllowedError(
+            f"Method {request.method} not allowed.", headers={"Allow": "GET, HEAD"}
+        )
+        return api_error_response(error, request)
+    response = HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
+    response["Cache-Control"] = "no-store"
+    return response

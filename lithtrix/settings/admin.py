@@ -1,0 +1,26 @@
+"""The staff admin: login throttling (django-axes) and the staff session's lifetime."""
+
+import os
+from datetime import timedelta
+
+# A staff session lasts a working day, not Django's default two weeks.
+LITHTRIX_ADMIN_SESSION_SECONDS = int(
+    os.environ.get("LITHTRIX_ADMIN_SESSION_SECONDS", str(8 * 3600))
+)
+SESSION_COOKIE_AGE = LITHTRIX_ADMIN_SESSION_SECONDS
+
+# After AXES_FAILURE_LIMIT wrong passwords for one user name, or from one client
+# address, that user name (from anywhere) and that address (for any user name)
+# are refused for AXES_COOLOFF_TIME; the right password too. Each counts alone,
+# so guessing many passwords for one user from many addresses, or many user
+# names from one address, are both stopped.
+AXES_FAILURE_LIMIT = int(os.environ.get("LITHTRIX_ADMIN_LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(
+    seconds=int(os.environ.get("LITHTRIX_ADMIN_LOGIN_COOLOFF_SECONDS", str(15 * 60)))
+)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+# The client address as the rate limits see it (LITHTRIX_TRUSTED_PROXY_COUNT).
+AXES_CLIENT_IP_CALLABLE = "lithtrix.http.client_ip"
+# Lockouts go to the log as one WARNING line (axes' own logger), not as a traceback.
+AXES_VERBOSE = False
