@@ -38,6 +38,14 @@ from testing.servers import app_environment, free_port  # noqa: E402
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
+def _found(pattern: str, text: str) -> str:
+    """The first group of ``pattern`` in the tool's output (which must have it)."""
+    match = re.search(pattern, text)
+    if match is None:
+        raise RuntimeError(f"{pattern!r} not in the output:\n{text}")
+    return match.group(1)
+
+
 @contextlib.contextmanager
 def throwaway_postgres() -> Iterator[str]:
     """A PostgreSQL server of our own on a free loopback port; its admin URL."""
@@ -45,14 +53,22 @@ def throwaway_postgres() -> Iterator[str]:
     port = free_port()
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     shutil.chown(directory, "postgres")
-    initdb = [PG_BIN / "initdb", "-D", directory / "data", "-A", "trust", "-U", "postgres"]
+    initdb: list[str | Path] = [
+        PG_BIN / "initdb",
+        "-D",
+        directory / "data",
+        "-A",
+        "trust",
+        "-U",
+        "postgres",
+    ]
     subprocess.run(  # noqa: S603
         [*as_postgres, *initdb],
         check=True,
         capture_output=True,
     )
     options = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c max_connections=150"
-    pg_ctl = [*as_postgres, PG_BIN / "pg_ctl", "-D", directory / "data"]
+    pg_ctl: list[str | Path] = [*as_postgres, PG_BIN / "pg_ctl", "-D", directory / "data"]
     subprocess.run(  # noqa: S603
         [*pg_ctl, "-l", directory / "log", "-w", "-o", options, "start"],
         check=True,
@@ -153,8 +169,8 @@ def run_pgbench(url: str, script: Path, clients: int, seconds: int, options: str
         ],
         check=True, capture_output=True, text=True, env=env,
     ).stdout  # fmt: skip
-    tps = float(re.search(r"tps = ([\d.]+)", output).group(1))
-    latency = float(re.search(r"latency average = ([\d.]+) ms", output).group(1))
+    tps = float(_found(r"tps = ([\d.]+)", output))
+    latency = float(_found(r"latency average = ([\d.]+) ms", output))
     failed = re.search(r"number of failed transactions: (\d+)", output)
     return {"tps": tps, "latency_ms": latency, "failed": int(failed.group(1)) if failed else 0}
 

@@ -37,6 +37,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
@@ -85,6 +86,14 @@ class Result:
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
+def _found(pattern: str, text: str) -> str:
+    """The first group of ``pattern`` in the tool's output (which must have it)."""
+    match = re.search(pattern, text)
+    if match is None:
+        raise RuntimeError(f"{pattern!r} not in the output:\n{text}")
+    return match.group(1)
+
+
 def _latency(output: str, percentile: str) -> float:
     match = re.search(rf"^\s+{percentile}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
     if not match:
@@ -103,10 +112,10 @@ def run_wrk(url: str, *, seconds: int, credentials: Path | None, scheme: str) ->
     ).stdout
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     return Result(
-        rps=float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        rps=float(_found(r"Requests/sec:\s+([\d.]+)", output)),
         p50_ms=_latency(output, "50"),
         p99_ms=_latency(output, "99"),
-        requests=int(re.search(r"(\d+) requests in", output).group(1)),
+        requests=int(_found(r"(\d+) requests in", output)),
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
     )
 
@@ -183,7 +192,7 @@ def print_table(results: dict[str, Result], rounds: Rounds) -> None:
         )
 
 
-def targets(results: dict[str, Result], rounds: Rounds) -> list[dict[str, object]]:
+def targets(results: dict[str, Result], rounds: Rounds) -> list[dict[str, Any]]:
     checks = []
     for name, base, goal in TARGETS:
         label = "x token" if base == TOKEN else "x tok+thr"
@@ -210,7 +219,7 @@ def targets(results: dict[str, Result], rounds: Rounds) -> list[dict[str, object
     return checks
 
 
-def print_targets(checks: list[dict[str, object]]) -> None:
+def print_targets(checks: list[dict[str, Any]]) -> None:
     for check in checks:
         verdict = "met" if check["met"] else "NOT met"
         rounds = check.get("per_round")
@@ -218,7 +227,7 @@ def print_targets(checks: list[dict[str, object]]) -> None:
         print(f"target {check['check']}: {check['value']:.2f}x {verdict}{each}")
 
 
-def compare(previous_path: Path, current: dict[str, object]) -> None:
+def compare(previous_path: Path, current: dict[str, Any]) -> None:
     """How each ratio moved against an earlier result file (ratios, not req/s: the
     machine's load differs between runs, the ratios within one run much less)."""
     previous = json.loads(previous_path.read_text())
