@@ -8,6 +8,7 @@ OpenAPI schema, so it cannot drift from what is served).
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Any
 
 from django.conf import settings
@@ -31,8 +32,19 @@ def _tier_document(tier: str) -> dict[str, Any]:
     }
 
 
-@functools.cache
+_endpoints_lock = threading.Lock()
+
+
 def _endpoints() -> tuple[dict[str, Any], ...]:
+    # drf-spectacular's first schema generation is not thread-safe (its extensions
+    # load their target classes lazily, racing threads see half-loaded ones): one
+    # thread builds the list, the others wait for it (gthread workers).
+    with _endpoints_lock:
+        return _build_endpoints()
+
+
+@functools.cache
+def _build_endpoints() -> tuple[dict[str, Any], ...]:
     from drf_spectacular.generators import SchemaGenerator
 
     schema = SchemaGenerator().get_schema(request=None, public=True)
