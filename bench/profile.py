@@ -80,14 +80,14 @@ def main() -> int:
         redis_commands[0] += 1
         return original_execute(self, *a, **kw)
 
-    redis.Redis.execute_command = counting_execute
+    redis.Redis.execute_command = counting_execute  # type: ignore[method-assign]  # counting
     original_pipeline_execute = redis.client.Pipeline.execute
 
     def counting_pipeline(self, *a, **kw):
         redis_commands[0] += 1
         return original_pipeline_execute(self, *a, **kw)
 
-    redis.client.Pipeline.execute = counting_pipeline
+    redis.client.Pipeline.execute = counting_pipeline  # type: ignore[method-assign]  # counting
 
     app = WSGIHandler()
     keys = agents.read_text().split()
@@ -113,7 +113,11 @@ def main() -> int:
             "wsgi.errors": sys.stderr,
         }
         status: list[str] = []
-        b"".join(app(environ, lambda s, h, *_: status.append(s)))
+
+        def start_response(s: str, h: list[tuple[str, str]], *_: object) -> None:
+            status.append(s)
+
+        b"".join(app(environ, start_response))  # type: ignore[arg-type]
         return status[0]
 
     for path in args.paths:

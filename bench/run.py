@@ -67,6 +67,14 @@ class Result:
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
+def _match(pattern: str, output: str) -> str:
+    """The first group of ``pattern`` in wrk's output; wrk always prints these lines."""
+    match = re.search(pattern, output)
+    if match is None:
+        raise RuntimeError(f"wrk printed no {pattern!r}:\n{output}")
+    return match.group(1)
+
+
 def _latency(output: str, percentile: str) -> float:
     match = re.search(rf"^\s+{percentile}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
     if not match:
@@ -85,10 +93,10 @@ def run_wrk(url: str, *, seconds: int, credentials: Path | None, scheme: str) ->
     ).stdout
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     return Result(
-        rps=float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        rps=float(_match(r"Requests/sec:\s+([\d.]+)", output)),
         p50_ms=_latency(output, "50"),
         p99_ms=_latency(output, "99"),
-        requests=int(re.search(r"(\d+) requests in", output).group(1)),
+        requests=int(_match(r"(\d+) requests in", output)),
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
     )
 

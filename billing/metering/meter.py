@@ -29,6 +29,8 @@ def meter_request(
         raise OverLimitError(extra={"upgrade_url": UPGRADE_URL})
     if agent.tier == Tier.FREE:
         # X-Calls-Remaining on the 200 (RateLimitHeadersMiddleware); Pro has no cap.
-        remaining = max(0, tier_limits(Tier.FREE).call_limit - result.calls_total)
+        limit, calls = tier_limits(Tier.FREE).call_limit, result.calls_total
+        assert limit is not None and calls is not None  # Free has a cap; allowed calls count
+        remaining = max(0, limit - calls)
         setattr(getattr(request, "_request", request), CALLS_REMAINING_ATTR, remaining)
     return result, state

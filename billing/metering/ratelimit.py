@@ -34,7 +34,9 @@ from typing import TypeVar
 from django.conf import settings
 from django.core.cache import caches
 from django.http import HttpRequest, HttpResponse
+from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
+from rest_framework.views import APIView
 
 from accounts.models import Agent
 from billing.metering.tiers import tier_limits
@@ -264,7 +266,7 @@ class RateLimitThrottle(BaseThrottle):
     A view opts out with ``throttle_classes = []`` (Stripe's webhook does).
     """
 
-    def allow_request(self, request, view) -> bool:
+    def allow_request(self, request: Request, view: APIView) -> bool:
         user = request.user
         rate_limit(request, agent=user if isinstance(user, Agent) else None)
         return True
