@@ -29,20 +29,22 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from django.conf import settings
 from django.core.cache import caches
 from django.http import HttpRequest, HttpResponse
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
-from rest_framework.views import APIView
 
 from accounts.models import Agent
 from billing.metering.tiers import tier_limits
 from lithtrix import metrics, outages
 from lithtrix.errors import RateLimitExceededError, ServiceUnavailableError
 from lithtrix.http import client_ip
+
+if TYPE_CHECKING:  # rest_framework.views loads the throttle classes: this module
+    from rest_framework.views import APIView
 
 AGENT_GROUP = "agent"
 IP_GROUP = "ip"
