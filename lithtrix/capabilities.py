@@ -35,8 +35,10 @@ def _tier_document(tier: str) -> dict[str, Any]:
 def _endpoints() -> tuple[dict[str, Any], ...]:
     from drf_spectacular.generators import SchemaGenerator
 
-    schema = SchemaGenerator().get_schema(request=None, public=True)
-    from lithtrix.openapi import _is_keyed
+    from lithtrix.openapi import SCHEMA_LOCK, _is_keyed
+
+    with SCHEMA_LOCK:
+        schema = SchemaGenerator().get_schema(request=None, public=True)
 
     endpoints = []
     for path, operations in schema["paths"].items():

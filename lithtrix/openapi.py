@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import copy
 import re
+import threading
 from http import HTTPStatus
 from typing import Any
 
@@ -61,6 +62,11 @@ from rest_framework import serializers
 
 from keys import crypto
 from lithtrix import errors as api_errors
+
+# drf-spectacular loads its extension classes lazily and not thread-safely: two
+# threads generating a schema at once (gthread workers, the first requests of a
+# process) can fail with an AttributeError. Every schema generation holds this lock.
+SCHEMA_LOCK = threading.RLock()
 
 SECURITY_SCHEME_NAME = "ApiKeyAuth"
 
