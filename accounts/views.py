@@ -11,11 +11,11 @@ from accounts.serializers import (
     AgentRegisterSerializer,
 )
 from accounts.services import agent_delete, agent_register
-from billing.payments.locks import BillingInProgressError
 from idempotency.views import IdempotentViewSetMixin, idempotent
 from keys.requests import request_agent
 from lithtrix.errors import (
     AgentAlreadyExistsError,
+    BillingInProgressError,
     BillingUnavailableError,
     PaymentProviderError,
     ValidationError,

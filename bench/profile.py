@@ -18,7 +18,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, cast
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
@@ -88,14 +87,14 @@ def main() -> int:
         redis_commands[0] += 1
         return original_execute(self, *a, **kw)
 
-    setattr(redis.Redis, "execute_command", counting_execute)  # noqa: B010 - patched to count
+    redis.Redis.execute_command = counting_execute  # type: ignore[method-assign]  # counting
     original_pipeline_execute = redis.client.Pipeline.execute
 
     def counting_pipeline(self, *a, **kw):
         redis_commands[0] += 1
         return original_pipeline_execute(self, *a, **kw)
 
-    setattr(redis.client.Pipeline, "execute", counting_pipeline)  # noqa: B010
+    redis.client.Pipeline.execute = counting_pipeline  # type: ignore[method-assign]  # counting
 
     app = WSGIHandler()
     keys = agents.read_text().split()
@@ -121,7 +120,11 @@ def main() -> int:
             "wsgi.errors": sys.stderr,
         }
         status: list[str] = []
-        b"".join(cast(Any, app)(environ, lambda s, h, *_: status.append(s)))
+
+        def start_response(s: str, h: list[tuple[str, str]], *_: object) -> None:
+            status.append(s)
+
+        b"".join(app(environ, start_response))  # type: ignore[arg-type]
         return status[0]
 
     for path in args.paths:

@@ -86,11 +86,11 @@ class Result:
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def _found(pattern: str, text: str) -> str:
-    """The first group of ``pattern`` in the tool's output (which must have it)."""
-    match = re.search(pattern, text)
+def _match(pattern: str, output: str) -> str:
+    """The first group of ``pattern`` in wrk's output; wrk always prints these lines."""
+    match = re.search(pattern, output)
     if match is None:
-        raise RuntimeError(f"{pattern!r} not in the output:\n{text}")
+        raise RuntimeError(f"wrk printed no {pattern!r}:\n{output}")
     return match.group(1)
 
 
@@ -112,10 +112,10 @@ def run_wrk(url: str, *, seconds: int, credentials: Path | None, scheme: str) ->
     ).stdout
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     return Result(
-        rps=float(_found(r"Requests/sec:\s+([\d.]+)", output)),
+        rps=float(_match(r"Requests/sec:\s+([\d.]+)", output)),
         p50_ms=_latency(output, "50"),
         p99_ms=_latency(output, "99"),
-        requests=int(_found(r"(\d+) requests in", output)),
+        requests=int(_match(r"(\d+) requests in", output)),
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
     )
 

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
+import datetime
 import functools
 from collections.abc import Callable
-from datetime import datetime
 
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import Field, Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import Agent
@@ -14,7 +14,7 @@ from keys.models import ApiKey
 from lithtrix import db
 
 
-def working_keys_condition(now: datetime) -> Q:
+def working_keys_condition(now: datetime.datetime) -> Q:
     """A key that still authenticates: not revoked, not past its overlap expiry."""
     return Q(revoked_at__isnull=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
 
@@ -72,7 +72,7 @@ def live_key_condition(key: str, agent: str) -> str:
 
 
 def _quote(column: str | None) -> str:
-    assert column is not None  # a concrete field always has one
+    assert column is not None  # concrete fields and tables always have one
     return connection.ops.quote_name(column)
 
 
@@ -90,11 +90,16 @@ def _lookup_sql() -> tuple[str, list[str], list[str]]:
         f"k.{qn(ApiKey._meta.get_field('agent').column)} "
         f"WHERE {live_key_condition('k', 'a')}"
     )
-    return sql, [f.attname for f in key_fields], [f.attname for f in agent_fields]
+    return sql, [_column(f) for f in key_fields], [_column(f) for f in agent_fields]
+
+
+def _column(field: Field) -> str:
+    assert field.attname is not None  # concrete fields always have one
+    return field.attname
 
 
 def _active_api_key_with_agent_postgresql(
-    hashed_key: str, now: datetime, while_waiting: Callable[[], None] | None
+    hashed_key: str, now: datetime.datetime, while_waiting: Callable[[], None] | None
 ) -> ApiKey | None:
     # Every authenticated request runs this: the SQL is built once, prepared once per
     # connection (lithtrix.db), and the rows become models directly (psycopg already

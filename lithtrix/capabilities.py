@@ -8,7 +8,6 @@ OpenAPI schema, so it cannot drift from what is served).
 from __future__ import annotations
 
 import functools
-import threading
 from typing import Any
 
 from django.conf import settings
@@ -32,23 +31,14 @@ def _tier_document(tier: str) -> dict[str, Any]:
     }
 
 
-_endpoints_lock = threading.Lock()
-
-
-def _endpoints() -> tuple[dict[str, Any], ...]:
-    # drf-spectacular's first schema generation is not thread-safe (its extensions
-    # load their target classes lazily, racing threads see half-loaded ones): one
-    # thread builds the list, the others wait for it (gthread workers).
-    with _endpoints_lock:
-        return _build_endpoints()
-
-
 @functools.cache
-def _build_endpoints() -> tuple[dict[str, Any], ...]:
+def _endpoints() -> tuple[dict[str, Any], ...]:
     from drf_spectacular.generators import SchemaGenerator
 
-    schema = SchemaGenerator().get_schema(request=None, public=True)
-    from lithtrix.openapi import _is_keyed
+    from lithtrix.openapi import SCHEMA_LOCK, _is_keyed
+
+    with SCHEMA_LOCK:
+        schema = SchemaGenerator().get_schema(request=None, public=True)
 
     endpoints = []
     for path, operations in schema["paths"].items():

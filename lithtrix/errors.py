@@ -165,6 +165,20 @@ class PaymentProviderError(ApiError):
     default_message = "The payment provider could not be reached. Nothing was changed; retry later."
 
 
+class BillingInProgressError(ApiError):
+    """Another billing action (setup, cancel, deletion) of the agent holds its lease."""
+
+    status_code = 409
+    error_code = "BILLING_IN_PROGRESS"
+    default_message = (
+        "Another billing request of this agent is still running. Retry in a few seconds."
+    )
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.headers.setdefault("Retry-After", "2")
+
+
 class BillingUnavailableError(ApiError):
     status_code = 503
     error_code = "BILLING_UNAVAILABLE"

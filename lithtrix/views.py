@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from django.conf import settings
@@ -27,7 +26,11 @@ from lithtrix.capabilities import (
 )
 
 # Registers the Bearer scheme for keys.authentication.ApiKeyAuthentication.
-from lithtrix.openapi import AUTHORIZE_OPERATION, ApiKeyAuthenticationScheme  # noqa: F401
+from lithtrix.openapi import (  # noqa: F401
+    AUTHORIZE_OPERATION,
+    SCHEMA_LOCK,
+    ApiKeyAuthenticationScheme,
+)
 
 
 def _capabilities_example() -> dict:
@@ -103,7 +106,6 @@ class OpenApiRateThrottle(BaseThrottle):
 # The rendered schema per URLconf: built on the first request of each process
 # (about 100 ms and 140 kB), then served as bytes.
 _rendered_schemas: dict[str, tuple[bytes, dict[str, str]]] = {}
-_rendered_lock = threading.Lock()
 
 
 @receiver(setting_changed)
@@ -128,7 +130,7 @@ class OpenApiSchemaView(SpectacularJSONAPIView):
         urlconf = str(getattr(request._request, "urlconf", None) or settings.ROOT_URLCONF)
         rendered = _rendered_schemas.get(urlconf)
         if rendered is None:
-            with _rendered_lock:
+            with SCHEMA_LOCK:
                 rendered = _rendered_schemas.get(urlconf)
                 if rendered is None:
                     rendered = self._render(request, *args, **kwargs)

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, TypeVar
 from django.conf import settings
 from django.core.cache import caches
 from django.http import HttpRequest, HttpResponse
+from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
 from accounts.models import Agent
@@ -42,7 +43,7 @@ from lithtrix import metrics, outages
 from lithtrix.errors import RateLimitExceededError, ServiceUnavailableError
 from lithtrix.http import client_ip
 
-if TYPE_CHECKING:  # rest_framework.views imports the throttle classes: no cycle at run time
+if TYPE_CHECKING:  # rest_framework.views loads the throttle classes: this module
     from rest_framework.request import Request
     from rest_framework.views import APIView
 

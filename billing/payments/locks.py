@@ -38,7 +38,7 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from billing.models import BillingLease
-from lithtrix.errors import ApiError
+from lithtrix.errors import BillingInProgressError
 
 logger = logging.getLogger("billing.payments.locks")
 
@@ -66,18 +66,6 @@ _ACQUIRE_SQLITE = """
     RETURNING holder
 """
 _RELEASE = "DELETE FROM billing_billinglease WHERE agent_id = %s AND holder = %s"
-
-
-class BillingInProgressError(ApiError):
-    status_code = 409
-    error_code = "BILLING_IN_PROGRESS"
-    default_message = (
-        "Another billing request of this agent is still running. Retry in a few seconds."
-    )
-
-    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
-        self.headers.setdefault("Retry-After", "2")
 
 
 def lease_seconds() -> float:

@@ -16,7 +16,6 @@ from rest_framework.response import Response
 from billing.metering.tiers import tier_limits
 from billing.payments import services as payments
 from billing.payments import stripe_client, webhooks
-from billing.payments.locks import BillingInProgressError
 from billing.payments.serializers import (
     BillingCancelledSerializer,
     BillingConfigSerializer,
@@ -26,6 +25,7 @@ from billing.payments.serializers import (
 from idempotency.views import IdempotentViewSetMixin, idempotent
 from keys.requests import request_agent
 from lithtrix import errors, openapi
+from lithtrix.errors import BillingInProgressError
 
 logger = logging.getLogger("billing.payments.views")
 

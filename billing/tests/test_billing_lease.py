@@ -13,7 +13,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from billing.models import BillingLease
-from billing.payments.locks import BillingInProgressError, agent_billing_lock, lease_seconds
+from billing.payments.locks import agent_billing_lock, lease_seconds
+from lithtrix.errors import BillingInProgressError
 
 MARGIN = 1.0
 

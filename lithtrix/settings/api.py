@@ -51,7 +51,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "lithtrix.openapi.LithtrixAutoSchema",
 }
 
-# OpenAPI 3 schema at /v1/openapi.json, docs at /v1/docs (see lithtrix/openapi.py).
+# OpenAPI 3 schema at /v1/openapi.json, docs at /v1/docs (see lithtrix/openapi/).
 # The API's public base URL, the schema's `servers` entry; relative by default (the
 # host that served the schema).
 LITHTRIX_PUBLIC_URL = os.environ.get("LITHTRIX_PUBLIC_URL", "/")

@@ -23,6 +23,10 @@ def server_env(redis_url: str, **overrides: str) -> dict[str, str]:
     return app_environment(
         {
             "DATABASE_URL": database_url(connection.settings_dict),
+            # Sync workers take one connection at a time, so a burst is spread over
+            # every process (a gthread worker could serve it alone): these tests are
+            # about counts shared across processes.
+            "GUNICORN_WORKER_CLASS": "sync",
             "REDIS_URL": redis_url,
             # The test's cache.clear() must reach the servers' counters: same prefix.
             "LITHTRIX_CACHE_PREFIX": str(settings.CACHES["default"].get("KEY_PREFIX", "")),
