@@ -238,7 +238,20 @@ def test_a_revoked_hinted_key_gets_401_on_any_endpoint(api_client, hinted):
     response = api_client.get("/v1/me", **hinted.auth)
 
     assert_envelope(response, 401, "INVALID_API_KEY")
+    # Counted early for the hinted agent, but a refusal carries no agent's limit.
+    assert "RateLimit-Limit" not in response
     assert hints.get(hash_key(hinted.api_key)) is None
+
+
+@pytest.mark.django_db
+def test_an_expired_overlap_hinted_key_gets_401_on_any_endpoint(api_client, hinted):
+    api_key_rotate(api_key=hinted.agent.api_keys.get(), overlap_seconds=3600)
+    assert api_client.get("/v1/me", **hinted.auth).status_code == 200
+    ApiKey.objects.filter(hashed_key=hash_key(hinted.api_key)).update(
+        expires_at=timezone.now() - dt.timedelta(seconds=1)
+    )
+
+    assert_envelope(api_client.get("/v1/me", **hinted.auth), 401, "INVALID_API_KEY")
 
 
 @pytest.mark.django_db
