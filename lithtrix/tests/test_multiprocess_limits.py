@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 
 import pytest
@@ -45,10 +46,21 @@ def serving_pids(server, path: str) -> set[int]:
     return pids
 
 
+def all_workers_serving(server) -> None:
+    """Wait until every worker has answered /healthz: gunicorn answers as soon as one
+    worker is up, and a burst of fast calls can be over before the others have loaded
+    the app (then one process serves everything and the test proves nothing)."""
+    deadline = time.monotonic() + 30
+    while len(serving_pids(server, "/healthz")) < WORKERS:
+        assert time.monotonic() < deadline, serving_pids(server, "/healthz")
+        burst(f"{server.url}/healthz", {}, 16, concurrency=8)
+
+
 def test_per_minute_limit_is_exact_across_four_workers(redis_url, registered, tmp_path):
     # A daily window: the burst cannot straddle its end (a minute's could).
     env = server_env(redis_url, LITHTRIX_FREE_RATE="60/d")
     with running_gunicorn(workers=WORKERS, env=env, log_path=tmp_path / "gunicorn.log") as server:
+        all_workers_serving(server)
         me = f"{server.url}/v1/me"
         auth = {"Authorization": f"Bearer {registered.api_key}"}
         first = requests.get(me, headers=auth, timeout=30)
@@ -76,6 +88,7 @@ def test_per_minute_limit_is_exact_across_four_workers(redis_url, registered, tm
 def test_free_cap_is_exact_across_four_workers(redis_url, registered, tmp_path):
     env = server_env(redis_url, LITHTRIX_FREE_CALL_LIMIT="25", LITHTRIX_FREE_RATE="10000/m")
     with running_gunicorn(workers=WORKERS, env=env, log_path=tmp_path / "gunicorn.log") as server:
+        all_workers_serving(server)
         responses = burst(f"{server.url}/v1/authorize", registered.auth_header, 80)
         pids = serving_pids(server, "/v1/authorize")
 
