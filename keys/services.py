@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Agent
@@ -99,9 +100,16 @@ def api_key_revoke(
     ip: str | None = None,
 ) -> bool:
     """Revoke ``api_key`` for good. Returns False when it was already revoked (idempotent)."""
-    revoked = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(
-        revoked_at=timezone.now()
+    return _revoke_where(
+        Q(revoked_at__isnull=True), api_key=api_key, actor=actor, reason=reason, ip=ip
     )
+
+
+def _revoke_where(
+    condition: Q, *, api_key: ApiKey, actor: User | None, reason: str, ip: str | None
+) -> bool:
+    """Revoke ``api_key`` if it matches ``condition``, with its KeyEvent; True if it did."""
+    revoked = ApiKey.objects.filter(condition, pk=api_key.pk).update(revoked_at=timezone.now())
     if revoked:
         KeyEvent.objects.create(
             agent_id=api_key.agent_id,
@@ -158,19 +166,9 @@ def api_key_revoke_working(
 
     False when it had already stopped working: revoked, or past its overlap expiry.
     """
-    revoked = ApiKey.objects.filter(working_keys_condition(timezone.now()), pk=api_key.pk).update(
-        revoked_at=timezone.now()
+    return _revoke_where(
+        working_keys_condition(timezone.now()), api_key=api_key, actor=actor, reason=reason, ip=ip
     )
-    if revoked:
-        KeyEvent.objects.create(
-            agent_id=api_key.agent_id,
-            api_key=api_key,
-            kind=KeyEvent.Kind.REVOKED,
-            actor=actor,
-            reason=reason,
-            ip=ip,
-        )
-    return bool(revoked)
 
 
 def api_keys_revoke_all(

@@ -16,12 +16,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
 
-from accounts.models import Tier
 from billing.metering.ratelimit import rate_limit
 from lithtrix.capabilities import (
-    SERVICE,
     CapabilitiesSerializer,
-    _tier_document,
     capabilities_document,
 )
 
@@ -35,22 +32,8 @@ from lithtrix.openapi import (  # noqa: F401
 
 def _capabilities_example() -> dict:
     """The document as served, with three of its endpoints (the rest come from the schema)."""
-    return {
-        "service": SERVICE,
-        "version": settings.SPECTACULAR_SETTINGS["VERSION"],
-        "api_version": "v1",
-        "documentation": {"openapi": "/v1/openapi.json", "docs": "/v1/docs"},
-        "authentication": {
-            "type": "http",
-            "scheme": "bearer",
-            "header": "Authorization",
-            "format": "Bearer ltx_...",
-            "obtain": "POST /v1/register",
-            "rotate": "POST /v1/keys/rotate",
-        },
-        "limits": {tier: _tier_document(tier) for tier in Tier.values},
-        "rate_limit_headers": ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"],
-        "endpoints": [
+    return capabilities_document(
+        endpoints=[
             {
                 "method": "POST",
                 "path": "/v1/register",
@@ -72,8 +55,8 @@ def _capabilities_example() -> dict:
                 "authentication": "bearer",
                 "metered": True,
             },
-        ],
-    }
+        ]
+    )
 
 
 class CapabilitiesViewSet(viewsets.ViewSet):
