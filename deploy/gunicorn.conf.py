@@ -17,7 +17,9 @@ workers = int(os.environ.get("WORKERS", os.environ.get("GUNICORN_WORKERS", "4"))
 # slow client never holds a thread; each thread holds its own database connection
 # (workers x threads per host: size PostgreSQL or PgBouncer for it).
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# gunicorn turns a sync worker with more than one thread into gthread: threads only
+# for gthread, so GUNICORN_WORKER_CLASS=sync really is sync.
+threads = int(os.environ.get("GUNICORN_THREADS", "4")) if worker_class == "gthread" else 1
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 30
 keepalive = 5

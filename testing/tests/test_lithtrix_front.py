@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from lithtrix.tests.test_multiprocess_limits import server_env
+from lithtrix.tests.test_multiprocess_limits import all_workers_serving, server_env
 from testing.load import Calls, Slowloris, timed_call
 from testing.nginx import start_front, stop_nginx
 from testing.servers import free_port, running_gunicorn
@@ -67,13 +67,19 @@ def test_slow_clients_hold_gunicorn_itself(redis_url, tmp_path):
     with sync workers, where it is deterministic: 8 slow clients, 4 workers. gthread
     workers fall the same way to a few dozen, depending on how they spread.)"""
     env = server_env(redis_url)
-    with (
-        running_gunicorn(workers=4, env=env, extra_args=("--worker-class", "sync")) as app,
-        Slowloris(app.url, connections=8, interval=0.5).running(),
-    ):
-        time.sleep(0.5)
-        with pytest.raises(requests.Timeout):
-            requests.get(f"{app.url}/healthz", timeout=1.5)
+    with running_gunicorn(
+        workers=4,
+        env=env,
+        extra_args=("--worker-class", "sync", "--threads", "1"),
+        log_path=tmp_path / "g.log",
+    ) as app:
+        # Every worker up first: a worker still loading the app when the slow clients
+        # connect would free up just in time to answer /healthz.
+        all_workers_serving(app)
+        with Slowloris(app.url, connections=8, interval=0.5).running():
+            time.sleep(1.5)  # each slow connection accepted by a worker, or queued
+            with pytest.raises(requests.Timeout):
+                requests.get(f"{app.url}/healthz", timeout=1.5)
 
 
 def test_fifty_slow_clients_do_not_slow_the_others(front, registered):
