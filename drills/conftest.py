@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,7 +29,14 @@ import pytest
 import requests
 
 from testing.nginx import start_front, stop_nginx
-from testing.servers import BASE_DIR, Server, app_environment, free_port, start_gunicorn
+from testing.servers import (
+    BASE_DIR,
+    BlackHole,
+    Server,
+    app_environment,
+    free_port,
+    start_gunicorn,
+)
 
 ROWS: list[dict[str, str]] = []
 COLUMNS = ("drill", "broken", "clients saw", "unaffected p50/p99", "recovery", "calls_total")
@@ -201,35 +207,6 @@ def redis() -> Iterator[Redis]:
 
 
 # --- Stripe that never answers ---------------------------------------------------
-
-
-class BlackHole:
-    """Accepts TCP connections and never sends a byte back."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(128)
-        self.port = self.sock.getsockname()[1]
-        self.held: list[socket.socket] = []
-        self.accepted = 0
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            self.held.append(conn)
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.held:
-            with contextlib.suppress(OSError):
-                conn.close()
 
 
 @pytest.fixture(scope="session")

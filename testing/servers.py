@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -25,6 +26,44 @@ import requests
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 GUNICORN_CONF = BASE_DIR / "deploy" / "gunicorn.conf.py"
+
+
+class BlackHole:
+    """A loopback port that accepts TCP connections and never sends a byte back
+    (a Stripe that hangs). Holds every connection until ``close()``."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.sock.settimeout(0.1)
+        self.port: int = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def accepted(self) -> int:
+        return len(self.held)
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.held.append(self.sock.accept()[0])
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+        for conn in self.held:
+            with contextlib.suppress(OSError):
+                conn.close()
 
 
 def free_port() -> int:

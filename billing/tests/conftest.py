@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -16,6 +15,7 @@ import stripe
 
 from billing.payments import services as payments
 from billing.payments.dev.localstripe_server import start_subprocess, stop_subprocess
+from testing.servers import BlackHole
 
 
 @pytest.fixture(autouse=True)
@@ -76,30 +76,13 @@ def local_stripe_pro(local_stripe, settings) -> str:
 
 
 @pytest.fixture
-def black_hole():
-    """A loopback port that accepts connections and never answers (Stripe hanging)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    accepted = []
-    stop = threading.Event()
-
-    def accept():
-        sock.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                accepted.append(sock.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    stop.set()
-    thread.join()
-    for conn in accepted:
-        conn.close()
-    sock.close()
+def black_hole() -> Iterator[str]:
+    """The URL of a loopback port that accepts connections and never answers (Stripe hanging)."""
+    hole = BlackHole()
+    try:
+        yield hole.url
+    finally:
+        hole.close()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -271,37 +270,10 @@ def test_setup_when_stripe_is_unreachable_is_502_and_changes_nothing(
     assert_agent_untouched(registered.agent)
 
 
-@pytest.fixture
-def silent_server():
-    """A loopback port that accepts connections and never answers."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    accepted = []
-    stop = threading.Event()
-
-    def accept():
-        sock.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                accepted.append(sock.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield sock.getsockname()[1]
-    stop.set()
-    thread.join()
-    for conn in accepted:
-        conn.close()
-    sock.close()
-
-
 def test_setup_when_stripe_times_out_is_502_and_changes_nothing(
-    local_stripe, settings, api_client, registered, silent_server
+    local_stripe, settings, api_client, registered, black_hole
 ):
-    settings.STRIPE_API_BASE = f"http://127.0.0.1:{silent_server}"
+    settings.STRIPE_API_BASE = black_hole
     settings.STRIPE_TIMEOUT_SECONDS = 0.5
     settings.STRIPE_MAX_NETWORK_RETRIES = 0
     started = time.monotonic()
