@@ -37,14 +37,7 @@ def test_createdb_creates_a_missing_database_once() -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
     try:
         for _ in range(2):  # missing, then present: both succeed
-            result = subprocess.run(
-                [sys.executable, "deploy/createdb.py"],
-                cwd=BASE_DIR,
-                env={"DATABASE_URL": url, "PATH": "/usr/bin:/bin"},
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
+            result = _createdb(url)
             assert result.returncode == 0, result.stderr
             assert _database_exists(admin_url, name)
     finally:
@@ -54,7 +47,14 @@ def test_createdb_creates_a_missing_database_once() -> None:
 
 def test_createdb_leaves_sqlite_alone(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
-    result = subprocess.run(
+    result = _createdb(url)
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "db.sqlite3").exists()
+
+
+def _createdb(url: str) -> subprocess.CompletedProcess[str]:
+    """``deploy/createdb.py`` as make serve runs it, with only DATABASE_URL set."""
+    return subprocess.run(
         [sys.executable, "deploy/createdb.py"],
         cwd=BASE_DIR,
         env={"DATABASE_URL": url, "PATH": "/usr/bin:/bin"},
@@ -62,5 +62,3 @@ def test_createdb_leaves_sqlite_alone(tmp_path) -> None:
         text=True,
         timeout=60,
     )
-    assert result.returncode == 0, result.stderr
-    assert not (tmp_path / "db.sqlite3").exists()
