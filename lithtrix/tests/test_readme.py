@@ -57,13 +57,12 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from testing.servers import BASE_DIR, free_port
+from testing.servers import BASE_DIR, free_port, wait_until_up
 
 README = BASE_DIR / "README.md"
 MARKER = re.compile(r"^<!--\s*readme-test\b(?P<env>[^>]*?)\s*-->\s*$")
@@ -310,18 +309,10 @@ def clean_environment(**overrides: str) -> dict[str, str]:
 
 
 def wait_for_health(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"make run exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    pytest.fail(f"make run did not answer {url} in {timeout:.0f}s:\n{log.read_text()[-3000:]}")
+    try:
+        wait_until_up(url, process, timeout=timeout)
+    except RuntimeError as exc:  # make run exited, or never answered
+        pytest.fail(f"make run: {exc}:\n{log.read_text()[-3000:]}")
 
 
 def stop_process_group(process: subprocess.Popen) -> None:
