@@ -46,12 +46,12 @@ def serving_pids(server, path: str) -> set[int]:
     return pids
 
 
-def all_workers_serving(server) -> None:
+def all_workers_serving(server, workers: int = WORKERS) -> None:
     """Wait until every worker has answered /healthz: gunicorn answers as soon as one
     worker is up, and a burst of fast calls can be over before the others have loaded
     the app (then one process serves everything and the test proves nothing)."""
     deadline = time.monotonic() + 30
-    while len(serving_pids(server, "/healthz")) < WORKERS:
+    while len(serving_pids(server, "/healthz")) < workers:
         assert time.monotonic() < deadline, serving_pids(server, "/healthz")
         burst(f"{server.url}/healthz", {}, 16, concurrency=8)
 

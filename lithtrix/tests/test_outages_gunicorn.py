@@ -16,7 +16,7 @@ from django.db import connection
 
 from accounts.models import Agent
 from lithtrix.tests.faults import TcpProxy
-from lithtrix.tests.test_multiprocess_limits import server_env
+from lithtrix.tests.test_multiprocess_limits import all_workers_serving, server_env
 from testing.servers import running_gunicorn
 
 pytestmark = [pytest.mark.requires_postgres, pytest.mark.django_db(transaction=True)]
@@ -171,6 +171,7 @@ def test_metrics_add_up_every_workers_counts(redis_url, tmp_path):
     multiproc_dir.mkdir()
     env = server_env(redis_url, PROMETHEUS_MULTIPROC_DIR=str(multiproc_dir))
     with running_gunicorn(workers=2, env=env, log_path=tmp_path / "gunicorn.log") as server:
+        all_workers_serving(server, workers=2)
         # Concurrent, each on its own connection, so both workers serve some.
         url = f"{server.url}/v1/capabilities"
         with ThreadPoolExecutor(max_workers=8) as pool:
