@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -15,3 +17,13 @@ def assert_envelope(response: Any, status: int, error_code: str) -> dict[str, An
     assert isinstance(body["message"], str) and body["message"]
     assert set(body) <= {"status", "error_code", "message", "details", "upgrade_url"}
     return body
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 15.0, step: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is true (True) or ``timeout`` s pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return bool(predicate())

@@ -21,15 +21,7 @@ from billing.tests.conftest import TEST_SECRET_KEY
 from billing.tests.test_cancel import stripe_subscriptions
 from billing.tests.test_setup import setup
 from lithtrix.errors import PaymentProviderError
-
-
-def wait_for(predicate, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
+from testing.assertions import wait_for
 
 
 @pytest.mark.django_db(transaction=True)
