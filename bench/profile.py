@@ -27,6 +27,7 @@ from testing.servers import app_environment  # noqa: E402
 
 DEFAULT_PATHS = [
     "/bench/bare",
+    "/bench/drf-plain",
     "/bench/drf-token",
     "/bench/drf-token-throttle",
     "/v1/me",
@@ -97,6 +98,9 @@ def main() -> int:
     redis.client.Pipeline.execute = counting_pipeline  # type: ignore[method-assign]  # counting
 
     app = WSGIHandler()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend_pid = cursor.fetchone()[0]
     keys = agents.read_text().split()
     tokens = users.read_text().split()
 
@@ -135,23 +139,53 @@ def main() -> int:
             statuses = {call(path, n) for n in range(100)}
         sql_per_request = len(queries.captured_queries) / 100
         redis_per_request = redis_commands[0] / 100
-        profiler = Profiler(interval=0.0002)
-        started = time.perf_counter()
-        profiler.start()
+        # Without the profiler: wall time and CPU per request, split by process.
+        started, cpu = time.perf_counter(), CpuClocks(backend_pid)
         for n in range(args.requests):
             call(path, n)
-        profiler.stop()
         elapsed = time.perf_counter() - started
+        app_cpu, db_cpu, redis_cpu = cpu.spent()
         print(
             f"\n=== {path}: {elapsed / args.requests * 1e6:.0f} us/request in-process, "
             f"{sql_per_request:g} SQL queries, {redis_per_request:g} Redis round trips "
             f"per request, answers {sorted(statuses)}"
+            f"\n    CPU per request: app {app_cpu / args.requests * 1e6:.0f} us, "
+            f"PostgreSQL backend {db_cpu / args.requests * 1e6:.0f} us, "
+            f"Redis server {redis_cpu / args.requests * 1e6:.0f} us"
         )
+        if not args.no_tree:
+            profiler = Profiler(interval=0.0002)
+            profiler.start()
+            for n in range(args.requests):
+                call(path, n)
+            profiler.stop()
         for query in queries.captured_queries[:3]:
             print(f"    SQL: {query['sql'][:160]}")
         if not args.no_tree:
             print(profiler.output_text(unicode=False, color=False, show_all=False))
     return 0
+
+
+class CpuClocks:
+    """CPU seconds spent since creation by this process, one PostgreSQL backend
+    (same machine: /proc) and the Redis server (INFO cpu; the whole server)."""
+
+    def __init__(self, backend_pid: int) -> None:
+        self.backend_pid = backend_pid
+        self.start = self._now()
+
+    def _now(self) -> tuple[float, float, float]:
+        from django.core.cache import cache
+
+        fields = Path(f"/proc/{self.backend_pid}/stat").read_text().rsplit(")", 1)[1].split()
+        db = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        info = cache._cache.get_client().info("cpu")  # type: ignore[attr-defined]
+        redis_cpu = float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+        return time.process_time(), db, redis_cpu
+
+    def spent(self) -> tuple[float, float, float]:
+        now = self._now()
+        return tuple(b - a for a, b in zip(self.start, now, strict=True))  # type: ignore[return-value]
 
 
 if __name__ == "__main__":

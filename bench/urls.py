@@ -7,6 +7,7 @@ from lithtrix.urls import urlpatterns as product_urlpatterns
 
 urlpatterns = [
     path("bench/bare", views.bare),
+    path("bench/drf-plain", views.PlainView.as_view()),
     path("bench/drf-token", views.TokenView.as_view()),
     path("bench/drf-token-throttle", views.TokenThrottledView.as_view()),
     *product_urlpatterns,

@@ -14,6 +14,17 @@ def bare(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"ok": True})
 
 
+class PlainView(APIView):
+    """DRF's own cost: an APIView with no authentication, permission or throttle."""
+
+    authentication_classes: list = []
+    permission_classes: list = []
+    throttle_classes: list = []
+
+    def get(self, request: Request) -> Response:
+        return Response({"ok": True})
+
+
 class TokenView(APIView):
     """DRF's TokenAuthentication: one indexed query on the token, nothing else."""
 

@@ -23,6 +23,12 @@ threads = int(os.environ.get("GUNICORN_THREADS", "4")) if worker_class == "gthre
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 30
 keepalive = 5
+# The app is loaded once, in the arbiter, and every worker is forked from it
+# (lithtrix/wsgi.py also loads the URLconf there): a worker starts, or restarts after
+# max_requests, in milliseconds. Without it, each start is a full import (~0.8 s of
+# CPU) and a cold first request, which under load showed as throughput halving for
+# seconds at every recycle (README, "Benchmark").
+preload_app = os.environ.get("GUNICORN_PRELOAD", "on").lower() not in {"0", "off", "false", "no"}
 # Recycle workers now and then so a slow leak cannot grow without bound.
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "10000"))
 max_requests_jitter = 1000

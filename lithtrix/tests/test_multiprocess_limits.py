@@ -103,3 +103,25 @@ def test_free_cap_is_exact_across_four_workers(redis_url, registered, tmp_path):
     assert agent.calls_total == 25
     assert DailyUsage.objects.get(agent=agent).calls == 25
     assert len(pids) >= 2, f"one process served everything: {pids}"
+
+
+def test_workers_recycled_every_few_requests_keep_answering_and_counting(
+    redis_url, registered, tmp_path
+):
+    # deploy/gunicorn.conf.py preloads the app and forks workers from it: a recycled
+    # worker must not inherit a database or Redis connection of another process.
+    env = server_env(
+        redis_url, GUNICORN_MAX_REQUESTS="15", LITHTRIX_FREE_RATE="1000/d", LITHTRIX_KEY_HINTS="0"
+    )
+    log = tmp_path / "gunicorn.log"
+    with running_gunicorn(
+        workers=2, env=env, log_path=log, extra_args=("--max-requests-jitter=0",)
+    ) as server:
+        auth = {"Authorization": f"Bearer {registered.api_key}"}
+        responses = burst(f"{server.url}/v1/authorize", auth, 120, concurrency=4)
+        pids = serving_pids(server, "/v1/authorize")
+        restarts = server.log().count("Autorestarting worker")
+
+    assert Counter(r.status_code for r in responses) == {200: 120}
+    assert restarts >= 4 and len(pids) >= 4, (restarts, pids)
+    assert Agent.objects.get(pk=registered.agent.pk).calls_total == 120

@@ -51,6 +51,7 @@ def test_every_name_in_the_config_file_is_a_gunicorn_setting():
     assert unknown == [], f"gunicorn ignores these names in {GUNICORN_CONF.name}: {unknown}"
     # The values took: what the file says is what gunicorn runs with.
     assert cfg.control_socket_disable is True
+    assert cfg.preload_app is True
     assert cfg.worker_class_str == "gthread"
     assert cfg.threads == 4
     assert cfg.wsgi_app == "lithtrix.wsgi:application"
