@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
 
 from django.conf import settings
 from django.core.cache import cache
@@ -126,14 +125,8 @@ def authenticate_key(header: str, *, ip: str | None = None) -> tuple[Agent, ApiK
     return authenticate_key_hash(presented_key_hash(header), ip=ip)
 
 
-def authenticate_key_hash(
-    hashed_key: str,
-    *,
-    ip: str | None = None,
-    while_waiting: Callable[[], None] | None = None,
-) -> tuple[Agent, ApiKey]:
-    """authenticate_key for a presented key's hash (``presented_key_hash``).
-    ``while_waiting`` runs while the lookup is on its way to the database."""
+def authenticate_key_hash(hashed_key: str, *, ip: str | None = None) -> tuple[Agent, ApiKey]:
+    """authenticate_key for a presented key's hash (``presented_key_hash``)."""
     bucket = ratelimit.ip_bucket(ip) if ip is not None else None
     digest = hashed_key[:32]
     if bucket is not None:
@@ -152,9 +145,7 @@ def authenticate_key_hash(
                     "RateLimit-Reset": reset,
                 },
             )
-    api_key = selectors.active_api_key_with_agent_by_hash(
-        hashed_key=hashed_key, while_waiting=while_waiting
-    )
+    api_key = selectors.active_api_key_with_agent_by_hash(hashed_key=hashed_key)
     if api_key is None:
         if bucket is not None:
             _count_failure(bucket)
@@ -172,57 +163,22 @@ def reset_failure_limits() -> None:
 class ApiKeyAuthentication(BaseAuthentication):
     """The default for every /v1 endpoint; public endpoints set authentication_classes = [].
 
-    With a key hint (keys.hints) for the presented key, the view's per-agent rate
-    limit is counted while the key lookup is on its way to the database, so the two
-    round trips overlap. The lookup still decides: an unknown or revoked key gets
-    401 (the count stays with the agent the hint named, once), a tier that changed
-    makes the throttle count again under the right tier, and a 429 is still raised
-    by the throttle, after authentication and permissions, as DRF orders them.
+    Always the full key lookup (one indexed query); the view's rate limit follows as
+    DRF orders it (throttles after authentication and permissions). The key hint
+    (keys.hints) is kept up to date for /v1/authorize, which may skip the lookup.
     """
 
     def authenticate(self, request: Request) -> tuple[Agent, ApiKey]:
         hashed_key = presented_key_hash(request.META.get("HTTP_AUTHORIZATION", ""))
-        hint = hints.get(hashed_key) if hints.enabled() else None
-        overlap = None
-        if hint is not None and _rate_limited_view(request):
-
-            def overlap() -> None:
-                _count_rate_limit_early(request, hint)
-
         try:
-            agent, api_key = authenticate_key_hash(
-                hashed_key, ip=client_ip(request) or "unknown", while_waiting=overlap
-            )
+            agent, api_key = authenticate_key_hash(hashed_key, ip=client_ip(request) or "unknown")
         except ApiError:
-            if hint is not None:
-                hints.forget(hashed_key)
-            if overlap is not None:
-                # Counted for the hinted agent; the refusal carries no agent's limit.
-                ratelimit.forget_decision(request)
-            raise
-        if hint is None or hint.agent_id != agent.pk or hint.tier != agent.tier:
-            if overlap is not None:
-                ratelimit.forget_decision(request)  # counted as the wrong tier: again
             if hints.enabled():
-                hints.remember(hashed_key, agent)
+                hints.forget(hashed_key)
+            raise
+        if hints.enabled():
+            hints.remember(hashed_key, agent)
         return agent, api_key
 
     def authenticate_header(self, request: Request) -> str:
         return "Bearer"
-
-
-def _rate_limited_view(request: Request) -> bool:
-    view = (getattr(request, "parser_context", None) or {}).get("view")
-    return view is not None and any(
-        issubclass(throttle, ratelimit.RateLimitThrottle)
-        for throttle in getattr(view, "throttle_classes", ())
-    )
-
-
-def _count_rate_limit_early(request: Request, hint: hints.KeyHint) -> None:
-    try:
-        ratelimit.rate_limit(request, agent=Agent(id=hint.agent_id, tier=hint.tier))
-    except RateLimitExceededError:
-        pass  # decided and kept: the throttle raises it in its turn
-    except ApiError:
-        ratelimit.forget_decision(request)  # e.g. the store failed: the throttle decides

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import datetime
 import functools
-from collections.abc import Callable
 
 from django.db import connection
 from django.db.models import Field, Q, QuerySet
@@ -28,16 +27,11 @@ def active_api_key_with_agent(*, key: str) -> ApiKey | None:
     return active_api_key_with_agent_by_hash(hashed_key=hash_key(key))
 
 
-def active_api_key_with_agent_by_hash(
-    *, hashed_key: str, while_waiting: Callable[[], None] | None = None
-) -> ApiKey | None:
-    """The same, for a key already hashed (keys.crypto.hash_key). ``while_waiting``
-    runs while the query is on its way (PostgreSQL; elsewhere just before it)."""
+def active_api_key_with_agent_by_hash(*, hashed_key: str) -> ApiKey | None:
+    """The same, for a key already hashed (keys.crypto.hash_key)."""
     now = timezone.now()
     if connection.vendor == "postgresql":
-        return _active_api_key_with_agent_postgresql(hashed_key, now, while_waiting)
-    if while_waiting is not None:
-        while_waiting()
+        return _active_api_key_with_agent_postgresql(hashed_key, now)
     return (
         ApiKey.objects.select_related("agent")
         .filter(working_keys_condition(now), hashed_key=hashed_key, agent__deleted_at__isnull=True)
@@ -98,15 +92,13 @@ def _column(field: Field) -> str:
     return field.attname
 
 
-def _active_api_key_with_agent_postgresql(
-    hashed_key: str, now: datetime.datetime, while_waiting: Callable[[], None] | None
-) -> ApiKey | None:
+def _active_api_key_with_agent_postgresql(hashed_key: str, now: datetime.datetime) -> ApiKey | None:
     # Every authenticated request runs this: the SQL is built once, prepared once per
     # connection (lithtrix.db), and the rows become models directly (psycopg already
     # returns Python's UUIDs and aware datetimes), which costs a third of what the
     # same query through the ORM costs.
     sql, key_fields, agent_fields = _lookup_sql()
-    row = db.fetchone(sql, {"hashed_key": hashed_key, "now": now}, while_waiting=while_waiting)
+    row = db.fetchone(sql, {"hashed_key": hashed_key, "now": now})
     if row is None:
         return None
     api_key = ApiKey.from_db(connection.alias, key_fields, row[: len(key_fields)])

@@ -217,7 +217,7 @@ def test_metering_without_waiting_for_the_wal_flush_is_still_exact(registered, s
         assert cursor.fetchone() == (True,)
 
 
-# --- Any other key-authenticated endpoint: the rate limit overlaps the key lookup ---
+# --- Any other key-authenticated endpoint: the full lookup decides, a hint changes nothing ---
 
 
 @pytest.mark.django_db
