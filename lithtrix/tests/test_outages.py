@@ -8,6 +8,7 @@ import logging
 import time
 
 import pytest
+import redis
 from django.db import OperationalError
 
 from accounts.models import Agent
@@ -203,3 +204,20 @@ def test_readyz_names_the_database(client, monkeypatch):
     monkeypatch.setitem(__import__("lithtrix.health").health.READINESS_CHECKS, "database", refuse)
     body = readyz_envelope(client.get("/readyz"))
     assert body["checks"] == {"database": "unavailable", "cache": "ok"}
+
+
+@pytest.mark.django_db
+def test_counting_goes_on_exactly_when_redis_forgets_its_scripts(
+    api_client, registered, settings, throwaway_redis
+):
+    # Each thread counts with EVALSHA on a connection of its own; a Redis that has
+    # lost its script cache (restarted, SCRIPT FLUSH) answers NOSCRIPT, and the
+    # count is made once, with EVAL, not lost and not doubled.
+    use_redis(settings, throwaway_redis.url)
+    remaining = [api_client.get("/v1/me", **registered.auth)["RateLimit-Remaining"]]
+    redis.Redis.from_url(throwaway_redis.url).script_flush()
+    remaining += [
+        api_client.get("/v1/me", **registered.auth)["RateLimit-Remaining"] for _ in range(2)
+    ]
+
+    assert remaining == ["59", "58", "57"]
