@@ -85,7 +85,7 @@ fuzz: dev-venv
 drills: venv
 	$(BIN)/pytest -c drills/pytest.ini --confcutdir=drills drills $(PYTEST_ARGS)
 
-# wrk against gunicorn (2 sync workers) on PostgreSQL + Redis: needs DATABASE_URL,
+# wrk against gunicorn (4 sync workers) on PostgreSQL + Redis: needs DATABASE_URL,
 # REDIS_URL and wrk (apt-get install -y wrk). Writes bench/results/<time>-<sha>.json;
 # BENCH_ARGS="--compare bench/results/<earlier>.json" prints the ratio change.
 # See README, "Benchmark".

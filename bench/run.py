@@ -3,17 +3,19 @@
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/lithtrix REDIS_URL=redis://127.0.0.1:6379/0 \
         .venv/bin/python bench/run.py            # or: make bench [BENCH_ARGS=...]
 
-Starts gunicorn (2 sync workers by default, deploy/gunicorn.conf.py) on a fresh
+Starts gunicorn (4 sync workers by default, deploy/gunicorn.conf.py) on a fresh
 PostgreSQL database (<name>_bench, copied from a migrated template: see
-bench/database.py) and Redis, loads each endpoint with wrk (-t2 -c16 -d6s, after a
-2 s warm-up, in 5 interleaved rounds) and prints req/s, p50, p99 and non-2xx
-answers for: a bare Django JSON view; a DRF TokenAuthentication view, and the same
-with UserRateThrottle on Redis; GET /v1/me; /v1/authorize; then each one's ratio
-to the bare view and to the two DRF views, each ratio the median of the ratios
-within each round (the machine's outside load moves between rounds far more than
-within one). Authenticated load rotates over 1,000 agents (users). Then it grows
-the agents to 1,000,000 and measures the two key-authenticated endpoints again.
-The comparison views live in bench/ (bench.settings, bench.urls) only.
+bench/database.py) and Redis, loads each endpoint with wrk (-t2 -c16 -d3s, after a
+2 s warm-up, in 9 interleaved rounds, compared pairs side by side, every other
+round reversed) and prints req/s, p50, p99, non-2xx answers and the machine's CPU
+per request for: a bare Django JSON view; a DRF TokenAuthentication view, and the
+same with UserRateThrottle on Redis; GET /v1/me; /v1/authorize; then each one's
+ratio to the bare view and to the two DRF views, each ratio the median of the
+ratios within each round (the machine's outside load moves between rounds far more
+than within one). Authenticated load rotates over 1,000 agents (users). Then it
+grows the agents to 1,000,000 and measures the two key-authenticated endpoints
+again beside TokenAuthentication. The comparison views live in bench/
+(bench.settings, bench.urls) only.
 
 The whole result (table, worker shape, cores, load average, git commit) is written
 as JSON to bench/results/<UTC time>-<git sha>.json; ``--compare FILE`` prints how
