@@ -130,13 +130,7 @@ def prepare_database(admin_url: str, schema_url: str, tables: list[str], agents:
         capture_output=True,
         text=True,
     ).stdout
-    subprocess.run(  # noqa: S603
-        ["psql", "-q", "-v", "ON_ERROR_STOP=1", url],  # noqa: S607
-        input=dump,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    psql(url, dump)
     agent, key, _usage = tables
     psql(
         url,
