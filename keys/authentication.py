@@ -7,6 +7,7 @@ import time
 
 from django.conf import settings
 from django.core.cache import cache
+from django.http import HttpRequest
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
@@ -160,25 +161,33 @@ def reset_failure_limits() -> None:
     _seen_valid_until.clear()
 
 
+def authenticate_request(request: HttpRequest | Request) -> tuple[Agent, ApiKey]:
+    """Agent and key of a request's ``Authorization: Bearer ltx_...``, or the error.
+
+    Always the full key lookup (one indexed query). The key hint (keys.hints) is
+    kept up to date for /v1/authorize, which may skip the lookup.
+    """
+    hashed_key = presented_key_hash(request.META.get("HTTP_AUTHORIZATION", ""))
+    try:
+        agent, api_key = authenticate_key_hash(hashed_key, ip=client_ip(request) or "unknown")
+    except ApiError:
+        if hints.enabled():
+            hints.forget(hashed_key)
+        raise
+    if hints.enabled():
+        hints.remember(hashed_key, agent)
+    return agent, api_key
+
+
 class ApiKeyAuthentication(BaseAuthentication):
     """The default for every /v1 endpoint; public endpoints set authentication_classes = [].
 
-    Always the full key lookup (one indexed query); the view's rate limit follows as
-    DRF orders it (throttles after authentication and permissions). The key hint
-    (keys.hints) is kept up to date for /v1/authorize, which may skip the lookup.
+    authenticate_request on DRF's request; the view's rate limit follows as DRF
+    orders it (throttles after authentication and permissions).
     """
 
     def authenticate(self, request: Request) -> tuple[Agent, ApiKey]:
-        hashed_key = presented_key_hash(request.META.get("HTTP_AUTHORIZATION", ""))
-        try:
-            agent, api_key = authenticate_key_hash(hashed_key, ip=client_ip(request) or "unknown")
-        except ApiError:
-            if hints.enabled():
-                hints.forget(hashed_key)
-            raise
-        if hints.enabled():
-            hints.remember(hashed_key, agent)
-        return agent, api_key
+        return authenticate_request(request)
 
     def authenticate_header(self, request: Request) -> str:
         return "Bearer"

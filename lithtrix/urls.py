@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
 
+from accounts.selectors import agent_profile
 from accounts.views import MeViewSet, RegisterViewSet
 from billing.metering.views import BillingViewSet, UsageViewSet, authorize
 from billing.payments.views import (
@@ -14,11 +15,17 @@ from billing.payments.views import (
 )
 from keys.views import KeyViewSet, LeakedKeysViewSet
 from lithtrix import errors, health, metrics
+from lithtrix.plain import plain_get
 from lithtrix.views import ApiDocsView, CapabilitiesViewSet, OpenApiSchemaView
 
 v1 = [
     path("v1/register", RegisterViewSet.as_view({"post": "create"}), name="register"),
-    path("v1/me", MeViewSet.as_view({"get": "retrieve", "delete": "destroy"}), name="me"),
+    # GET answered by lithtrix.plain without DRF's dispatch; DELETE and the rest by DRF.
+    path(
+        "v1/me",
+        plain_get(MeViewSet.as_view({"get": "retrieve", "delete": "destroy"}), agent_profile),
+        name="me",
+    ),
     path("v1/keys", KeyViewSet.as_view({"get": "working"}), name="keys"),
     path("v1/keys/rotate", KeyViewSet.as_view({"post": "rotate"}), name="keys-rotate"),
     path("v1/keys/revoke", KeyViewSet.as_view({"post": "revoke"}), name="keys-revoke"),

@@ -5,6 +5,7 @@ import logging
 import pytest
 
 from accounts.views import MeViewSet
+from lithtrix import plain
 from lithtrix.logs import JsonFormatter, scrub
 from lithtrix.middleware import RequestIdLogFilter
 
@@ -74,21 +75,28 @@ def test_logs_never_contain_keys_authorization_cards_or_secrets(api_client, monk
     rotated = api_client.post("/v1/keys/rotate", **auth).json()["api_key"]
     api_client.get("/v1/me", HTTP_AUTHORIZATION="Bearer ltx_not_a_real_key")
 
-    def leaky_view(self, request):
+    def leak(request):
         # A bug that puts every secret it can reach into an exception message.
         raise RuntimeError(
             f"boom {request.META['HTTP_AUTHORIZATION']} {CARD} {STRIPE_SECRET} "
             "postgres://lithtrix:hunter2@db/lithtrix"
         )
 
-    monkeypatch.setattr(MeViewSet, "retrieve", leaky_view)
-    crashed = api_client.get("/v1/me", HTTP_AUTHORIZATION=f"Bearer {rotated}")
+    # In a DRF view (DELETE /v1/me) and in a plain one (GET /v1/me, lithtrix.plain).
+    monkeypatch.setattr(MeViewSet, "destroy", lambda self, request: leak(request))
+    monkeypatch.setattr(plain, "rate_limit", lambda request, agent: leak(request))
+    crashed = [
+        api_client.delete(
+            "/v1/me", {"confirm": "logged"}, format="json", HTTP_AUTHORIZATION=f"Bearer {rotated}"
+        ),
+        api_client.get("/v1/me", HTTP_AUTHORIZATION=f"Bearer {rotated}"),
+    ]
 
-    assert crashed.status_code == 500
+    assert [response.status_code for response in crashed] == [500, 500]
     lines = log_lines()
     text = "\n".join(json.dumps(line) for line in lines)
-    assert any(line["level"] == "ERROR" and "exc" in line for line in lines)
-    assert len(access_lines(lines)) == 5
+    assert len([line for line in lines if line["level"] == "ERROR" and "exc" in line]) == 2
+    assert len(access_lines(lines)) == 6
     for secret in (key, rotated, key[:20], rotated[:20], CARD, STRIPE_SECRET, "hunter2"):
         assert secret not in text
     assert "ltx_not_a_real_key" not in text
