@@ -18,11 +18,12 @@ The returned view carries the DRF view's attributes (``cls``, ``actions``,
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
+from rest_framework.renderers import JSONRenderer
+from rest_framework.settings import api_settings
 
 from accounts.models import Agent
 from billing.metering.ratelimit import rate_limit
@@ -32,6 +33,7 @@ from lithtrix.errors import ApiError, api_error_response
 # Media ranges that DRF's content negotiation matches to its JSONRenderer. Anything
 # else (including the spellings DRF would also accept) is left to DRF.
 _JSON_RANGES = frozenset({"*/*", "application/*", "application/json"})
+_RENDERER = JSONRenderer()
 
 
 def accepts_json(accept: str | None) -> bool:
@@ -39,11 +41,6 @@ def accepts_json(accept: str | None) -> bool:
     if accept is None:
         return True  # DRF reads a missing header as */*
     return any(token.split(";", 1)[0].strip() in _JSON_RANGES for token in accept.split(","))
-
-
-def json_body(data: Any) -> bytes:
-    """As rest_framework.renderers.JSONRenderer renders (COMPACT_JSON, UNICODE_JSON)."""
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def plain_get(
@@ -66,7 +63,7 @@ def plain_get(
     def view(request: HttpRequest) -> HttpResponse:
         if (
             request.method not in ("GET", "HEAD")
-            or "format" in request.GET
+            or api_settings.URL_FORMAT_OVERRIDE in request.GET
             or not accepts_json(request.META.get("HTTP_ACCEPT"))
         ):
             return drf_view(request)
@@ -79,7 +76,9 @@ def plain_get(
         except ApiError as error:
             response: HttpResponse = api_error_response(error, request)
         else:
-            response = HttpResponse(json_body(answer(agent)), content_type="application/json")
+            # DRF's own renderer (stateless), so the bytes are the viewset's.
+            body = _RENDERER.render(answer(agent))
+            response = HttpResponse(body, content_type=_RENDERER.media_type)
         response["Allow"] = allow
         return response
 
