@@ -10,6 +10,7 @@ from lithtrix.settings.api import *  # noqa: F403
 from lithtrix.settings.cache import *  # noqa: F403
 from lithtrix.settings.database import *  # noqa: F403
 from lithtrix.settings.django import *  # noqa: F403
+from lithtrix.settings.jobs import *  # noqa: F403
 from lithtrix.settings.logs import *  # noqa: F403
 from lithtrix.settings.monitoring import *  # noqa: F403
 from lithtrix.settings.stripe import *  # noqa: F403

@@ -31,6 +31,8 @@ INSTALLED_APPS = [
     "keys",
     "billing",
     "idempotency",
+    # The job system (lithtrix/settings/jobs.py).
+    "django_q",
     "djstripe",
     # OpenAPI 3 schema and docs (assets from the sidecar package: no CDN).
     "drf_spectacular",
