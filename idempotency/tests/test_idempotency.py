@@ -219,7 +219,9 @@ def test_429_answers_are_not_kept(api_client, settings):
     register(api_client, new_key(), {"agent_name": "first", "owner_identifier": "o"})
     limited = register(api_client, key)
     assert_envelope(limited, 429, "RATE_LIMIT_EXCEEDED")
-    assert not IdempotencyRecord.objects.exists() or IdempotencyRecord.objects.count() == 1
+    # Only the first registration's answer is kept; the 429 left no record behind.
+    assert IdempotencyRecord.objects.count() == 1
+    assert not IdempotencyRecord.objects.filter(key_hash=crypto.key_hash(key)).exists()
 
     settings.LITHTRIX_REGISTER_RATE = "10/m"
     response = register(api_client, key)
