@@ -29,6 +29,11 @@ LITHTRIX_METER_SYNCHRONOUS_COMMIT = os.environ.get("LITHTRIX_METER_SYNCHRONOUS_C
 # --- Account lifecycle ----------------------------------------------------------
 # How long an answer is kept for replay under its Idempotency-Key (idempotency/).
 LITHTRIX_IDEMPOTENCY_TTL_HOURS = int(os.environ.get("LITHTRIX_IDEMPOTENCY_TTL_HOURS", "24"))
+# Idempotency-Keys one agent (or, for register, one client address) holds at once,
+# kept answers and running requests alike; past it a new key is 429. Far above a
+# day of rotations, billing calls or one host's registrations; it caps what a
+# flood of keys can store.
+LITHTRIX_IDEMPOTENCY_MAX_KEYS = int(os.environ.get("LITHTRIX_IDEMPOTENCY_MAX_KEYS", "1000"))
 # Public keys that sign GitHub's secret-scanning reports (POST /v1/keys/leaked): a
 # local file (tests, offline) wins over the URL (GitHub's published list).
 LITHTRIX_SECRET_SCANNING_KEYS_URL = os.environ.get(
