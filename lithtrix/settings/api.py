@@ -27,6 +27,9 @@ LITHTRIX_TRUSTED_PROXY_COUNT = int(os.environ.get("LITHTRIX_TRUSTED_PROXY_COUNT"
 LITHTRIX_KEY_HINTS = int(os.environ.get("LITHTRIX_KEY_HINTS", "10000"))
 LITHTRIX_METER_SYNCHRONOUS_COMMIT = os.environ.get("LITHTRIX_METER_SYNCHRONOUS_COMMIT", "on")
 # --- Account lifecycle ----------------------------------------------------------
+# Keys of one agent that work at once, overlaps included: a rotation past it ends
+# the oldest overlap first (keys/services.py).
+LITHTRIX_MAX_WORKING_KEYS = int(os.environ.get("LITHTRIX_MAX_WORKING_KEYS", "5"))
 # How long an answer is kept for replay under its Idempotency-Key (idempotency/).
 LITHTRIX_IDEMPOTENCY_TTL_HOURS = int(os.environ.get("LITHTRIX_IDEMPOTENCY_TTL_HOURS", "24"))
 # Idempotency-Keys one agent (or, for register, one client address) holds at once,
