@@ -530,6 +530,9 @@ def test_an_agent_holds_at_most_the_bound_of_keys(api_client, registered, clock,
     assert "Idempotency-Key" in body["message"]
     # The oldest kept answer expires 24 h after it was stored, 3 h ago.
     assert refused["Retry-After"] == str(21 * 3600)
+    # The limit that refused, not the agent's per-minute rate.
+    assert (refused["RateLimit-Limit"], refused["RateLimit-Remaining"]) == ("3", "0")
+    assert refused["RateLimit-Reset"] == str(21 * 3600)
     assert ApiKey.objects.filter(agent=registered.agent).count() == 4  # nothing rotated
     assert IdempotencyRecord.objects.count() == 3
     # Within the bound, retries are still answered...
