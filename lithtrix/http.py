@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
-from functools import cache
+from functools import cache, lru_cache
 
 from django.conf import settings
 from django.http import HttpRequest
@@ -23,13 +22,28 @@ def client_ip(request: HttpRequest) -> str | None:
     client whatever it says.
     """
     peer = request.META.get("REMOTE_ADDR") or None
-    proxies = trusted_networks(tuple(settings.LITHTRIX_TRUSTED_PROXIES))
+    proxies = settings.LITHTRIX_TRUSTED_PROXIES
     if not proxies or peer is None:
         return peer
+    forwarded_for = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    if len(forwarded_for) > _CACHED_HEADER_LENGTH:
+        return _client_behind.__wrapped__(peer, forwarded_for, tuple(proxies))
+    return _client_behind(peer, forwarded_for, tuple(proxies))
+
+
+# Cached: the same clients come back through the same proxies (/v1/authorize is
+# the hot path); a miss costs a few address parses. Long headers are not kept (an
+# 8 kB one per entry would hold 32 MB).
+_CACHED_HEADER_LENGTH = 256
+
+
+@lru_cache(maxsize=4096)
+def _client_behind(peer: str, forwarded_for: str, proxy_values: tuple[str, ...]) -> str:
+    proxies = trusted_networks(proxy_values)
     nearest = parse_address(peer)
     if nearest is None or not _trusted(nearest, proxies):
         return peer
-    for hop in reversed(request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")):
+    for hop in reversed(forwarded_for.split(",")):
         if not hop.strip():
             continue
         address = parse_address(hop)
@@ -43,7 +57,7 @@ def client_ip(request: HttpRequest) -> str | None:
 
 
 @cache
-def trusted_networks(values: Iterable[str]) -> tuple[Network, ...]:
+def trusted_networks(values: tuple[str, ...]) -> tuple[Network, ...]:
     """The networks in LITHTRIX_TRUSTED_PROXIES; a bad one raises ValueError."""
     return tuple(ipaddress.ip_network(value.strip(), strict=False) for value in values)
 

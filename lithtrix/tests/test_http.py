@@ -100,5 +100,12 @@ def test_a_proxy_peer_without_a_usable_client_address_is_the_last_one_known(
     assert ip_of("10.0.0.1", forwarded_for) == client
 
 
+def test_a_long_header_is_read_the_same(trusted):
+    spoofed = ", ".join(f"198.51.100.{n}" for n in range(100))
+    assert len(spoofed) > 256
+    for _ in range(2):
+        assert ip_of("10.0.0.1", f"{spoofed}, 203.0.113.9, 10.0.0.2") == "203.0.113.9"
+
+
 def test_no_peer_address_is_none(trusted):
     assert client_ip(RequestFactory().get("/", REMOTE_ADDR="")) is None
