@@ -65,7 +65,10 @@ def _listening(address: str, child: subprocess.Popen, timeout: float = 120.0) ->
 def urls_line(address: str, stripe: str) -> str:
     """The one plain line a reader needs from make run's output."""
     base = f"http://{address}"
-    return f"Serving: API {base}/v1/capabilities · docs {base}/v1/docs · admin {base}/admin/ · {stripe}"
+    return (
+        f"Serving: API {base}/v1/capabilities · docs {base}/v1/docs · admin {base}/admin/"
+        f" · {stripe}"
+    )
 
 
 def main(command: list[str]) -> int:
