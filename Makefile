@@ -7,16 +7,17 @@ HOST ?= 127.0.0.1
 PIP := $(BIN)/python -m pip --disable-pip-version-check install --quiet
 UV_VERSION := 0.13.8
 
-.PHONY: venv dev-venv run migrate superuser test check format clean reset
+.PHONY: venv dev-venv run migrate superuser test check format clean reset docs docs-serve
 
 # Installs go through uv when it can be had (several times quicker than pip at
 # resolving and unpacking, the bulk of a cold make run): the host's uv, else uv put
 # into the venv by the host's pip. Without it, or when uv fails, pip: the venv gets a
 # current pip from the host's pip when that can install into another environment
 # (pip >= 22.3), else the usual ensurepip way.
-# Two installs, each with its stamp: what serving needs (requirements-run.txt: the
-# runtime set plus localstripe for make run), and on top of it the test and tool set
-# (requirements-dev.txt: pytest, Playwright, schemathesis, ruff...).
+# Three installs, each with its stamp: what serving needs (requirements-run.txt: the
+# runtime set plus localstripe for make run), on top of it the test and tool set
+# (requirements-dev.txt: pytest, Playwright, schemathesis, ruff...), and the
+# documentation site's (requirements-docs.txt: MkDocs, for make docs).
 $(BIN)/python:
 	$(PYTHON) -m venv --without-pip $(VENV)
 	@if command -v uv >/dev/null 2>&1; then ln -s "$$(command -v uv)" $(BIN)/uv; \
@@ -34,6 +35,10 @@ $(BIN)/.installed-run: requirements.txt requirements-run.txt | $(BIN)/python
 
 $(BIN)/.installed-dev: requirements-dev.txt $(BIN)/.installed-run
 	$(call install,-r requirements-dev.txt)
+	touch $@
+
+$(BIN)/.installed-docs: requirements-docs.txt | $(BIN)/python
+	$(call install,-r requirements-docs.txt)
 	touch $@
 
 venv: $(BIN)/.installed-run
@@ -88,7 +93,15 @@ format: dev-venv
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache db.sqlite3 db.sqlite3-*
+	rm -rf $(VENV) .pytest_cache .ruff_cache db.sqlite3 db.sqlite3-* site
+
+# The documentation site (docs/, mkdocs.yml): built into site/ with --strict, so a
+# broken link or anchor, or a page missing from nav, fails; docs-serve previews it.
+docs: $(BIN)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+docs-serve: $(BIN)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr $(HOST):$(PORT)
 
 # --- Production serving ---------------------------------------------------------
 # gunicorn with WORKERS processes on DATABASE_URL and REDIS_URL (see
