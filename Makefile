@@ -47,9 +47,11 @@ dev-venv: $(BIN)/.installed-dev
 # Local development on the embedded defaults (SQLite, process-local cache).
 # Every variable in docs/configuration.md is honoured when set.
 # Prints one line with the local URLs (API, docs, admin, localstripe) once it serves.
+# devstripe migrates in the process that prepares localstripe (one Django start and
+# one run of the system checks: runserver skips its own).
 run: venv
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-on} $(BIN)/python manage.py migrate --noinput
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-on} $(BIN)/python -m billing.payments.dev.devstripe $(BIN)/python manage.py runserver --noreload $(HOST):$(PORT)
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-on} $(BIN)/python -m billing.payments.dev.devstripe --migrate \
+	  $(BIN)/python manage.py runserver --noreload --skip-checks $(HOST):$(PORT)
 
 # A fresh start: make run's SQLite database goes, and the next make run starts a
 # fresh localstripe with it (its state lives only in memory). Refused while a

@@ -1,7 +1,11 @@
 """`make run`'s Stripe: localstripe on loopback unless Stripe is configured.
 
-    python -m billing.payments.dev.devstripe COMMAND...
-    (make run: python -m billing.payments.dev.devstripe .venv/bin/python manage.py runserver ...)
+    python -m billing.payments.dev.devstripe [--migrate] COMMAND...
+    (make run: python -m billing.payments.dev.devstripe --migrate .venv/bin/python
+     manage.py runserver --noreload --skip-checks HOST:PORT)
+
+--migrate: `manage.py migrate` first, in the same Django process as the localstripe
+set-up below (one start of Django, with its system checks, instead of two).
 
 - Any of STRIPE_SECRET_KEY, STRIPE_PUBLISHABLE_KEY or STRIPE_API_BASE set: runs
   COMMAND unchanged; nothing local starts and only the configured Stripe is called.
@@ -35,6 +39,13 @@ LOCAL_SECRET_KEY = "sk_test_lithtrixLocalDevelopment0000"  # noqa: S105 - for lo
 LOCAL_PUBLISHABLE_KEY = "pk_test_lithtrixLocalDevelopment0000"
 LOCAL_PRO_PLAN_ID = "price_lithtrix_pro_monthly"
 STRIPE_VARIABLES = ("STRIPE_SECRET_KEY", "STRIPE_PUBLISHABLE_KEY", "STRIPE_API_BASE")
+# migrate, then the management command in argv (if any), in one Django process.
+PREPARE = (
+    "import os, sys; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'lithtrix.settings'); "
+    "import django; django.setup(); from django.core.management import call_command; "
+    "call_command('migrate', interactive=False); "
+    "sys.argv[1:] and call_command(*sys.argv[1:])"
+)
 
 
 def _address(command: list[str]) -> str | None:
@@ -62,6 +73,11 @@ def _listening(address: str, child: subprocess.Popen, timeout: float = 120.0) ->
     return False
 
 
+def _prepare(migrate: bool) -> list[str]:
+    """The arguments to the interpreter that run a management command, migrating first."""
+    return ["-c", PREPARE] if migrate else ["manage.py"]
+
+
 def urls_line(address: str, stripe: str) -> str:
     """The one plain line a reader needs from make run's output."""
     base = f"http://{address}"
@@ -72,6 +88,8 @@ def urls_line(address: str, stripe: str) -> str:
 
 
 def main(command: list[str]) -> int:
+    migrate = bool(command) and command[0] == "--migrate"
+    command = command[1:] if migrate else command
     if not command:
         print(__doc__, file=sys.stderr)
         return 2
@@ -92,7 +110,7 @@ def main(command: list[str]) -> int:
                 STRIPE_API_BASE=api_base,
             )
             env.setdefault("STRIPE_PRO_PRICE_ID", LOCAL_PRO_PLAN_ID)
-            setup = [sys.executable, "manage.py", "billing_localstripe_setup"]
+            setup = [sys.executable, *_prepare(migrate), "billing_localstripe_setup"]
             if env["STRIPE_PRO_PRICE_ID"]:
                 setup += ["--pro-plan", env["STRIPE_PRO_PRICE_ID"]]
             if address:
@@ -103,6 +121,8 @@ def main(command: list[str]) -> int:
                 f"Stripe: localstripe at {api_base} (test keys; pm_card_visa works, "
                 f"pm_card_visa_chargeDeclined declines; Pro plan {pro}; set STRIPE_* for Stripe)"
             )
+        elif migrate:
+            subprocess.run([sys.executable, *_prepare(migrate)], env=env, check=True)  # noqa: S603
         child = subprocess.Popen(command, env=env)  # noqa: S603 - the developer's own command
         if address and _listening(address, child):
             print(urls_line(address, stripe), flush=True)
