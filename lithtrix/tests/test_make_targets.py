@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 from testing.servers import BASE_DIR, free_port
@@ -76,3 +78,16 @@ def test_reset_refuses_a_database_url_it_does_not_own() -> None:
 
     assert done.returncode != 0
     assert "only make run's own db.sqlite3 is reset" in done.stdout
+
+
+def test_reset_refuses_while_a_server_answers_on_port() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = make("reset", f"PORT={server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert done.returncode != 0
+    assert "stop make run first" in done.stdout
