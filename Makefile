@@ -45,13 +45,13 @@ venv: $(BIN)/.installed-run
 dev-venv: $(BIN)/.installed-dev
 
 # Local development on the embedded defaults (SQLite, process-local cache).
-# Every variable in docs/configuration.md is honoured when set.
-# Prints one line with the local URLs (API, docs, admin, localstripe) once it serves.
+# Every variable in docs/configuration.md is honoured when set. One job worker
+# (manage.py qcluster) runs beside the dev server and stops with it. Prints one line with the local URLs (API, docs, admin, localstripe) once it serves.
 # devstripe migrates in the process that prepares localstripe (one Django start and
 # one run of the system checks: runserver skips its own).
 run: venv
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-on} $(BIN)/python -m billing.payments.dev.devstripe --migrate \
-	  $(BIN)/python manage.py runserver --noreload --skip-checks $(HOST):$(PORT)
+	  $(BIN)/python -m events.dev.worker $(BIN)/python manage.py runserver --noreload --skip-checks $(HOST):$(PORT)
 
 # A fresh start: make run's SQLite database goes, and the next make run starts a
 # fresh localstripe with it (its state lives only in memory). Refused while a
@@ -112,13 +112,18 @@ docs-serve: $(BIN)/.installed-docs
 # (deploy/serve_check.py); then a missing PostgreSQL database is created
 # (deploy/createdb.py).
 WORKERS ?= 4
-.PHONY: serve fuzz bench profile drills
+.PHONY: serve worker fuzz bench profile drills
 serve: venv
 	@$(BIN)/python deploy/serve_check.py
 	$(BIN)/python deploy/createdb.py
 	$(BIN)/python manage.py collectstatic --noinput -v0
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/gunicorn -c deploy/gunicorn.conf.py --bind $(HOST):$(PORT) --workers $(WORKERS)
+
+# A job worker (django-q2's qcluster) on the same environment as make serve; run
+# one or more on any host (deploy/systemd/lithtrix-worker.service).
+worker: venv
+	$(BIN)/python manage.py qcluster
 
 # schemathesis against a gunicorn started on a free loopback port, bounded in time.
 fuzz: dev-venv
