@@ -14,3 +14,4 @@ from lithtrix.settings.jobs import *  # noqa: F403
 from lithtrix.settings.logs import *  # noqa: F403
 from lithtrix.settings.monitoring import *  # noqa: F403
 from lithtrix.settings.stripe import *  # noqa: F403
+from lithtrix.settings.webhooks import *  # noqa: F403

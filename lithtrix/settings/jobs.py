@@ -47,4 +47,7 @@ LITHTRIX_PERIODIC_JOBS: dict[str, dict] = {
     # Events whose dispatch job was never enqueued (a crash between the metering
     # statement and its enqueue) are dispatched here.
     "event_sweep": {"func": "events.tasks.event_sweep", "minutes": 5},
+    # Agent webhook deliveries that are due: retries on the Standard Webhooks schedule,
+    # and attempts whose worker died after claiming them.
+    "webhook_deliveries_resume": {"func": "webhooks.tasks.deliveries_resume", "minutes": 1},
 }
