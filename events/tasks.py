@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from events.jobs import retry_with_backoff
 from events.models import Event
+from mail.services import owner_email_enqueue
 
 # An event older than this without dispatched_at lost its job (see event_sweep); a
 # younger one may still be waiting in the queue.
@@ -31,6 +32,7 @@ def event_dispatch(event_id: str) -> None:
         event = Event.objects.select_for_update().filter(id=event_id).first()
         if event is None or event.dispatched_at is not None:
             return
+        owner_email_enqueue(event=event)
         event.dispatched_at = timezone.now()
         event.save(update_fields=["dispatched_at"])
 

@@ -17,6 +17,7 @@ from keys.views import KeyViewSet, LeakedKeysViewSet
 from lithtrix import errors, health, metrics
 from lithtrix.plain import plain_get
 from lithtrix.views import ApiDocsView, CapabilitiesViewSet, OpenApiSchemaView
+from mail.views import unsubscribe
 
 v1 = [
     path("v1/register", RegisterViewSet.as_view({"post": "create"}), name="register"),
@@ -43,6 +44,7 @@ v1 = [
         "v1/billing/cancel", BillingCancelViewSet.as_view({"post": "create"}), name="billing-cancel"
     ),
     path("v1/billing/webhook", stripe_webhook_view, name="billing-webhook"),
+    path("v1/unsubscribe", unsubscribe, name="unsubscribe"),
 ]
 
 # The service itself: discovery, API description, probes for load balancers.
