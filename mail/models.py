@@ -35,6 +35,7 @@ class OwnerEmail(models.Model):
         REFUSED = "refused", "refused by the mail server"
 
     event = models.ForeignKey("events.Event", on_delete=models.PROTECT, related_name="+")
+    # Empty once the message is done with and its agent deleted (the address is erased).
     address = models.CharField(max_length=254)
     # As it was when the event happened (deletion replaces it with a tombstone).
     agent_name = models.CharField(max_length=100)

@@ -135,8 +135,15 @@ def owner_email_send(*, owner_email_id: int) -> OwnerEmail.Status | None:
     owner_email = _claim(owner_email_id)
     if owner_email is None:
         return None
-    if owner_email.status != OwnerEmail.Status.PENDING:
-        return OwnerEmail.Status(owner_email.status)
+    if owner_email.status == OwnerEmail.Status.PENDING:
+        status = _deliver(owner_email)
+    else:
+        status = OwnerEmail.Status(owner_email.status)
+    _erase_if_agent_deleted(owner_email)
+    return status
+
+
+def _deliver(owner_email: OwnerEmail) -> OwnerEmail.Status:
     try:
         owner_email_message(owner_email).send()
     except (smtplib.SMTPException, OSError) as error:
@@ -148,6 +155,16 @@ def owner_email_send(*, owner_email_id: int) -> OwnerEmail.Status | None:
         status=OwnerEmail.Status.SENT, sent_at=timezone.now(), claimed_until=None, last_error=""
     )
     return OwnerEmail.Status.SENT
+
+
+def _erase_if_agent_deleted(owner_email: OwnerEmail) -> None:
+    """Agent deletion erases the owner's address (accounts.services.agent_delete): a
+    deleted agent's messages keep it only until they are done with."""
+    agent = owner_email.event.agent
+    if agent is not None and agent.deleted_at is not None:
+        OwnerEmail.objects.filter(event__agent=agent).exclude(
+            status=OwnerEmail.Status.PENDING
+        ).update(address="")
 
 
 def _claim(owner_email_id: int) -> OwnerEmail | None:
@@ -164,7 +181,7 @@ def _claim(owner_email_id: int) -> OwnerEmail | None:
         )
         if not claimed:
             return None
-        owner_email = OwnerEmail.objects.select_related("event").get(pk=owner_email_id)
+        owner_email = OwnerEmail.objects.select_related("event__agent").get(pk=owner_email_id)
         if owner_email.event.type in ALWAYS_SENT:
             return owner_email
         skip = None

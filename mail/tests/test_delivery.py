@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
+from django.utils import timezone
 from django_q.models import OrmQ
 
 from accounts.models import Agent
@@ -94,19 +95,29 @@ def test_an_owner_that_is_not_an_address_gets_no_mail(make_agent, smtp, record_e
     assert not OwnerEmail.objects.exists()
 
 
-def test_a_deleted_agents_owner_is_told_at_the_address_it_had(make_agent, smtp, record_event):
+def test_a_deleted_agents_owner_is_told_at_the_address_it_had_which_is_then_erased(
+    make_agent, smtp, record_event
+):
     owner = make_agent(name="old-bot", owner="ops@example.com")
+    earlier = record_event(owner.agent, "usage.near_limit")
+    run_jobs()
 
     # As agent deletion does: the event in the transaction that erases the address.
     with transaction.atomic():
-        event_record(agent=owner.agent, type="agent.deleted", data={})
+        deleted = event_record(agent=owner.agent, type="agent.deleted", data={})
         Agent.objects.filter(pk=owner.agent.pk).update(
-            owner_identifier=f"deleted-{owner.agent.pk}", agent_name=f"deleted-{owner.agent.pk}"
+            owner_identifier=f"deleted-{owner.agent.pk}",
+            agent_name=f"deleted-{owner.agent.pk}",
+            deleted_at=timezone.now(),
         )
     run_jobs()
 
-    assert smtp.recipients == [["ops@example.com"]]
-    assert "old-bot" in smtp.messages[0].get_body(("plain",)).get_content()
+    assert smtp.recipients == [["ops@example.com"], ["ops@example.com"]]
+    assert smtp.messages[1]["Subject"] == "Your agent was deleted"
+    assert "old-bot" in smtp.messages[1].get_body(("plain",)).get_content()
+    for event in (earlier, deleted):
+        owner_email = OwnerEmail.objects.get(event=event)
+        assert (owner_email.status, owner_email.address) == ("sent", "")
 
 
 def test_an_event_recorded_in_sql_gets_its_mail_at_dispatch(make_agent, smtp):
