@@ -16,7 +16,12 @@ from events.models import Event
 from events.services import event_dispatch_enqueue, event_record
 from events.tasks import event_dispatch
 from mail.models import OwnerEmail, OwnerEmailDailyCount, address_digest
-from mail.services import OwnerEmailNotSent, owner_email_send, owner_emails_due_enqueue
+from mail.services import (
+    OwnerEmailNotSent,
+    email_unsubscribe,
+    owner_email_send,
+    owner_emails_due_enqueue,
+)
 from mail.tests.conftest import LINK_BASE, run_jobs
 
 KEY_PATTERN = re.compile(rb"ltx_[A-Za-z0-9]{36}")
@@ -294,3 +299,36 @@ def test_daily_limit_holds_under_concurrent_workers(make_agent, smtp, record_eve
     assert sorted(map(str, results)) == ["over_daily_limit"] * 5 + ["sent"] * 3
     assert len(smtp.raw) == 3
     assert OwnerEmailDailyCount.objects.get().count == 3
+
+
+def test_a_second_job_while_the_first_holds_the_message_sends_nothing(
+    make_agent, smtp, record_event
+):
+    owner = make_agent(owner="ops@example.com")
+    event = record_event(owner.agent, "usage.near_limit")
+    event_dispatch(event.pk)
+    owner_email = OwnerEmail.objects.get(event=event)
+    # A worker has claimed it and is talking to the mail server.
+    OwnerEmail.objects.filter(pk=owner_email.pk).update(
+        attempts=1, claimed_until=timezone.now() + timedelta(minutes=2)
+    )
+
+    assert owner_email_send(owner_email_id=owner_email.pk) is None
+    assert owner_emails_due_enqueue() == 0
+    assert smtp.raw == []
+
+
+def test_unsubscribing_during_an_outage_stops_the_retries(make_agent, smtp, record_event, clock):
+    owner = make_agent(owner="ops@example.com")
+    smtp.stop()
+    event = record_event(owner.agent, "usage.near_limit")
+    run_jobs()
+    email_unsubscribe(address="ops@example.com")
+    smtp.start()
+
+    clock.advance(minutes=2)
+    owner_emails_due_enqueue()
+    run_jobs()
+
+    assert smtp.raw == []
+    assert OwnerEmail.objects.get(event=event).status == "unsubscribed"
