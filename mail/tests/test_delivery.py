@@ -193,7 +193,9 @@ def test_smtp_outage_delays_the_mail_and_it_arrives_once_when_smtp_is_back(
 
 
 @pytest.mark.urls("mail.tests.urls")
-def test_the_request_that_causes_an_event_is_answered_while_smtp_is_down(client, make_agent, smtp):
+def test_the_request_that_causes_an_event_is_answered_while_smtp_is_down(
+    client, make_agent, smtp, clock
+):
     owner = make_agent(owner="ops@example.com")
     smtp.stop()
 
@@ -210,6 +212,16 @@ def test_the_request_that_causes_an_event_is_answered_while_smtp_is_down(client,
     assert runs[0].error is None
     assert isinstance(runs[1].error, OwnerEmailNotSent)
     assert OwnerEmail.objects.get().status == "pending"
+
+    smtp.start()
+    clock.advance(minutes=2)
+    owner_emails_due_enqueue()
+    run_jobs()
+    clock.advance(hours=1)
+    owner_emails_due_enqueue()
+    run_jobs()
+    assert smtp.recipients == [["ops@example.com"]]
+    assert smtp.messages[0]["Subject"] == "Your agent's plan changed"
 
 
 def test_the_sweep_takes_over_a_first_attempt_whose_job_was_lost(
