@@ -23,6 +23,7 @@ from mail.services import (
     owner_emails_due_enqueue,
 )
 from mail.tests.conftest import LINK_BASE, run_jobs
+from testing.factories import set_calls_total
 
 KEY_PATTERN = re.compile(rb"ltx_[A-Za-z0-9]{36}")
 DISPATCH, SEND = "events.tasks.event_dispatch", "mail.tasks.owner_email_send"
@@ -192,23 +193,20 @@ def test_smtp_outage_delays_the_mail_and_it_arrives_once_when_smtp_is_back(
     assert len(smtp.raw) == 1
 
 
-@pytest.mark.urls("mail.tests.urls")
 def test_the_request_that_causes_an_event_is_answered_while_smtp_is_down(
     client, make_agent, smtp, clock
 ):
     owner = make_agent(owner="ops@example.com")
+    set_calls_total(owner.agent, 239)
     smtp.stop()
 
-    response = client.post(f"/v1/test/pro/{owner.agent.pk}")
+    # The metered call that reaches 80 % of the free calls records usage.near_limit.
+    response = client.get("/v1/authorize", **owner.auth)
     runs = run_jobs()
 
     assert response.status_code == 200
-    owner.agent.refresh_from_db()
-    assert owner.agent.tier == "pro"
-    assert [run.func for run in runs] == [
-        "events.tasks.event_dispatch",
-        "mail.tasks.owner_email_send",
-    ]
+    assert response.json()["agent_id"] == str(owner.agent.pk)
+    assert [run.func for run in runs] == [DISPATCH, SEND]
     assert runs[0].error is None
     assert isinstance(runs[1].error, OwnerEmailNotSent)
     assert OwnerEmail.objects.get().status == "pending"
@@ -221,7 +219,8 @@ def test_the_request_that_causes_an_event_is_answered_while_smtp_is_down(
     owner_emails_due_enqueue()
     run_jobs()
     assert smtp.recipients == [["ops@example.com"]]
-    assert smtp.messages[0]["Subject"] == "Your agent's plan changed"
+    assert smtp.messages[0]["Subject"] == "Your agent has used 80 % of its free calls"
+    assert "240 of its 300" in smtp.messages[0].get_body(("plain",)).get_content()
 
 
 def test_the_sweep_takes_over_a_first_attempt_whose_job_was_lost(
