@@ -5,12 +5,15 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.test import Client
 
+from accounts.management.commands.support_group import support_group
 from mail.models import OwnerEmail
 from mail.tests.conftest import run_jobs
 
 
 def staff_client() -> Client:
-    user = get_user_model().objects.create_superuser("root", "root@example.com", "pw")
+    """A support user: staff, view permissions only (the support group)."""
+    user = get_user_model().objects.create_user("support", is_staff=True)
+    user.groups.add(support_group())
     client = Client()
     client.force_login(user)
     return client
