@@ -52,11 +52,12 @@ def email_url_settings(url: str) -> dict[str, Any]:
     }
 
 
-# Never logged or shown: it may carry the SMTP password.
-EMAIL_URL = os.environ.get("EMAIL_URL", "")
+# Not kept as a setting: it may carry the SMTP password, and Django's debug pages show
+# every setting whose name does not look secret (EMAIL_HOST_PASSWORD does).
+_email_url = os.environ.get("EMAIL_URL", "")
 _email: dict[str, Any]
-if EMAIL_URL:
-    _email = email_url_settings(EMAIL_URL)
+if _email_url:
+    _email = email_url_settings(_email_url)
 elif DEBUG:
     # make run: each message is a file in var/mail/ (git-ignored), nothing leaves the machine.
     _email = {

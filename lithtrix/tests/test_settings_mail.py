@@ -159,3 +159,35 @@ def test_sender_and_daily_cap_defaults():
         "LITHTRIX_EMAIL_FROM": "Lithtrix <no-reply@localhost>",
         "LITHTRIX_OWNER_EMAILS_PER_DAY": "10",
     }
+
+
+def test_the_smtp_password_is_only_in_the_setting_django_hides():
+    env = {
+        **PRODUCTION,
+        "EMAIL_URL": "smtp+tls://mailer:s3cret-pw@smtp.example.com",
+        "LITHTRIX_PUBLIC_URL": "https://api.example.com",
+    }
+    code = (
+        "import os, django; os.environ['DJANGO_SETTINGS_MODULE'] = 'lithtrix.settings'; "
+        "django.setup(); from django.conf import settings; "
+        "from django.views.debug import SafeExceptionReporterFilter as F; "
+        "shown = F().get_safe_settings(); "
+        "print(sorted(k for k, v in shown.items() if 's3cret-pw' in str(v)))"
+    )
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_", "LITHTRIX_", "EMAIL_URL", "PYTEST"))
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=BASE_DIR,
+        env={**clean, "REDIS_URL": "redis://127.0.0.1:6379/9", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
