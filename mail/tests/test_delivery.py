@@ -7,6 +7,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+from django.core.mail import EmailMultiAlternatives
 from django.db import connection, transaction
 from django.utils import timezone
 from django_q.models import OrmQ
@@ -63,6 +64,8 @@ def test_owner_gets_a_text_and_html_message_with_one_click_unsubscribe(
     owner_email = OwnerEmail.objects.get(event=event)
     assert (owner_email.status, owner_email.attempts, owner_email.last_error) == ("sent", 1, "")
     assert owner_email.sent_at is not None
+    # The same on a resend after a crash, so the receiving side can drop the copy.
+    assert message["Message-ID"] == f"<{event.pk}.{owner_email.pk}@lithtrix.test>"
 
 
 def test_no_key_is_in_the_message(make_agent, smtp, record_event):
@@ -343,3 +346,35 @@ def test_unsubscribing_during_an_outage_stops_the_retries(make_agent, smtp, reco
 
     assert smtp.raw == []
     assert OwnerEmail.objects.get(event=event).status == "unsubscribed"
+
+
+class WorkerKilled(BaseException):
+    """Stands for SIGKILL: nothing after it runs, no except clause catches it."""
+
+
+def test_a_worker_killed_after_the_server_accepted_is_the_one_resend(
+    make_agent, smtp, record_event, clock, monkeypatch
+):
+    owner = make_agent(owner="ops@example.com")
+    event = record_event(owner.agent, "usage.near_limit")
+    event_dispatch(event.pk)
+    send = EmailMultiAlternatives.send
+
+    def send_then_die(message, *args, **kwargs):
+        send(message, *args, **kwargs)
+        raise WorkerKilled
+
+    monkeypatch.setattr(EmailMultiAlternatives, "send", send_then_die)
+    with pytest.raises(WorkerKilled):
+        run_jobs()
+    monkeypatch.setattr(EmailMultiAlternatives, "send", send)
+    # Its claim holds the message until it runs out (twice the job timeout).
+    assert owner_emails_due_enqueue() == 0
+    clock.advance(seconds=121)
+    assert owner_emails_due_enqueue() == 1
+    run_jobs()
+
+    first, second = smtp.messages
+    assert first["Message-ID"] == second["Message-ID"]
+    owner_email = OwnerEmail.objects.get(event=event)
+    assert (owner_email.status, owner_email.attempts) == ("sent", 2)
