@@ -12,9 +12,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django_q.models import OrmQ
 
-from accounts.models import Agent
 from events.models import Event
-from events.services import event_dispatch_enqueue, event_record
+from events.services import event_dispatch_enqueue
 from events.tasks import event_dispatch
 from mail.models import OwnerEmail, OwnerEmailDailyCount, address_digest
 from mail.services import (
@@ -105,25 +104,22 @@ def test_an_owner_that_is_not_an_address_gets_no_mail(make_agent, smtp, record_e
 
 
 def test_a_deleted_agents_owner_is_told_at_the_address_it_had_which_is_then_erased(
-    make_agent, smtp, record_event
+    api_client, make_agent, smtp, record_event
 ):
     owner = make_agent(name="old-bot", owner="ops@example.com")
     earlier = record_event(owner.agent, "usage.near_limit")
     run_jobs()
 
-    # As agent deletion does: the event in the transaction that erases the address.
-    with transaction.atomic():
-        deleted = event_record(agent=owner.agent, type="agent.deleted", data={})
-        Agent.objects.filter(pk=owner.agent.pk).update(
-            owner_identifier=f"deleted-{owner.agent.pk}",
-            agent_name=f"deleted-{owner.agent.pk}",
-            deleted_at=timezone.now(),
-        )
+    response = api_client.delete("/v1/me", {"confirm": "old-bot"}, format="json", **owner.auth)
     run_jobs()
 
+    assert response.status_code == 204
+    owner.agent.refresh_from_db()
+    assert owner.agent.owner_identifier == f"deleted-{owner.agent.pk}"
     assert smtp.recipients == [["ops@example.com"], ["ops@example.com"]]
     assert smtp.messages[1]["Subject"] == "Your agent was deleted"
     assert "old-bot" in smtp.messages[1].get_body(("plain",)).get_content()
+    deleted = Event.objects.get(agent=owner.agent, type="agent.deleted")
     for event in (earlier, deleted):
         owner_email = OwnerEmail.objects.get(event=event)
         assert (owner_email.status, owner_email.address) == ("sent", "")
