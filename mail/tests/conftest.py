@@ -15,6 +15,7 @@ from django_q.signing import SignedPackage
 from accounts.models import Agent
 from events.models import Event
 from events.services import event_record
+from keys.tests.test_leaked import github_key  # noqa: F401 - GitHub's signing key, a fixture
 from testing.smtp import SmtpServer
 
 LINK_BASE = "https://api.example.test"

@@ -15,6 +15,7 @@ from django_q.models import OrmQ
 from events.models import Event
 from events.services import event_dispatch_enqueue
 from events.tasks import event_dispatch
+from keys.tests.test_leaked import report, signed
 from mail.models import OwnerEmail, OwnerEmailDailyCount, address_digest
 from mail.services import (
     OwnerEmailNotSent,
@@ -374,3 +375,28 @@ def test_a_worker_killed_after_the_server_accepted_is_the_one_resend(
     assert first["Message-ID"] == second["Message-ID"]
     owner_email = OwnerEmail.objects.get(event=event)
     assert (owner_email.status, owner_email.attempts) == ("sent", 2)
+
+
+def test_a_leaked_key_report_reaches_an_unsubscribed_owner_past_the_daily_cap(
+    api_client, make_agent, smtp, github_key, settings
+):
+    settings.LITHTRIX_OWNER_EMAILS_PER_DAY = 0
+    owner = make_agent(owner="ops@example.com")
+    email_unsubscribe(address="ops@example.com")
+    body = report(owner.api_key)
+
+    response = api_client.post(
+        "/v1/keys/leaked", body, content_type="application/json", **signed(github_key, body)
+    )
+    run_jobs()
+
+    assert response.status_code == 200
+    (raw,) = smtp.raw
+    assert owner.api_key.encode() not in raw
+    assert KEY_PATTERN.search(raw) is None
+    (message,) = smtp.messages
+    assert message["Subject"] == "Your agent's API key was found in public and revoked"
+    assert (
+        "https://github.com/octo/repo/blob/abc/config.py#L0"
+        in message.get_body(("plain",)).get_content()
+    )
