@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from events.jobs import retry_with_backoff
 from events.models import Event
+from mail.services import owner_email_enqueue
 from webhooks.services import webhook_deliveries_create
 
 # An event older than this without dispatched_at lost its job (see event_sweep); a
@@ -33,6 +34,7 @@ def event_dispatch(event_id: str) -> None:
         if event is None or event.dispatched_at is not None:
             return
         webhook_deliveries_create(event=event)
+        owner_email_enqueue(event=event)
         event.dispatched_at = timezone.now()
         event.save(update_fields=["dispatched_at"])
     logger.info("event %s (%s) dispatched", event.id, event.type)

@@ -17,6 +17,7 @@ from keys.views import KeyViewSet, LeakedKeysViewSet
 from lithtrix import errors, health, metrics
 from lithtrix.plain import plain_get
 from lithtrix.views import ApiDocsView, CapabilitiesViewSet, OpenApiSchemaView
+from mail.views import unsubscribe
 from webhooks.views import WebhookViewSet
 
 v1 = [
@@ -54,6 +55,7 @@ v1 = [
         WebhookViewSet.as_view({"get": "deliveries"}),
         name="webhook-deliveries",
     ),
+    path("v1/unsubscribe", unsubscribe, name="unsubscribe"),
 ]
 
 # The service itself: discovery, API description, probes for load balancers.

@@ -109,6 +109,7 @@ def test_migrate_syncs_the_declared_periodic_jobs(settings):
         60,
     )
     assert periodic()["periodic:event_sweep"] == ("events.tasks.event_sweep", 5)
+    assert periodic()["periodic:owner_email_retry"] == ("mail.tasks.owner_emails_retry", 1)
     assert {s.schedule_type for s in Schedule.objects.all()} == {Schedule.MINUTES}
 
 

@@ -35,6 +35,8 @@ INSTALLED_APPS = [
     "events",
     # Agent webhooks: events delivered to the agent's URL (Standard Webhooks).
     "webhooks",
+    # Owner e-mail: deliveries, the daily cap, unsubscribes (lithtrix/settings/mail.py).
+    "mail",
     # The job system (lithtrix/settings/jobs.py).
     "django_q",
     "djstripe",

@@ -50,4 +50,6 @@ LITHTRIX_PERIODIC_JOBS: dict[str, dict] = {
     # Agent webhook deliveries that are due: retries on the Standard Webhooks schedule,
     # and attempts whose worker died after claiming them.
     "webhook_deliveries_resume": {"func": "webhooks.tasks.deliveries_resume", "minutes": 1},
+    # Owner e-mails whose retry is due (mail.services.owner_emails_due_enqueue).
+    "owner_email_retry": {"func": "mail.tasks.owner_emails_retry", "minutes": 1},
 }
