@@ -135,8 +135,9 @@ def agent_delete(*, agent: Agent, actor: User | None = None, reason: str = "") -
             agent=agent,
             type="agent.deleted",
             data={
+                # Not the owner's address: deletion erases it, and owner e-mail reads
+                # it when the event is recorded (mail.services).
                 "agent_name": locked.agent_name,
-                "owner_identifier": locked.owner_identifier,
                 "source": "admin" if actor is not None else "agent",
             },
         )
