@@ -1,4 +1,4 @@
-"""Stripe billing writes: the Free -> Pro upgrade, cancellation, Stripe's events, local set-up.
+"""The agent's billing flows: the Free -> Pro upgrade, cancellation, cancellation at deletion.
 
 Stripe is reached only through billing.payments.stripe_client; dj-stripe's tables mirror
 what Stripe answered. Services never import DRF.
@@ -8,30 +8,20 @@ from __future__ import annotations
 
 import datetime
 import logging
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
-import stripe
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from djstripe import models as djstripe_models
 
 from accounts.models import Agent, AgentEvent, Tier
-from accounts.services import agent_set_tier
-from billing.payments import locks, stripe_client
+from billing.payments import locks, records, stripe_client
+from billing.payments.mirror import live_subscriptions, mirror, stripe_id
 from billing.payments.selectors import subscription_cancel_at
-from lithtrix.errors import PaymentFailedError, PaymentProviderError, ValidationError
+from lithtrix.errors import PaymentFailedError
 
 logger = logging.getLogger("billing.payments")
-
-
-def _stripe_id(value: Any) -> str | None:
-    """The id of a Stripe reference, expanded (an object) or not (a string)."""
-    if value is None or isinstance(value, str):
-        return value
-    return value["id"]
 
 
 def billing_setup(*, agent: Agent, payment_method_id: str) -> Agent:
@@ -97,8 +87,7 @@ def _setup_on_stripe(*, agent: Agent, payment_method_id: str) -> tuple[Any, ...]
             agent_id=agent_id, customer_id=customer_id, payment_method_id=payment_method.id
         )
         # dj-stripe may fetch related objects while mirroring: Stripe errors there are ours too.
-        with stripe_client.translated_errors("djstripe.sync"):
-            _mirror(customer=customer, payment_method=payment_method, subscription=subscription)
+        mirror(customer=customer, payment_method=payment_method, subscription=subscription)
     return current, customer_id, payment_method, subscription, resumed
 
 
@@ -129,20 +118,13 @@ def _setup_record(
                 reason=f"Pending cancellation of {subscription.id} withdrawn by billing setup.",
                 data=facts,
             )
-        agent_set_tier(
-            agent=current, tier=Tier.PRO, reason="Upgraded through billing setup.", data=facts
+        records.tier_change(
+            agent=current,
+            tier=Tier.PRO,
+            reason="Upgraded through billing setup.",
+            event_reason="setup",
+            data=facts,
         )
-
-
-def _mirror(*, customer: Any = None, payment_method: Any = None, subscription: Any = None) -> None:
-    """Mirror Stripe objects into dj-stripe's tables (outside any transaction of ours)."""
-    api_key = stripe_client.api_key()
-    if customer is not None:
-        djstripe_models.Customer.sync_from_stripe_data(customer, api_key=api_key)
-    if payment_method is not None:
-        djstripe_models.PaymentMethod.sync_from_stripe_data(payment_method, api_key=api_key)
-    if subscription is not None:
-        djstripe_models.Subscription.sync_from_stripe_data(subscription, api_key=api_key)
 
 
 def _pro_subscription_ensure(
@@ -190,7 +172,7 @@ def _pro_subscription_ensure(
 
 def _subscription_settle(subscription: Any, *, payment_method_id: str) -> Any:
     """Pay the latest open invoice of a subscription behind on payment; its state after."""
-    invoice_id = _stripe_id(subscription["latest_invoice"])
+    invoice_id = stripe_id(subscription["latest_invoice"])
     if invoice_id:
         invoice = stripe_client.invoice_retrieve(invoice_id=invoice_id)
         if invoice["status"] == "open":
@@ -201,17 +183,6 @@ def _subscription_settle(subscription: Any, *, payment_method_id: str) -> Any:
             "The Pro subscription could not be brought up to date with this payment method."
         )
     return subscription
-
-
-def _live_subscriptions(customer_id: str | None) -> list[Any]:
-    """The customer's subscriptions that have not ended (they may still charge)."""
-    if not customer_id:
-        return []
-    return [
-        s
-        for s in stripe_client.subscriptions_of(customer_id=customer_id)
-        if s["status"] not in stripe_client.ENDED_STATUSES
-    ]
 
 
 @dataclass(frozen=True)
@@ -246,7 +217,7 @@ def _cancel_locked(*, agent: Agent) -> Cancellation:
         live: list[Any] = []
         if current.stripe_customer_id:
             stripe_client.require_configured()
-            live = _live_subscriptions(current.stripe_customer_id)
+            live = live_subscriptions(current.stripe_customer_id)
         requested = []
         for index, subscription in enumerate(live):
             if subscription_cancel_at(subscription) is None:
@@ -254,16 +225,16 @@ def _cancel_locked(*, agent: Agent) -> Cancellation:
                     subscription_id=subscription["id"], cancel=True
                 )
                 requested.append(subscription["id"])
-        with stripe_client.translated_errors("djstripe.sync"):
-            for subscription in live:
-                _mirror(subscription=subscription)
+        for subscription in live:
+            mirror(subscription=subscription)
 
     if not live:
         with transaction.atomic(durable=True):
-            agent_set_tier(
+            records.tier_change(
                 agent=current,
                 tier=Tier.FREE,
                 reason="Pro cancelled through POST /v1/billing/cancel (no subscription).",
+                event_reason="cancel",
                 data={"stripe_customer_id": current.stripe_customer_id},
             )
         agent.tier = Tier.FREE
@@ -276,15 +247,7 @@ def _cancel_locked(*, agent: Agent) -> Cancellation:
     )
     if requested:
         with transaction.atomic(durable=True):
-            AgentEvent.objects.create(
-                agent=current,
-                kind=AgentEvent.Kind.SUBSCRIPTION_CANCEL_REQUESTED,
-                reason="Cancellation at period end requested through POST /v1/billing/cancel.",
-                data={
-                    "subscription_ids": requested,
-                    "cancel_at": cancel_at.isoformat() if cancel_at else None,
-                },
-            )
+            records.cancel_scheduled(agent=current, subscription_ids=requested, cancel_at=cancel_at)
         logger.info("agent %s: subscriptions %s cancel at %s", current.pk, requested, cancel_at)
     return Cancellation(tier=Tier.PRO, cancel_at=cancel_at)
 
@@ -304,183 +267,22 @@ def subscriptions_cancel_now(*, agent: Agent) -> list[str]:
     stripe_client.require_configured()
     with locks.agent_billing_lock(agent.pk), stripe_client.deadline():
         cancelled = []
-        for subscription in _live_subscriptions(current.stripe_customer_id):
+        for subscription in live_subscriptions(current.stripe_customer_id):
             ended = stripe_client.subscription_cancel_now(
                 subscription_id=subscription["id"],
                 idempotency_key=f"lithtrix-cancel-now-{subscription['id']}",
             )
-            with stripe_client.translated_errors("djstripe.sync"):
-                _mirror(subscription=ended)
+            mirror(subscription=ended)
             cancelled.append(subscription["id"])
     if cancelled:
         logger.info("agent %s: subscriptions %s cancelled at once", agent.pk, cancelled)
     return cancelled
 
 
-# --- Stripe's events (called from billing.payments.webhooks after dj-stripe mirrored them) ---
+def on_agent_deletion_requested(sender: Any, agent: Agent, **kwargs: Any) -> None:
+    """accounts.signals.agent_deletion_requested: Stripe stops charging before the agent goes.
 
-
-def _agent_of_customer(customer: Any) -> Agent | None:
-    customer_id = _stripe_id(customer)
-    if not customer_id:
-        return None
-    return Agent.objects.filter(stripe_customer_id=customer_id).first()
-
-
-@transaction.atomic
-def subscription_event_apply(*, event: djstripe_models.Event) -> bool:
-    """Put the agent back on Free when its subscription stopped entitling it to Pro.
-
-    Decides on the current state, not on the event: dj-stripe has just re-fetched
-    the subscription from Stripe and mirrored it. A duplicate, late or
-    out-of-order event therefore changes nothing the current state does not call
-    for, and agent_set_tier changes the tier once. Returns True when it changed it.
+    Every live subscription is cancelled at once (not at period end); a Stripe
+    failure raises PaymentProviderError (502), which aborts the deletion.
     """
-    data = event.data["object"]
-    agent = _agent_of_customer(data.get("customer"))
-    if agent is None:
-        logger.info("event %s: no agent for customer %s", event.id, data.get("customer"))
-        return False
-    customer_id = agent.stripe_customer_id
-    subscriptions = list(djstripe_models.Subscription.objects.filter(customer_id=customer_id))
-    if any(s.status in stripe_client.ENTITLED_STATUSES for s in subscriptions):
-        return False
-    current = next((s for s in subscriptions if s.id == data["id"]), None)
-    status = current.status if current is not None else data.get("status")
-    if status not in stripe_client.DOWNGRADE_STATUSES:
-        return False
-    facts = {"event_id": event.id, "subscription_id": data["id"], "status": status}
-    changed = agent_set_tier(
-        agent=agent,
-        tier=Tier.FREE,
-        reason=f"Stripe subscription {data['id']} is {status}.",
-        data=facts,
-    )
-    if changed:
-        AgentEvent.objects.create(
-            agent=agent,
-            kind=AgentEvent.Kind.SUBSCRIPTION_ENDED,
-            reason=f"Stripe subscription {data['id']} is {status}; back on Free.",
-            data=facts,
-        )
-        logger.info("agent %s back on free: subscription %s %s", agent.pk, data["id"], status)
-    return changed
-
-
-@transaction.atomic
-def invoice_payment_failed_record(*, event: djstripe_models.Event) -> bool:
-    """Record a failed invoice payment on the agent's audit trail, once per event."""
-    invoice = event.data["object"]
-    agent = _agent_of_customer(invoice.get("customer"))
-    if agent is None:
-        return False
-    if AgentEvent.objects.filter(
-        agent=agent, kind=AgentEvent.Kind.PAYMENT_FAILED, data__event_id=event.id
-    ).exists():
-        return False
-    AgentEvent.objects.create(
-        agent=agent,
-        kind=AgentEvent.Kind.PAYMENT_FAILED,
-        reason=f"Stripe could not collect invoice {invoice.get('id')}.",
-        data={
-            "event_id": event.id,
-            "invoice_id": invoice.get("id"),
-            "amount_due": invoice.get("amount_due"),
-            "currency": invoice.get("currency"),
-            "attempt_count": invoice.get("attempt_count"),
-            "next_payment_attempt": invoice.get("next_payment_attempt"),
-        },
-    )
-    logger.info("agent %s: invoice %s payment failed", agent.pk, invoice.get("id"))
-    return True
-
-
-# --- Set-up of dj-stripe's own rows --------------------------------------------------
-
-
-@transaction.atomic
-def local_stripe_account_ensure(
-    *, secret_key: str, account_id: str = "acct_localstripe"
-) -> djstripe_models.APIKey:
-    """The Account and APIKey rows dj-stripe needs for a Stripe-compatible local server.
-
-    dj-stripe looks up the account of a key with GET /v1/account on first use;
-    localstripe has no such route, so the rows are made here. For real Stripe keys
-    this is not needed (dj-stripe fetches the account itself).
-    """
-    account, _ = djstripe_models.Account.objects.get_or_create(
-        id=account_id, defaults={"livemode": False, "stripe_data": {"id": account_id}}
-    )
-    key, _ = djstripe_models.APIKey.objects.get_or_create_by_api_key(secret_key)
-    if key.djstripe_owner_account_id != account.pk:
-        key.djstripe_owner_account = account
-        key.name = "localstripe"
-        key.save()
-    return key
-
-
-def local_pro_plan_ensure(*, plan_id: str, amount: int = 2900, currency: str = "usd") -> str:
-    """The monthly Pro plan on a Stripe-compatible local server (localstripe), made once.
-
-    Stripe accepts a plan id wherever a price id goes, so STRIPE_PRO_PRICE_ID can
-    name it. Returns the id.
-    """
-    try:
-        return stripe_client.plan_retrieve(plan_id=plan_id).id
-    except ValidationError:
-        raise
-    except PaymentProviderError as exc:
-        cause = exc.__cause__
-        if not isinstance(cause, stripe.InvalidRequestError) or cause.http_status != 404:
-            raise
-    return stripe_client.pro_plan_create(
-        plan_id=plan_id, amount=amount, currency=currency, product_name="Lithtrix Pro"
-    ).id
-
-
-@transaction.atomic
-def webhook_endpoint_register(
-    *,
-    url: str,
-    secret: str | None = None,
-    endpoint_id: str | None = None,
-    livemode: bool | None = None,
-) -> djstripe_models.WebhookEndpoint:
-    """The WebhookEndpoint row Stripe's signed events are checked against.
-
-    Without ``secret`` the endpoint is created on Stripe (which answers with its
-    signing secret); with one, it records an endpoint made elsewhere (the Stripe
-    dashboard, localstripe's /_config/webhooks).
-    """
-    # The receivers module imports this one: the event list is read at call time.
-    from billing.payments.webhooks import WEBHOOK_EVENTS
-
-    if livemode is None:
-        livemode = settings.STRIPE_LIVE_MODE
-    if secret is None:
-        endpoint = djstripe_models.WebhookEndpoint(url=url)
-        stripe_endpoint = stripe_client.webhook_endpoint_create(
-            url=url,
-            enabled_events=WEBHOOK_EVENTS,
-            metadata={"djstripe_uuid": str(endpoint.djstripe_uuid)},
-        )
-        row = djstripe_models.WebhookEndpoint.sync_from_stripe_data(
-            stripe_endpoint, api_key=stripe_client.api_key()
-        )
-        row.secret = stripe_endpoint["secret"]
-        row.save()
-        return row
-    endpoint_id = endpoint_id or f"we_local_{secrets.token_hex(8)}"
-    row, _ = djstripe_models.WebhookEndpoint.objects.update_or_create(
-        id=endpoint_id,
-        defaults={
-            "url": url,
-            "secret": secret,
-            "livemode": livemode,
-            "enabled_events": WEBHOOK_EVENTS,
-            "status": "enabled",
-            "api_version": "",
-            "stripe_data": {"id": endpoint_id, "object": "webhook_endpoint", "url": url},
-        },
-    )
-    return row
+    subscriptions_cancel_now(agent=agent)

@@ -1,0 +1,56 @@
+"""The audit rows of billing changes, written inside the caller's transaction."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from accounts.models import Agent, AgentEvent
+from accounts.services import agent_set_tier
+
+
+def tier_change(
+    *, agent: Agent, tier: str, reason: str, event_reason: str, data: dict | None = None
+) -> bool:
+    """Set the agent's tier with its audit row; False (nothing written) when it had it.
+
+    ``event_reason`` is the short code the owner is told (setup, cancel,
+    subscription_canceled, reconciliation, ...).
+    """
+    previous = agent.tier
+    changed = agent_set_tier(agent=agent, tier=tier, reason=reason, data=data)
+    if changed:
+        _ = (previous, event_reason)
+    return changed
+
+
+def cancel_scheduled(
+    *, agent: Agent, subscription_ids: list[str], cancel_at: datetime.datetime | None
+) -> None:
+    """A cancellation at period end was requested: audit row."""
+    AgentEvent.objects.create(
+        agent=agent,
+        kind=AgentEvent.Kind.SUBSCRIPTION_CANCEL_REQUESTED,
+        reason="Cancellation at period end requested through POST /v1/billing/cancel.",
+        data={
+            "subscription_ids": subscription_ids,
+            "cancel_at": cancel_at.isoformat() if cancel_at else None,
+        },
+    )
+
+
+def payment_failed(*, agent: Agent, event_id: str, invoice: dict[str, Any]) -> None:
+    """Stripe could not collect an invoice: audit row."""
+    AgentEvent.objects.create(
+        agent=agent,
+        kind=AgentEvent.Kind.PAYMENT_FAILED,
+        reason=f"Stripe could not collect invoice {invoice.get('id')}.",
+        data={
+            "event_id": event_id,
+            "invoice_id": invoice.get("id"),
+            "amount_due": invoice.get("amount_due"),
+            "currency": invoice.get("currency"),
+            "attempt_count": invoice.get("attempt_count"),
+            "next_payment_attempt": invoice.get("next_payment_attempt"),
+        },
+    )

@@ -1,0 +1,231 @@
+"""Stripe's events: stored when their signed webhook arrives, applied later by a job.
+
+The webhook (billing.payments.webhooks) only checks the signature and calls
+``event_receive``: one StripeEventReceipt per Stripe event id and, in the same
+transaction, the job that applies it. Stripe gets its 200 without waiting for Stripe.
+
+The job, ``stripe_event_apply``, hands the event to dj-stripe (Event.process: it
+re-fetches the object from Stripe, mirrors it, and sends the signals our receivers
+below listen to). Each event id is applied once; a failure (Stripe down, the
+database away) is retried later with a growing delay.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.http import HttpRequest
+from django.utils import timezone
+from django_q.models import Schedule
+from django_q.tasks import async_task, schedule
+from djstripe import models as djstripe_models
+from djstripe.models import WebhookEndpoint
+
+from accounts.models import Agent, AgentEvent, Tier
+from billing.models import StripeEventReceipt
+from billing.payments import records, stripe_client
+from billing.payments.mirror import stripe_id
+
+logger = logging.getLogger("billing.payments.stripe_events")
+
+APPLY_TASK = "billing.payments.stripe_events.stripe_event_apply"
+
+
+# --- receiving ------------------------------------------------------------------
+
+
+def event_receive(*, request: HttpRequest, endpoint: WebhookEndpoint, event: dict) -> bool:
+    """Store a signed event and enqueue its job, in one transaction; True when it is new.
+
+    The delivery is kept as dj-stripe's WebhookEventTrigger (what its admin lists);
+    the event once per Stripe event id (Stripe delivers at least once: a replay
+    stores and enqueues nothing new).
+    """
+    with transaction.atomic(durable=True):
+        djstripe_models.WebhookEventTrigger.objects.create(
+            headers=dict(request.headers),
+            body=request.body.decode("utf-8", errors="replace"),
+            remote_ip=request.META.get("REMOTE_ADDR") or "0.0.0.0",  # noqa: S104 - unknown
+            valid=True,
+            stripe_trigger_account=endpoint.djstripe_owner_account,
+            webhook_endpoint=endpoint,
+        )
+        _, created = StripeEventReceipt.objects.get_or_create(
+            id=event["id"], defaults={"type": str(event.get("type", "")), "body": event}
+        )
+        if created:
+            async_task(APPLY_TASK, event["id"], task_name=f"stripe_event_apply:{event['id']}")
+    return created
+
+
+# --- applying -------------------------------------------------------------------
+
+
+def stripe_event_apply(event_id: str) -> str:
+    """Apply one stored Stripe event; idempotent (an applied event is skipped).
+
+    Order does not matter: dj-stripe re-reads the object's current state from
+    Stripe, and the receivers decide on that state, never on the event's copy.
+    On failure the event stays unapplied and a retry is scheduled
+    (STRIPE_EVENT_RETRY_SECONDS, doubling up to STRIPE_EVENT_RETRY_MAX_SECONDS,
+    at most STRIPE_EVENT_MAX_ATTEMPTS); the periodic reconciliation repairs what
+    an abandoned event would have.
+    """
+    receipt = StripeEventReceipt.objects.filter(pk=event_id).first()
+    if receipt is None or receipt.applied_at is not None:
+        return "skipped"
+    try:
+        with stripe_client.deadline():
+            djstripe_models.Event.process(receipt.body, api_key=stripe_client.api_key())
+    except Exception as exc:  # every failure is retried, then given up
+        return _retry_later(receipt, exc)
+    StripeEventReceipt.objects.filter(pk=event_id, applied_at__isnull=True).update(
+        applied_at=timezone.now(), next_attempt_at=None
+    )
+    logger.info("Stripe event %s (%s) applied", event_id, receipt.type)
+    return "applied"
+
+
+def retry_delay(attempts: int) -> float:
+    """Seconds before attempt ``attempts + 1``: doubling from STRIPE_EVENT_RETRY_SECONDS."""
+    delay = settings.STRIPE_EVENT_RETRY_SECONDS * 2 ** max(attempts - 1, 0)
+    return float(min(delay, settings.STRIPE_EVENT_RETRY_MAX_SECONDS))
+
+
+def _retry_later(receipt: StripeEventReceipt, exc: Exception) -> str:
+    attempts = receipt.attempts + 1
+    error = f"{type(exc).__name__}: {exc}"[:255]
+    if attempts >= settings.STRIPE_EVENT_MAX_ATTEMPTS:
+        StripeEventReceipt.objects.filter(pk=receipt.pk).update(
+            attempts=attempts, next_attempt_at=None, last_error=error
+        )
+        logger.error(
+            "Stripe event %s (%s) given up after %d attempts: %s",
+            receipt.pk,
+            receipt.type,
+            attempts,
+            error,
+        )
+        return "given_up"
+    next_at = timezone.now() + datetime.timedelta(seconds=retry_delay(attempts))
+    with transaction.atomic():
+        StripeEventReceipt.objects.filter(pk=receipt.pk).update(
+            attempts=attempts, next_attempt_at=next_at, last_error=error
+        )
+        # A one-off schedule: django-q's scheduler enqueues it once next_run has passed.
+        schedule(
+            APPLY_TASK,
+            receipt.pk,
+            name=f"stripe-event-retry:{receipt.pk}:{attempts}",
+            schedule_type=Schedule.ONCE,
+            repeats=-1,
+            next_run=next_at,
+        )
+    logger.warning(
+        "Stripe event %s (%s) not applied (attempt %d), retry at %s: %s",
+        receipt.pk,
+        receipt.type,
+        attempts,
+        next_at.isoformat(),
+        error,
+    )
+    return "retry"
+
+
+# --- what the project does with each event (dj-stripe's signals) ----------------
+
+
+def _agent_of_customer(customer: Any) -> Agent | None:
+    customer_id = stripe_id(customer)
+    if not customer_id:
+        return None
+    return Agent.objects.filter(stripe_customer_id=customer_id).first()
+
+
+@transaction.atomic
+def subscription_event_apply(*, event: djstripe_models.Event) -> bool:
+    """Put the agent back on Free when its subscription stopped entitling it to Pro.
+
+    Decides on the current state, not on the event: dj-stripe has just re-fetched
+    the subscription from Stripe and mirrored it. A duplicate, late or
+    out-of-order event therefore changes nothing the current state does not call
+    for, and the tier changes once. Returns True when it changed it.
+    """
+    data = event.data["object"]
+    agent = _agent_of_customer(data.get("customer"))
+    if agent is None:
+        logger.info("event %s: no agent for customer %s", event.id, data.get("customer"))
+        return False
+    customer_id = agent.stripe_customer_id
+    subscriptions = list(djstripe_models.Subscription.objects.filter(customer_id=customer_id))
+    if any(s.status in stripe_client.ENTITLED_STATUSES for s in subscriptions):
+        return False
+    current = next((s for s in subscriptions if s.id == data["id"]), None)
+    status = current.status if current is not None else data.get("status")
+    if status not in stripe_client.DOWNGRADE_STATUSES:
+        return False
+    facts = {"event_id": event.id, "subscription_id": data["id"], "status": status}
+    changed = records.tier_change(
+        agent=agent,
+        tier=Tier.FREE,
+        reason=f"Stripe subscription {data['id']} is {status}.",
+        event_reason=f"subscription_{status}",
+        data=facts,
+    )
+    if changed:
+        AgentEvent.objects.create(
+            agent=agent,
+            kind=AgentEvent.Kind.SUBSCRIPTION_ENDED,
+            reason=f"Stripe subscription {data['id']} is {status}; back on Free.",
+            data=facts,
+        )
+        logger.info("agent %s back on free: subscription %s %s", agent.pk, data["id"], status)
+    return changed
+
+
+@transaction.atomic
+def invoice_payment_failed_record(*, event: djstripe_models.Event) -> bool:
+    """Record a failed invoice payment on the agent's audit trail, once per event."""
+    invoice = event.data["object"]
+    agent = _agent_of_customer(invoice.get("customer"))
+    if agent is None:
+        return False
+    if AgentEvent.objects.filter(
+        agent=agent, kind=AgentEvent.Kind.PAYMENT_FAILED, data__event_id=event.id
+    ).exists():
+        return False
+    records.payment_failed(agent=agent, event_id=event.id, invoice=invoice)
+    logger.info("agent %s: invoice %s payment failed", agent.pk, invoice.get("id"))
+    return True
+
+
+def on_subscription_changed(sender: Any, event: Any, **kwargs: Any) -> None:
+    subscription_event_apply(event=event)
+
+
+def on_invoice_payment_failed(sender: Any, event: Any, **kwargs: Any) -> None:
+    invoice_payment_failed_record(event=event)
+
+
+# The events the project acts on, each with its receiver; Stripe is asked to send
+# exactly these (webhook endpoints are created with WEBHOOK_EVENTS).
+RECEIVERS = {
+    "customer.subscription.deleted": on_subscription_changed,
+    "customer.subscription.updated": on_subscription_changed,
+    "invoice.payment_failed": on_invoice_payment_failed,
+}
+WEBHOOK_EVENTS = list(RECEIVERS)
+
+
+def connect() -> None:
+    # Importing dj-stripe's handlers first connects them first: signal receivers
+    # run in connection order, and ours must see the freshly mirrored object.
+    import djstripe.event_handlers  # noqa: F401
+    from djstripe.signals import WEBHOOK_SIGNALS
+
+    for event_type, receiver in RECEIVERS.items():
+        WEBHOOK_SIGNALS[event_type].connect(receiver, dispatch_uid=f"lithtrix:{event_type}")
