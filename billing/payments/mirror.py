@@ -12,6 +12,7 @@ import stripe
 from djstripe import models as djstripe_models
 
 from billing.payments import stripe_client
+from lithtrix.errors import PaymentProviderError
 
 
 def stripe_id(value: Any) -> str | None:
@@ -35,6 +36,19 @@ def stripe_missing(exc: BaseException) -> bool:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return False
+
+
+def customer_known(customer_id: str) -> bool:
+    """Whether Stripe still has the customer (not deleted in its dashboard, not lost
+    by a local Stripe that restarted empty)."""
+    try:
+        customer = stripe_client.customer_retrieve(customer_id=customer_id)
+    except PaymentProviderError as exc:
+        if stripe_missing(exc):
+            return False
+        raise
+    # stripe-python 15's objects are not dicts (no .get).
+    return not ("deleted" in customer and customer["deleted"])  # noqa: RUF019
 
 
 def mirror(*, customer: Any = None, payment_method: Any = None, subscription: Any = None) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from accounts.models import Agent, AgentEvent
+from django.utils import timezone
+
+from accounts.models import Agent, AgentEvent, Tier
 from accounts.services import agent_set_tier
 
 
@@ -22,6 +24,27 @@ def tier_change(
     if changed:
         _ = (previous, event_reason)
     return changed
+
+
+def customer_forget(*, agent: Agent, customer_id: str, action: str) -> None:
+    """Stripe no longer knows the agent's customer: no subscription. The agent is Free
+    and unlinked (setup makes a new customer), with an audit row either way."""
+    Agent.objects.filter(pk=agent.pk, stripe_customer_id=customer_id).update(
+        stripe_customer_id=None, updated_at=timezone.now()
+    )
+    reason = f"Stripe no longer knows customer {customer_id} ({action}): no subscription."
+    facts = {"stripe_customer_id": customer_id}
+    if not tier_change(
+        agent=agent,
+        tier=Tier.FREE,
+        reason=reason,
+        event_reason="stripe_customer_missing",
+        data=facts,
+    ):
+        AgentEvent.objects.create(
+            agent=agent, kind=AgentEvent.Kind.SUBSCRIPTION_ENDED, reason=reason, data=facts
+        )
+    agent.stripe_customer_id = None
 
 
 def cancel_scheduled(

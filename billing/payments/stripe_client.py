@@ -255,6 +255,11 @@ def customer_create(*, agent_id: str, agent_name: str, idempotency_key: str) -> 
     )
 
 
+def customer_retrieve(*, customer_id: str) -> stripe.Customer:
+    """A customer; Stripe answers a deleted one with ``deleted: true``."""
+    return _call("customer.retrieve", stripe.Customer.retrieve, customer_id)
+
+
 def payment_method_attach(
     *, payment_method_id: str, customer_id: str, idempotency_key: str
 ) -> stripe.PaymentMethod:

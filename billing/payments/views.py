@@ -8,14 +8,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from billing.metering.tiers import tier_limits
-from billing.payments import services as payments
 from billing.payments import stripe_client
+from billing.payments.cancel import billing_cancel
 from billing.payments.serializers import (
     BillingCancelledSerializer,
     BillingConfigSerializer,
     BillingSetupSerializer,
     BillingUpgradedSerializer,
 )
+from billing.payments.setup import billing_setup
 from idempotency.views import IdempotentViewSetMixin, idempotent
 from keys.requests import request_agent
 from lithtrix import errors, openapi
@@ -89,7 +90,7 @@ class BillingSetupViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
     def create(self, request: Request) -> Response:
         serializer = BillingSetupSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        agent = payments.billing_setup(
+        agent = billing_setup(
             agent=request_agent(request),
             payment_method_id=serializer.validated_data["payment_method_id"],
         )
@@ -141,7 +142,7 @@ class BillingCancelViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
     )
     @idempotent()
     def create(self, request: Request) -> Response:
-        cancellation = payments.billing_cancel(agent=request_agent(request))
+        cancellation = billing_cancel(agent=request_agent(request))
         body = {
             "tier": cancellation.tier,
             "cancel_at": cancellation.cancel_at,

@@ -1,4 +1,4 @@
-"""The agent's billing flows: the Free -> Pro upgrade, cancellation, cancellation at deletion.
+"""The agent's upgrade to Pro: POST /v1/billing/setup.
 
 Stripe is reached only through billing.payments.stripe_client; dj-stripe's tables mirror
 what Stripe answered. Services never import DRF.
@@ -6,9 +6,7 @@ what Stripe answered. Services never import DRF.
 
 from __future__ import annotations
 
-import datetime
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -17,11 +15,14 @@ from django.utils import timezone
 
 from accounts.models import Agent, AgentEvent, Tier
 from billing.payments import locks, records, stripe_client
-from billing.payments.mirror import live_subscriptions, mirror, stripe_id
-from billing.payments.selectors import subscription_cancel_at
+from billing.payments.mirror import (
+    customer_known,
+    mirror,
+    stripe_id,
+)
 from lithtrix.errors import PaymentFailedError
 
-logger = logging.getLogger("billing.payments")
+logger = logging.getLogger("billing.payments.setup")
 
 
 def billing_setup(*, agent: Agent, payment_method_id: str) -> Agent:
@@ -47,16 +48,11 @@ def billing_setup(*, agent: Agent, payment_method_id: str) -> Agent:
     """
     stripe_client.require_configured()
     with locks.agent_billing_lock(agent.pk):
-        current, customer_id, payment_method, subscription, resumed = _setup_on_stripe(
+        current, facts, subscription, resumed = _setup_on_stripe(
             agent=agent, payment_method_id=payment_method_id
         )
-        _setup_record(
-            agent=current,
-            customer_id=customer_id,
-            payment_method=payment_method,
-            subscription=subscription,
-            resumed=resumed,
-        )
+        _setup_record(agent=current, facts=facts, subscription=subscription, resumed=resumed)
+    customer_id = facts["stripe_customer_id"]
     agent.tier = Tier.PRO
     agent.stripe_customer_id = customer_id
     logger.info("agent %s upgraded to pro (customer %s)", agent.pk, customer_id)
@@ -69,11 +65,17 @@ def _setup_on_stripe(*, agent: Agent, payment_method_id: str) -> tuple[Any, ...]
         current = Agent.objects.get(pk=agent.pk)
         agent_id = str(current.pk)
         customer_id = current.stripe_customer_id
+        replaced = None
+        if customer_id and not customer_known(customer_id):
+            # Deleted in Stripe's dashboard, or a local Stripe restarted empty.
+            replaced, customer_id = customer_id, None
         if not customer_id:
+            # A new key after a lost customer: the old one would answer the lost one.
+            suffix = f"-after-{replaced}" if replaced else ""
             customer_id = stripe_client.customer_create(
                 agent_id=agent_id,
                 agent_name=current.agent_name,
-                idempotency_key=f"lithtrix-customer-{agent_id}",
+                idempotency_key=f"lithtrix-customer-{agent_id}{suffix}",
             ).id
         payment_method = stripe_client.payment_method_attach(
             payment_method_id=payment_method_id,
@@ -88,19 +90,20 @@ def _setup_on_stripe(*, agent: Agent, payment_method_id: str) -> tuple[Any, ...]
         )
         # dj-stripe may fetch related objects while mirroring: Stripe errors there are ours too.
         mirror(customer=customer, payment_method=payment_method, subscription=subscription)
-    return current, customer_id, payment_method, subscription, resumed
-
-
-def _setup_record(
-    *, agent: Agent, customer_id: str, payment_method: Any, subscription: Any, resumed: bool
-) -> None:
-    """Setup's one short transaction: customer link, audit rows, tier."""
-    current = agent
     facts = {
         "stripe_customer_id": customer_id,
         "payment_method_id": payment_method.id,
         "subscription_id": subscription.id if subscription is not None else None,
     }
+    if replaced:
+        facts["replaced_customer_id"] = replaced
+    return current, facts, subscription, resumed
+
+
+def _setup_record(*, agent: Agent, facts: dict, subscription: Any, resumed: bool) -> None:
+    """Setup's one short transaction: customer link, audit rows, tier."""
+    current = agent
+    customer_id = facts["stripe_customer_id"]
     with transaction.atomic(durable=True):
         Agent.objects.filter(pk=current.pk).exclude(stripe_customer_id=customer_id).update(
             stripe_customer_id=customer_id, updated_at=timezone.now()
@@ -183,106 +186,3 @@ def _subscription_settle(subscription: Any, *, payment_method_id: str) -> Any:
             "The Pro subscription could not be brought up to date with this payment method."
         )
     return subscription
-
-
-@dataclass(frozen=True)
-class Cancellation:
-    tier: str
-    cancel_at: datetime.datetime | None
-
-
-def billing_cancel(*, agent: Agent) -> Cancellation:
-    """Pro -> Free, at the end of the paid period when there is a subscription.
-
-    Guarantees:
-    - With a live subscription: Stripe sets it to cancel at period end
-      (cancel_at_period_end); the agent stays Pro until Stripe deletes it
-      (customer.subscription.deleted ends Pro). Card-on-file Pro (no
-      subscription): Free at once.
-    - Idempotent: a repeated call changes nothing and answers the same; a Free
-      agent gets tier free without any Stripe call.
-    - Stripe first, within the request deadline and under the agent's billing lock
-      (no row lock, no transaction), then one durable transaction for the tier
-      and the audit row. A Stripe failure: PaymentProviderError, nothing changed.
-    """
-    with locks.agent_billing_lock(agent.pk):
-        return _cancel_locked(agent=agent)
-
-
-def _cancel_locked(*, agent: Agent) -> Cancellation:
-    with stripe_client.deadline():
-        current = Agent.objects.get(pk=agent.pk)
-        if current.tier == Tier.FREE:
-            return Cancellation(tier=Tier.FREE, cancel_at=None)
-        live: list[Any] = []
-        if current.stripe_customer_id:
-            stripe_client.require_configured()
-            live = live_subscriptions(current.stripe_customer_id)
-        requested = []
-        for index, subscription in enumerate(live):
-            if subscription_cancel_at(subscription) is None:
-                live[index] = stripe_client.subscription_cancel_at_period_end(
-                    subscription_id=subscription["id"], cancel=True
-                )
-                requested.append(subscription["id"])
-        for subscription in live:
-            mirror(subscription=subscription)
-
-    if not live:
-        with transaction.atomic(durable=True):
-            records.tier_change(
-                agent=current,
-                tier=Tier.FREE,
-                reason="Pro cancelled through POST /v1/billing/cancel (no subscription).",
-                event_reason="cancel",
-                data={"stripe_customer_id": current.stripe_customer_id},
-            )
-        agent.tier = Tier.FREE
-        logger.info("agent %s cancelled card-on-file pro: free now", current.pk)
-        return Cancellation(tier=Tier.FREE, cancel_at=None)
-
-    cancel_at = max(
-        (at for at in (subscription_cancel_at(s) for s in live) if at is not None),
-        default=None,
-    )
-    if requested:
-        with transaction.atomic(durable=True):
-            records.cancel_scheduled(agent=current, subscription_ids=requested, cancel_at=cancel_at)
-        logger.info("agent %s: subscriptions %s cancel at %s", current.pk, requested, cancel_at)
-    return Cancellation(tier=Tier.PRO, cancel_at=cancel_at)
-
-
-def subscriptions_cancel_now(*, agent: Agent) -> list[str]:
-    """End every live subscription of the agent at once (not at period end).
-
-    For account deletion: Stripe stops charging before the agent is erased. Under
-    the agent's billing lock and the request deadline, with no transaction open;
-    a Stripe failure raises PaymentProviderError and the caller changes nothing.
-    Idempotent (an ended subscription is skipped; the cancel call has a key per
-    subscription). Returns the ids it cancelled.
-    """
-    current = Agent.objects.filter(pk=agent.pk).only("stripe_customer_id").first()
-    if current is None or not current.stripe_customer_id:
-        return []
-    stripe_client.require_configured()
-    with locks.agent_billing_lock(agent.pk), stripe_client.deadline():
-        cancelled = []
-        for subscription in live_subscriptions(current.stripe_customer_id):
-            ended = stripe_client.subscription_cancel_now(
-                subscription_id=subscription["id"],
-                idempotency_key=f"lithtrix-cancel-now-{subscription['id']}",
-            )
-            mirror(subscription=ended)
-            cancelled.append(subscription["id"])
-    if cancelled:
-        logger.info("agent %s: subscriptions %s cancelled at once", agent.pk, cancelled)
-    return cancelled
-
-
-def on_agent_deletion_requested(sender: Any, agent: Agent, **kwargs: Any) -> None:
-    """accounts.signals.agent_deletion_requested: Stripe stops charging before the agent goes.
-
-    Every live subscription is cancelled at once (not at period end); a Stripe
-    failure raises PaymentProviderError (502), which aborts the deletion.
-    """
-    subscriptions_cancel_now(agent=agent)
