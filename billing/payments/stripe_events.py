@@ -7,21 +7,19 @@ transaction, the job that applies it. Stripe gets its 200 without waiting for St
 The job, ``stripe_event_apply``, hands the event to dj-stripe (Event.process: it
 re-fetches the object from Stripe, mirrors it, and sends the signals our receivers
 below listen to). Each event id is applied once; a failure (Stripe down, the
-database away) is retried later with a growing delay.
+database away) is tried again later with a growing delay.
 """
 
 from __future__ import annotations
 
-import datetime
 import logging
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.http import HttpRequest
 from django.utils import timezone
-from django_q.models import Schedule
-from django_q.tasks import async_task, schedule
+from django_q.tasks import async_task
 from djstripe import models as djstripe_models
 from djstripe.models import WebhookEndpoint
 
@@ -29,6 +27,7 @@ from accounts.models import Agent, AgentEvent, Tier
 from billing.models import StripeEventReceipt
 from billing.payments import records, stripe_client
 from billing.payments.mirror import stripe_id
+from events.jobs import retry_with_backoff
 
 logger = logging.getLogger("billing.payments.stripe_events")
 
@@ -65,15 +64,15 @@ def event_receive(*, request: HttpRequest, endpoint: WebhookEndpoint, event: dic
 # --- applying -------------------------------------------------------------------
 
 
+@retry_with_backoff
 def stripe_event_apply(event_id: str) -> str:
     """Apply one stored Stripe event; idempotent (an applied event is skipped).
 
     Order does not matter: dj-stripe re-reads the object's current state from
     Stripe, and the receivers decide on that state, never on the event's copy.
-    On failure the event stays unapplied and a retry is scheduled
-    (STRIPE_EVENT_RETRY_SECONDS, doubling up to STRIPE_EVENT_RETRY_MAX_SECONDS,
-    at most STRIPE_EVENT_MAX_ATTEMPTS); the periodic reconciliation repairs what
-    an abandoned event would have.
+    A failure (Stripe down, the database away) raises: the job is tried again
+    with backoff (events.jobs.retry_with_backoff, LITHTRIX_JOB_*), and the
+    periodic reconciliation repairs what an abandoned event would have.
     """
     receipt = StripeEventReceipt.objects.filter(pk=event_id).first()
     if receipt is None or receipt.applied_at is not None:
@@ -81,59 +80,17 @@ def stripe_event_apply(event_id: str) -> str:
     try:
         with stripe_client.deadline():
             djstripe_models.Event.process(receipt.body, api_key=stripe_client.api_key())
-    except Exception as exc:  # every failure is retried, then given up
-        return _retry_later(receipt, exc)
+    except Exception as exc:
+        StripeEventReceipt.objects.filter(pk=event_id).update(
+            attempts=F("attempts") + 1, last_error=f"{type(exc).__name__}: {exc}"[:255]
+        )
+        logger.warning("Stripe event %s (%s) not applied: %r", event_id, receipt.type, exc)
+        raise
     StripeEventReceipt.objects.filter(pk=event_id, applied_at__isnull=True).update(
-        applied_at=timezone.now(), next_attempt_at=None
+        applied_at=timezone.now(), attempts=F("attempts") + 1
     )
     logger.info("Stripe event %s (%s) applied", event_id, receipt.type)
     return "applied"
-
-
-def retry_delay(attempts: int) -> float:
-    """Seconds before attempt ``attempts + 1``: doubling from STRIPE_EVENT_RETRY_SECONDS."""
-    delay = settings.STRIPE_EVENT_RETRY_SECONDS * 2 ** max(attempts - 1, 0)
-    return float(min(delay, settings.STRIPE_EVENT_RETRY_MAX_SECONDS))
-
-
-def _retry_later(receipt: StripeEventReceipt, exc: Exception) -> str:
-    attempts = receipt.attempts + 1
-    error = f"{type(exc).__name__}: {exc}"[:255]
-    if attempts >= settings.STRIPE_EVENT_MAX_ATTEMPTS:
-        StripeEventReceipt.objects.filter(pk=receipt.pk).update(
-            attempts=attempts, next_attempt_at=None, last_error=error
-        )
-        logger.error(
-            "Stripe event %s (%s) given up after %d attempts: %s",
-            receipt.pk,
-            receipt.type,
-            attempts,
-            error,
-        )
-        return "given_up"
-    next_at = timezone.now() + datetime.timedelta(seconds=retry_delay(attempts))
-    with transaction.atomic():
-        StripeEventReceipt.objects.filter(pk=receipt.pk).update(
-            attempts=attempts, next_attempt_at=next_at, last_error=error
-        )
-        # A one-off schedule: django-q's scheduler enqueues it once next_run has passed.
-        schedule(
-            APPLY_TASK,
-            receipt.pk,
-            name=f"stripe-event-retry:{receipt.pk}:{attempts}",
-            schedule_type=Schedule.ONCE,
-            repeats=-1,
-            next_run=next_at,
-        )
-    logger.warning(
-        "Stripe event %s (%s) not applied (attempt %d), retry at %s: %s",
-        receipt.pk,
-        receipt.type,
-        attempts,
-        next_at.isoformat(),
-        error,
-    )
-    return "retry"
 
 
 # --- what the project does with each event (dj-stripe's signals) ----------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from testing.assertions import assert_envelope
 from testing.factories import set_calls_total
 
-__all__ = ["assert_envelope", "rate_headers", "run_jobs", "set_calls_total"]
+__all__ = ["assert_envelope", "queued_jobs", "rate_headers", "run_jobs", "set_calls_total"]
 
 
 def rate_headers(response) -> tuple[int, int, int]:
@@ -32,7 +32,8 @@ def run_jobs(*, due_schedules: bool = False) -> list[tuple[str, object]]:
     if due_schedules:
         for due in Schedule.objects.filter(schedule_type=Schedule.ONCE).order_by("id"):
             args = ast.literal_eval(due.args) if due.args else ()
-            async_task(due.func, *(args if isinstance(args, tuple) else (args,)))
+            kwargs = ast.literal_eval(due.kwargs) if due.kwargs else {}
+            async_task(due.func, *(args if isinstance(args, tuple) else (args,)), **kwargs)
             due.delete()
     ran: list[tuple[str, object]] = []
     while queued := list(OrmQ.objects.order_by("id")):
@@ -43,3 +44,10 @@ def run_jobs(*, due_schedules: bool = False) -> list[tuple[str, object]]:
             fn = import_string(func) if isinstance(func, str) else func
             ran.append((str(func), fn(*task["args"], **task["kwargs"])))
     return ran
+
+
+def queued_jobs(func: str) -> int:
+    """How many jobs of ``func`` (a dotted path) wait in django-q's ORM queue."""
+    from django_q.models import OrmQ
+
+    return sum(1 for row in OrmQ.objects.all() if row.task.get("func") == func)

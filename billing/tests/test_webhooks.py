@@ -15,15 +15,16 @@ import uuid
 import pytest
 import stripe
 from django.utils import timezone
-from django_q.models import OrmQ, Schedule
+from django_q.models import Schedule
 from djstripe import models as djstripe_models
 
 from accounts.models import Agent, AgentEvent, Tier
 from billing.metering.tiers import tier_limits
 from billing.models import StripeEventReceipt
 from billing.payments import provisioning
+from billing.payments.stripe_events import APPLY_TASK as APPLY
 from billing.tests.conftest import CUSTOMER, SUBSCRIPTION, recorded
-from billing.tests.helpers import run_jobs
+from billing.tests.helpers import queued_jobs, run_jobs
 from billing.tests.test_setup import setup
 from testing.assertions import assert_envelope
 
@@ -380,7 +381,7 @@ def test_event_whose_object_stripe_no_longer_has_is_200_and_logged(
 def test_stripe_outage_during_the_refetch_is_retried_later_with_backoff(
     stripe_account, pro_agent, api_client, settings
 ):
-    assert settings.STRIPE_EVENT_RETRY_SECONDS == 30  # the default
+    assert settings.LITHTRIX_JOB_BACKOFF_SECONDS == 60  # the default
     canceled = subscription_now(stripe_account, status="canceled")
     stripe_account.routes[("GET", f"/v1/subscriptions/{SUBSCRIPTION}")] = lambda p: (
         503,
@@ -393,24 +394,27 @@ def test_stripe_outage_during_the_refetch_is_retried_later_with_backoff(
     second = run_jobs(due_schedules=True)
 
     assert response.status_code == 200
-    assert [result for _, result in first + second] == ["retry", "retry"]
+    assert [result for func, result in first + second if func == APPLY] == [
+        "failed try 1; next in 60 s",
+        "failed try 2; next in 120 s",
+    ]
     receipt = StripeEventReceipt.objects.get(pk=json.loads(payload)["id"])
     assert (receipt.attempts, receipt.applied_at) == (2, None)
     assert "APIError" in receipt.last_error
-    retry = Schedule.objects.get()
-    assert retry.name == f"stripe-event-retry:{receipt.pk}:2"
+    retry = Schedule.objects.get(func=APPLY)
+    assert retry.kwargs == "{'attempt': 3}"
     waited = (retry.next_run - timezone.now()).total_seconds()
-    assert 50 < waited <= 60  # 30 s, then 60 s
+    assert 110 < waited <= 120
     pro_agent.refresh_from_db()
     assert pro_agent.tier == Tier.PRO
     assert not djstripe_models.Event.objects.exists()
     # Stripe answers again: the scheduled retry applies the event.
     del stripe_account.routes[("GET", f"/v1/subscriptions/{SUBSCRIPTION}")]
-    assert [result for _, result in run_jobs(due_schedules=True)] == ["applied"]
+    assert [r for func, r in run_jobs(due_schedules=True) if func == APPLY] == ["applied"]
     pro_agent.refresh_from_db()
     assert pro_agent.tier == Tier.FREE
     assert StripeEventReceipt.objects.get(pk=receipt.pk).applied_at is not None
-    assert not Schedule.objects.exists()
+    assert not Schedule.objects.filter(func=APPLY).exists()
 
 
 def test_stripe_unreachable_during_the_refetch_leaves_the_event_for_a_retry(
@@ -424,7 +428,7 @@ def test_stripe_unreachable_during_the_refetch_leaves_the_event_for_a_retry(
 
     assert response.status_code == 200
     assert StripeEventReceipt.objects.get().attempts == 1
-    assert Schedule.objects.count() == 1
+    assert Schedule.objects.filter(func=APPLY).count() == 1
     pro_agent.refresh_from_db()
     assert pro_agent.tier == Tier.PRO
 
@@ -448,11 +452,11 @@ def test_webhook_stores_the_event_and_answers_before_calling_stripe(
         "customer.subscription.deleted",
         None,
     )
-    assert OrmQ.objects.count() == 1
+    assert queued_jobs(APPLY) == 1
     pro_agent.refresh_from_db()
     assert pro_agent.tier == Tier.PRO
     # The worker applies it.
-    assert [result for _, result in run_jobs()] == ["applied"]
+    assert [result for func, result in run_jobs() if func == APPLY] == ["applied"]
     pro_agent.refresh_from_db()
     assert pro_agent.tier == Tier.FREE
 
@@ -466,7 +470,7 @@ def test_a_replayed_delivery_is_stored_and_enqueued_once(stripe_account, pro_age
 
     assert statuses == [200, 200, 200]
     assert StripeEventReceipt.objects.count() == 1
-    assert OrmQ.objects.count() == 1
+    assert queued_jobs(APPLY) == 1
     assert djstripe_models.WebhookEventTrigger.objects.count() == 3
 
 

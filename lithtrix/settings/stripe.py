@@ -31,8 +31,3 @@ DJSTRIPE_USE_NATIVE_JSONFIELD = True
 # "dj-stripe's migrations"): a fresh database is created in seconds instead of
 # replaying 519 RemoveField operations; it replaces dj-stripe's own 0001-0003.
 MIGRATION_MODULES = {"djstripe": "billing.djstripe_migrations"}
-# A Stripe event whose job failed is retried after this many seconds, doubling per
-# attempt up to the maximum, at most STRIPE_EVENT_MAX_ATTEMPTS times (about a day).
-STRIPE_EVENT_RETRY_SECONDS = float(os.environ.get("STRIPE_EVENT_RETRY_SECONDS", "30"))
-STRIPE_EVENT_RETRY_MAX_SECONDS = float(os.environ.get("STRIPE_EVENT_RETRY_MAX_SECONDS", "3600"))
-STRIPE_EVENT_MAX_ATTEMPTS = int(os.environ.get("STRIPE_EVENT_MAX_ATTEMPTS", "30"))
