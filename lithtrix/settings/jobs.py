@@ -38,6 +38,10 @@ LITHTRIX_JOB_TRIES = int(os.environ.get("LITHTRIX_JOB_TRIES", "8"))
 LITHTRIX_JOB_BACKOFF_SECONDS = int(os.environ.get("LITHTRIX_JOB_BACKOFF_SECONDS", "60"))
 LITHTRIX_JOB_BACKOFF_MAX_SECONDS = int(os.environ.get("LITHTRIX_JOB_BACKOFF_MAX_SECONDS", "3600"))
 
+# How often every agent whose tier depends on Stripe is re-read from it and repaired
+# (billing.payments.reconciliation).
+LITHTRIX_RECONCILE_MINUTES = int(os.environ.get("LITHTRIX_RECONCILE_MINUTES", "60"))
+
 # Periodic jobs, the one list: name -> {"func": dotted path, "minutes": interval}.
 # After every migrate, events.apps syncs them into django-q2's Schedule table
 # (created or updated by name; ones no longer listed are deleted).
@@ -47,4 +51,8 @@ LITHTRIX_PERIODIC_JOBS: dict[str, dict] = {
     # Events whose dispatch job was never enqueued (a crash between the metering
     # statement and its enqueue) are dispatched here.
     "event_sweep": {"func": "events.tasks.event_sweep", "minutes": 5},
+    "stripe_reconcile": {
+        "func": "billing.payments.reconciliation.stripe_reconcile",
+        "minutes": LITHTRIX_RECONCILE_MINUTES,
+    },
 }
