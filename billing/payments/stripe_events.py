@@ -15,13 +15,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
-from django.http import HttpRequest
 from django.utils import timezone
 from django_q.tasks import async_task
 from djstripe import models as djstripe_models
-from djstripe.models import WebhookEndpoint
 
 from accounts.models import Agent, AgentEvent, Tier
 from billing.models import StripeEventReceipt
@@ -37,28 +35,42 @@ APPLY_TASK = "billing.payments.stripe_events.stripe_event_apply"
 # --- receiving ------------------------------------------------------------------
 
 
-def event_receive(*, request: HttpRequest, endpoint: WebhookEndpoint, event: dict) -> bool:
+def event_receive(*, event: dict) -> bool:
     """Store a signed event and enqueue its job, in one transaction; True when it is new.
 
-    The delivery is kept as dj-stripe's WebhookEventTrigger (what its admin lists);
-    the event once per Stripe event id (Stripe delivers at least once: a replay
-    stores and enqueues nothing new).
+    Once per Stripe event id (Stripe delivers at least once: a replay stores and
+    enqueues nothing). Two statements and the commit: the webhook answers fast.
     """
+    receipt = StripeEventReceipt(
+        id=event["id"],
+        type=str(event.get("type", ""))[:255],
+        body=event,
+        received_at=timezone.now(),
+    )
     with transaction.atomic(durable=True):
-        djstripe_models.WebhookEventTrigger.objects.create(
-            headers=dict(request.headers),
-            body=request.body.decode("utf-8", errors="replace"),
-            remote_ip=request.META.get("REMOTE_ADDR") or "0.0.0.0",  # noqa: S104 - unknown
-            valid=True,
-            stripe_trigger_account=endpoint.djstripe_owner_account,
-            webhook_endpoint=endpoint,
+        if not _insert_new(receipt):
+            return False
+        async_task(APPLY_TASK, event["id"], task_name=f"stripe_event_apply:{event['id']}")
+    return True
+
+
+def _insert_new(receipt: StripeEventReceipt) -> bool:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING: one round trip (PostgreSQL, SQLite 3.35+)."""
+    names = ("id", "type", "body", "received_at")
+    params = [
+        StripeEventReceipt._meta.get_field(name).get_db_prep_save(  # type: ignore[union-attr]
+            getattr(receipt, name), connection
         )
-        _, created = StripeEventReceipt.objects.get_or_create(
-            id=event["id"], defaults={"type": str(event.get("type", "")), "body": event}
+        for name in names
+    ]
+    columns = ", ".join(connection.ops.quote_name(name) for name in names)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {StripeEventReceipt._meta.db_table} ({columns}, attempts, last_error) "  # noqa: S608 - our names
+            "VALUES (%s, %s, %s, %s, 0, '') ON CONFLICT (id) DO NOTHING RETURNING id",
+            params,
         )
-        if created:
-            async_task(APPLY_TASK, event["id"], task_name=f"stripe_event_apply:{event['id']}")
-    return created
+        return cursor.fetchone() is not None
 
 
 # --- applying -------------------------------------------------------------------

@@ -89,7 +89,7 @@ def _receive(
     if event is None:
         return _refusal(request, errors.ValidationError("The body is not a Stripe event."))
     try:
-        stripe_events.event_receive(request=request, endpoint=endpoint, event=event)
+        stripe_events.event_receive(event=event)
     except Exception:
         logger.exception("Stripe event %s (%s) not stored", event["id"], event.get("type"))
         return _refusal(
