@@ -14,7 +14,7 @@ from typing import Any
 from django.db import transaction
 
 from accounts.models import Agent, Tier
-from billing.payments import locks, records, stripe_client
+from billing.payments import locks, records, stripe_calls, stripe_client
 from billing.payments.mirror import (
     live_subscriptions,
     mirror,
@@ -40,7 +40,7 @@ def _live_unless_forgotten(customer_id: str) -> list[Any] | None:
 def _cancel_at_period_end(subscription_id: str) -> Any:
     """The subscription set to cancel at period end; None when Stripe no longer has it."""
     try:
-        return stripe_client.subscription_cancel_at_period_end(
+        return stripe_calls.subscription_cancel_at_period_end(
             subscription_id=subscription_id, cancel=True
         )
     except PaymentProviderError as exc:
@@ -151,7 +151,7 @@ def subscriptions_cancel_now(*, agent: Agent) -> list[str]:
             return []
         for subscription in live:
             try:
-                ended = stripe_client.subscription_cancel_now(
+                ended = stripe_calls.subscription_cancel_now(
                     subscription_id=subscription["id"],
                     idempotency_key=f"lithtrix-cancel-now-{subscription['id']}",
                 )

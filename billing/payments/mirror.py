@@ -11,7 +11,7 @@ from typing import Any
 import stripe
 from djstripe import models as djstripe_models
 
-from billing.payments import stripe_client
+from billing.payments import stripe_calls, stripe_client
 from lithtrix.errors import PaymentProviderError
 
 
@@ -42,7 +42,7 @@ def customer_known(customer_id: str) -> bool:
     """Whether Stripe still has the customer (not deleted in its dashboard, not lost
     by a local Stripe that restarted empty)."""
     try:
-        customer = stripe_client.customer_retrieve(customer_id=customer_id)
+        customer = stripe_calls.customer_retrieve(customer_id=customer_id)
     except PaymentProviderError as exc:
         if stripe_missing(exc):
             return False
@@ -69,6 +69,6 @@ def live_subscriptions(customer_id: str | None) -> list[Any]:
         return []
     return [
         s
-        for s in stripe_client.subscriptions_of(customer_id=customer_id)
+        for s in stripe_calls.subscriptions_of(customer_id=customer_id)
         if s["status"] not in stripe_client.ENDED_STATUSES
     ]

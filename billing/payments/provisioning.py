@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from djstripe import models as djstripe_models
 
-from billing.payments import stripe_client
+from billing.payments import stripe_calls, stripe_client
 from billing.payments.stripe_events import WEBHOOK_EVENTS
 from lithtrix.errors import PaymentProviderError, ValidationError
 
@@ -46,14 +46,14 @@ def local_pro_plan_ensure(*, plan_id: str, amount: int = 2900, currency: str = "
     name it. Returns the id.
     """
     try:
-        return stripe_client.plan_retrieve(plan_id=plan_id).id
+        return stripe_calls.plan_retrieve(plan_id=plan_id).id
     except ValidationError:
         raise
     except PaymentProviderError as exc:
         cause = exc.__cause__
         if not isinstance(cause, stripe.InvalidRequestError) or cause.http_status != 404:
             raise
-    return stripe_client.pro_plan_create(
+    return stripe_calls.pro_plan_create(
         plan_id=plan_id, amount=amount, currency=currency, product_name="Lithtrix Pro"
     ).id
 
@@ -76,7 +76,7 @@ def webhook_endpoint_register(
         livemode = settings.STRIPE_LIVE_MODE
     if secret is None:
         endpoint = djstripe_models.WebhookEndpoint(url=url)
-        stripe_endpoint = stripe_client.webhook_endpoint_create(
+        stripe_endpoint = stripe_calls.webhook_endpoint_create(
             url=url,
             enabled_events=WEBHOOK_EVENTS,
             metadata={"djstripe_uuid": str(endpoint.djstripe_uuid)},

@@ -22,7 +22,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from accounts.models import Agent, Tier
-from billing.payments import records, stripe_client
+from billing.payments import records, stripe_calls, stripe_client
 from billing.payments.mirror import customer_known, mirror, stripe_missing
 from lithtrix import metrics
 from lithtrix.errors import PaymentProviderError
@@ -127,7 +127,7 @@ def agent_reconcile(*, agent_id: Any) -> bool:
 def _stripe_verdict(customer_id: str) -> StripeVerdict:
     """Stripe's answer for a customer, its subscriptions mirrored through dj-stripe."""
     try:
-        subscriptions = stripe_client.subscriptions_of(customer_id=customer_id)
+        subscriptions = stripe_calls.subscriptions_of(customer_id=customer_id)
     except PaymentProviderError as exc:
         if not stripe_missing(exc):
             raise

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Agent, AgentEvent, Tier
-from billing.payments import locks, records, stripe_client
+from billing.payments import locks, records, stripe_calls, stripe_client
 from billing.payments.mirror import (
     customer_known,
     mirror,
@@ -72,17 +72,17 @@ def _setup_on_stripe(*, agent: Agent, payment_method_id: str) -> tuple[Any, ...]
         if not customer_id:
             # A new key after a lost customer: the old one would answer the lost one.
             suffix = f"-after-{replaced}" if replaced else ""
-            customer_id = stripe_client.customer_create(
+            customer_id = stripe_calls.customer_create(
                 agent_id=agent_id,
                 agent_name=current.agent_name,
                 idempotency_key=f"lithtrix-customer-{agent_id}{suffix}",
             ).id
-        payment_method = stripe_client.payment_method_attach(
+        payment_method = stripe_calls.payment_method_attach(
             payment_method_id=payment_method_id,
             customer_id=customer_id,
             idempotency_key=f"lithtrix-attach-{customer_id}-{payment_method_id}",
         )
-        customer = stripe_client.customer_set_default_payment_method(
+        customer = stripe_calls.customer_set_default_payment_method(
             customer_id=customer_id, payment_method_id=payment_method.id
         )
         subscription, resumed = _pro_subscription_ensure(
@@ -142,7 +142,7 @@ def _pro_subscription_ensure(
     price_id = settings.STRIPE_PRO_PRICE_ID
     if not price_id:
         return None, False
-    existing = stripe_client.subscriptions_of(customer_id=customer_id)
+    existing = stripe_calls.subscriptions_of(customer_id=customer_id)
     for subscription in existing:
         if subscription["status"] in stripe_client.ENDED_STATUSES:
             continue
@@ -154,7 +154,7 @@ def _pro_subscription_ensure(
             if name in subscription
         ]
         if any(pending):
-            subscription = stripe_client.subscription_cancel_at_period_end(
+            subscription = stripe_calls.subscription_cancel_at_period_end(
                 subscription_id=subscription["id"], cancel=False
             )
             resumed = True
@@ -164,7 +164,7 @@ def _pro_subscription_ensure(
     # The key changes only when a subscription ends, so a retry of this very
     # request reuses the subscription it created, and a re-subscription after a
     # cancellation is not answered with the cancelled one.
-    created = stripe_client.subscription_create(
+    created = stripe_calls.subscription_create(
         customer_id=customer_id,
         price_id=price_id,
         agent_id=agent_id,
@@ -177,10 +177,10 @@ def _subscription_settle(subscription: Any, *, payment_method_id: str) -> Any:
     """Pay the latest open invoice of a subscription behind on payment; its state after."""
     invoice_id = stripe_id(subscription["latest_invoice"])
     if invoice_id:
-        invoice = stripe_client.invoice_retrieve(invoice_id=invoice_id)
+        invoice = stripe_calls.invoice_retrieve(invoice_id=invoice_id)
         if invoice["status"] == "open":
-            stripe_client.invoice_pay(invoice_id=invoice_id, payment_method_id=payment_method_id)
-    subscription = stripe_client.subscription_retrieve(subscription_id=subscription["id"])
+            stripe_calls.invoice_pay(invoice_id=invoice_id, payment_method_id=payment_method_id)
+    subscription = stripe_calls.subscription_retrieve(subscription_id=subscription["id"])
     if subscription["status"] not in stripe_client.ENTITLED_STATUSES:
         raise PaymentFailedError(
             "The Pro subscription could not be brought up to date with this payment method."

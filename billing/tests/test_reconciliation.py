@@ -9,7 +9,7 @@ from django.db import connection
 from prometheus_client import REGISTRY
 
 from accounts.models import Agent, AgentEvent, Tier
-from billing.payments import reconciliation, stripe_client
+from billing.payments import reconciliation, stripe_calls
 from billing.tests.conftest import TEST_SECRET_KEY
 from billing.tests.test_cancel import pro_with_subscription, stripe_subscriptions
 from events.models import Event
@@ -118,13 +118,13 @@ def test_stripe_is_read_with_no_transaction_open(
 
     assert setup(api_client, registered, "pm_card_visa").status_code == 200
     seen = []
-    read = stripe_client.subscriptions_of
+    read = stripe_calls.subscriptions_of
 
     def watched(**kwargs):
         seen.append(connection.in_atomic_block)
         return read(**kwargs)
 
-    monkeypatch.setattr(stripe_client, "subscriptions_of", watched)
+    monkeypatch.setattr(stripe_calls, "subscriptions_of", watched)
     [subscription] = stripe_subscriptions(
         Agent.objects.get(pk=registered.agent.pk).stripe_customer_id
     )
