@@ -31,10 +31,12 @@ venv: $(BIN)/.installed-run
 dev-venv: $(BIN)/.installed-dev
 
 # Local development on the embedded defaults (SQLite, process-local cache).
-# Every variable in the README's configuration table is honoured when set.
+# Every variable in the README's configuration table is honoured when set. One job
+# worker (manage.py qcluster) runs beside the dev server and stops with it.
 run: venv
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-on} $(BIN)/python manage.py migrate --noinput
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-on} $(BIN)/python -m billing.payments.dev.devstripe $(BIN)/python manage.py runserver --noreload $(HOST):$(PORT)
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-on} $(BIN)/python -m billing.payments.dev.devstripe \
+	  $(BIN)/python -m events.dev.worker $(BIN)/python manage.py runserver --noreload $(HOST):$(PORT)
 
 migrate: venv
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-on} $(BIN)/python manage.py migrate --noinput
@@ -68,12 +70,17 @@ clean:
 # "Production"); DJANGO_SECRET_KEY is required (DJANGO_DEBUG is off). A missing
 # PostgreSQL database is created first (deploy/createdb.py).
 WORKERS ?= 4
-.PHONY: serve fuzz bench profile drills
+.PHONY: serve worker fuzz bench profile drills
 serve: venv
 	$(BIN)/python deploy/createdb.py
 	$(BIN)/python manage.py collectstatic --noinput -v0
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/gunicorn -c deploy/gunicorn.conf.py --bind $(HOST):$(PORT) --workers $(WORKERS)
+
+# A job worker (django-q2's qcluster) on the same environment as make serve; run
+# one or more on any host (deploy/systemd/lithtrix-worker.service).
+worker: venv
+	$(BIN)/python manage.py qcluster
 
 # schemathesis against a gunicorn started on a free loopback port, bounded in time.
 fuzz: dev-venv

@@ -33,6 +33,7 @@ def event_dispatch(event_id: str) -> None:
             return
         event.dispatched_at = timezone.now()
         event.save(update_fields=["dispatched_at"])
+    logger.info("event %s (%s) dispatched", event.id, event.type)
 
 
 def event_sweep() -> int:

@@ -11,6 +11,8 @@ The names an operator alerts on (see README, "Monitoring"):
 - lithtrix_dependency_failures_total{dependency="database"|"cache"}
 - lithtrix_billing_drift_total{direction="to_free"|"to_pro"} (tiers the Stripe
   reconciliation found wrong and repaired)
+- lithtrix_jobs_queued, lithtrix_jobs_oldest_queued_age_seconds, lithtrix_jobs_dead
+  (the job queue, read from the database at scrape time)
 
 With several server processes (gunicorn workers), set PROMETHEUS_MULTIPROC_DIR to
 an empty directory writable by every worker: each process writes its values
@@ -26,7 +28,7 @@ import hmac
 import ipaddress
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cache
 
 from django.conf import settings
@@ -40,6 +42,8 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -80,6 +84,56 @@ BILLING_DRIFT = Counter(
 def observe_billing_drift(direction: str) -> None:
     """One tier repaired by the reconciliation: ``direction`` is "to_free" or "to_pro"."""
     BILLING_DRIFT.labels(direction=direction).inc()
+
+
+class JobQueueCollector(Collector):
+    """The job queue's state, read at scrape time: two small aggregates, no counter to
+    keep in step. A database that does not answer leaves these series out rather
+    than failing the scrape."""
+
+    NAMES = {
+        "lithtrix_jobs_queued": "Jobs waiting for a worker.",
+        "lithtrix_jobs_oldest_queued_age_seconds": (
+            "How long the oldest waiting job has waited (0 when none waits)."
+        ),
+        "lithtrix_jobs_dead": "Jobs that failed every try (the admin's failed tasks, to resubmit).",
+    }
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        # Registering asks for the names; without this it would collect (a query at import).
+        for name, documentation in self.NAMES.items():
+            yield GaugeMetricFamily(name, documentation)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from django.db import DatabaseError
+        from django.db.models import Count, Min
+        from django.utils import timezone
+        from django_q.models import Failure, OrmQ
+
+        now = timezone.now()
+        try:
+            # Waiting: not handed to a worker, or handed to one that died (its lock,
+            # now + Q_CLUSTER["retry"], has passed).
+            waiting = OrmQ.objects.filter(lock__lte=now).aggregate(
+                n=Count("id"), oldest=Min("lock")
+            )
+            dead = Failure.objects.count()
+        except DatabaseError:
+            return
+        oldest = waiting["oldest"]
+        values = {
+            "lithtrix_jobs_queued": waiting["n"],
+            "lithtrix_jobs_oldest_queued_age_seconds": (
+                (now - oldest).total_seconds() if oldest is not None else 0.0
+            ),
+            "lithtrix_jobs_dead": dead,
+        }
+        for name, documentation in self.NAMES.items():
+            yield GaugeMetricFamily(name, documentation, value=values[name])
+
+
+JOB_QUEUE = JobQueueCollector()
+REGISTRY.register(JOB_QUEUE)
 
 
 def observe_stripe_call(outcome: str, seconds: float) -> None:
@@ -164,6 +218,7 @@ def exposition() -> bytes:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         prometheus_multiprocess.MultiProcessCollector(registry)
+        registry.register(JOB_QUEUE)
         return generate_latest(registry)
     return generate_latest(REGISTRY)
 

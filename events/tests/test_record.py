@@ -1,16 +1,10 @@
 import pytest
 from django.db import transaction
-from django_q.models import OrmQ
 
 from events.models import Event
 from events.services import event_record
 from events.tasks import event_dispatch
-
-
-def queued_dispatches() -> list[str]:
-    """Event ids of the event_dispatch jobs waiting in django-q2's queue."""
-    tasks = [job.task for job in OrmQ.objects.all()]
-    return [task["args"][0] for task in tasks if task["func"] == "events.tasks.event_dispatch"]
+from testing.jobs import queued_dispatches
 
 
 @pytest.mark.django_db(transaction=True)

@@ -9,10 +9,12 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from events.models import Event
 from keys import secret_scanning
 from keys.crypto import generate_key
 from keys.models import ApiKey, KeyEvent
 from testing.assertions import assert_envelope
+from testing.jobs import queued_dispatches
 
 LEAKED = "/v1/keys/leaked"
 ME = "/v1/me"
@@ -257,3 +259,22 @@ def test_leaked_has_its_own_rate_limit_per_ip(api_client, github_key, settings, 
         ).status_code
         == 201
     )
+
+
+@pytest.mark.django_db
+def test_a_revoked_leaked_key_is_told_to_its_owner_once(api_client, registered, github_key):
+    body = report(registered.api_key)
+
+    post(api_client, body, signed(github_key, body))
+    post(api_client, body, signed(github_key, body))
+
+    [event] = Event.objects.filter(agent=registered.agent)
+    assert (event.type, event.data) == (
+        "key.leaked",
+        {
+            "prefix": registered.api_key[:12],
+            "url": "https://github.com/octo/repo/blob/abc/config.py#L0",
+            "source": "content",
+        },
+    )
+    assert queued_dispatches() == [event.id]

@@ -123,3 +123,34 @@ def test_dependency_failures_are_counted(api_client, registered, monkeypatch):
         - sample(before, "lithtrix_dependency_failures_total", dependency="database")
         == 1
     )
+
+
+@pytest.mark.django_db
+def test_job_queue_depth_oldest_age_and_dead_jobs_are_read_at_scrape_time(api_client, clock):
+    import datetime as dt
+
+    from django_q.models import Failure, OrmQ
+    from django_q.tasks import async_task
+
+    empty = scrape(api_client)
+    async_task("events.tasks.event_sweep")
+    clock.advance(seconds=90)
+    async_task("events.tasks.event_sweep")
+    # One handed to a worker that is still on it: not waiting.
+    OrmQ.objects.create(key="lithtrix", payload="x", lock=clock.now + dt.timedelta(seconds=60))
+    Failure.objects.create(
+        id="f" * 32,
+        name="x",
+        func="events.tasks.event_dispatch",
+        started=clock.now,
+        stopped=clock.now,
+        success=False,
+    )
+
+    text = scrape(api_client)
+
+    assert "lithtrix_jobs_queued 0.0" in empty
+    assert "lithtrix_jobs_oldest_queued_age_seconds 0.0" in empty
+    assert sample(text, "lithtrix_jobs_queued") == 2
+    assert sample(text, "lithtrix_jobs_oldest_queued_age_seconds") == 90
+    assert sample(text, "lithtrix_jobs_dead") == 1
