@@ -27,8 +27,7 @@ logger = logging.getLogger("billing.payments.webhooks")
 BAD_SIGNATURE = "The Stripe signature does not match."
 # dj-stripe's own view lets this header replace the endpoint's secret when DEBUG is on
 # (for the Stripe CLI): anyone could sign events with a secret of their choosing. The
-# signature is checked here, against the endpoint's secret only; the header is dropped
-# so nothing downstream can read it.
+# signature is checked here against the endpoint's secret only, and the header dropped.
 _SECRET_OVERRIDE = "HTTP_X_DJSTRIPE_WEBHOOK_SECRET"  # noqa: S105 - a header name
 
 
@@ -72,7 +71,6 @@ def _receive(
     request: HttpRequest, endpoint_of: Callable[[bytes, str], WebhookEndpoint | None]
 ) -> HttpResponse:
     request.META.pop(_SECRET_OVERRIDE, None)
-    request.__dict__.pop("headers", None)  # HttpHeaders cached before the pop
     if request.method != "POST":
         return _refusal(
             request,

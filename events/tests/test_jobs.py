@@ -103,6 +103,7 @@ def test_migrate_syncs_the_declared_periodic_jobs():
     assert periodic() == {
         "periodic:idempotency_purge": ("idempotency.services.idempotency_purge", 60),
         "periodic:event_sweep": ("events.tasks.event_sweep", 5),
+        "periodic:stripe_reconcile": ("billing.payments.reconciliation.stripe_reconcile", 60),
     }
     assert {s.schedule_type for s in Schedule.objects.all()} == {Schedule.MINUTES}
 
