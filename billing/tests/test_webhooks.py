@@ -615,3 +615,23 @@ def test_signed_body_that_is_not_a_stripe_event_is_400(endpoint, api_client, bod
     body_ = assert_envelope(response, 400, "VALIDATION_ERROR")
     assert body_["message"] == "The body is not a Stripe event."
     assert not StripeEventReceipt.objects.exists()
+
+
+def test_received_events_are_listed_read_only_for_staff(
+    stripe_account, pro_agent, api_client, admin_client
+):
+    payload = stripe_event(
+        "customer.subscription.deleted", subscription_now(stripe_account, status="canceled")
+    )
+    event_id = json.loads(payload)["id"]
+    deliver(api_client, payload)
+
+    listing = admin_client.get("/admin/billing/stripeeventreceipt/", {"q": event_id})
+    page = admin_client.get(f"/admin/billing/stripeeventreceipt/{event_id}/change/")
+
+    assert listing.status_code == 200
+    assert event_id in listing.content.decode()
+    assert page.status_code == 200
+    assert "customer.subscription.deleted" in page.content.decode()
+    assert "Save" not in page.content.decode()
+    assert admin_client.get("/admin/billing/stripeeventreceipt/add/").status_code == 403
