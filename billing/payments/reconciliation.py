@@ -20,6 +20,7 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import Q
+from django_q.tasks import async_task
 
 from accounts.models import Agent, Tier
 from billing.payments import records, stripe_calls, stripe_client
@@ -28,6 +29,8 @@ from lithtrix import metrics
 from lithtrix.errors import PaymentProviderError
 
 logger = logging.getLogger("billing.payments.reconciliation")
+
+AGENT_TASK = "billing.payments.reconciliation.agent_reconcile_job"
 
 
 @dataclass(frozen=True)
@@ -66,24 +69,29 @@ def _customers_with_unended_subscriptions() -> Any:
     )
 
 
-def stripe_reconcile() -> dict[str, int]:
-    """The periodic job: re-read and repair every Stripe-dependent agent.
+def stripe_reconcile() -> int:
+    """The periodic job: one reconcile job per Stripe-dependent agent; returns how many.
 
-    One agent's Stripe failure is logged and skipped (the next run tries it again);
-    returns counts for the job's result.
+    Each agent is its own short job (one Stripe deadline), spread over the workers,
+    so the run never outlasts a job's timeout however many agents there are.
     """
-    counts = {"checked": 0, "repaired": 0, "failed": 0}
     if not stripe_client.is_configured():
-        return counts
-    for agent_id in stripe_dependent_agents():
-        counts["checked"] += 1
-        try:
-            counts["repaired"] += agent_reconcile(agent_id=agent_id)
-        except PaymentProviderError:
-            counts["failed"] += 1
-            logger.warning("reconciliation: agent %s not checked, Stripe failed", agent_id)
-    logger.info("reconciliation: %s", counts)
-    return counts
+        return 0
+    agent_ids = stripe_dependent_agents()
+    with transaction.atomic():
+        for agent_id in agent_ids:
+            async_task(AGENT_TASK, str(agent_id), task_name=f"stripe_reconcile:{agent_id}")
+    logger.info("reconciliation: %d agents to re-read from Stripe", len(agent_ids))
+    return len(agent_ids)
+
+
+def agent_reconcile_job(agent_id: str) -> str:
+    """One agent's reconciliation; a Stripe failure waits for the next run."""
+    try:
+        return "repaired" if agent_reconcile(agent_id=agent_id) else "in_step"
+    except PaymentProviderError:
+        logger.warning("reconciliation: agent %s not checked, Stripe failed", agent_id)
+        return "stripe_failed"
 
 
 def agent_reconcile(*, agent_id: Any) -> bool:

@@ -11,10 +11,17 @@ from prometheus_client import REGISTRY
 from accounts.models import Agent, AgentEvent, Tier
 from billing.payments import reconciliation, stripe_calls
 from billing.tests.conftest import TEST_SECRET_KEY
+from billing.tests.helpers import run_jobs
 from billing.tests.test_cancel import pro_with_subscription, stripe_subscriptions
 from events.models import Event
 
 __all__ = ["pro_with_subscription"]
+
+
+def reconcile() -> list[object]:
+    """The periodic job, then the per-agent jobs it enqueued: their results."""
+    reconciliation.stripe_reconcile()
+    return [result for func, result in run_jobs() if func == reconciliation.AGENT_TASK]
 
 
 def drift(direction: str) -> float:
@@ -33,9 +40,9 @@ def test_pro_whose_subscription_stripe_canceled_is_made_free(pro_with_subscripti
     stripe.Subscription.cancel(subscription["id"], api_key=TEST_SECRET_KEY)
     before = drift("to_free")
 
-    counts = reconciliation.stripe_reconcile()
+    results = reconcile()
 
-    assert counts == {"checked": 1, "repaired": 1, "failed": 0}
+    assert results == ["repaired"]
     agent.refresh_from_db()
     assert agent.tier == Tier.FREE
     repaired = tier_changes(agent)[-1]
@@ -53,7 +60,7 @@ def test_pro_whose_subscription_stripe_canceled_is_made_free(pro_with_subscripti
     ).data == {"from": "pro", "to": "free", "reason": "reconciliation"}
     assert drift("to_free") == before + 1
     # The next run finds nothing to repair.
-    assert reconciliation.stripe_reconcile()["repaired"] == 0
+    assert reconcile() == []  # Free, no live subscription: not Stripe-dependent any more
     assert drift("to_free") == before + 1
 
 
@@ -63,9 +70,9 @@ def test_free_agent_whose_subscription_is_live_on_stripe_is_made_pro(pro_with_su
     Agent.objects.filter(pk=agent.pk).update(tier=Tier.FREE)
     before = drift("to_pro")
 
-    counts = reconciliation.stripe_reconcile()
+    results = reconcile()
 
-    assert counts["repaired"] == 1
+    assert results == ["repaired"]
     agent.refresh_from_db()
     assert agent.tier == Tier.PRO
     repaired = tier_changes(agent)[-1]
@@ -78,9 +85,9 @@ def test_agent_that_agrees_with_stripe_is_left_alone(pro_with_subscription):
     changes = len(tier_changes(pro_with_subscription))
     before = (drift("to_free"), drift("to_pro"))
 
-    counts = reconciliation.stripe_reconcile()
+    results = reconcile()
 
-    assert counts == {"checked": 1, "repaired": 0, "failed": 0}
+    assert results == ["in_step"]
     assert len(tier_changes(pro_with_subscription)) == changes
     assert (drift("to_free"), drift("to_pro")) == before
 
@@ -89,7 +96,7 @@ def test_pro_whose_customer_stripe_forgot_is_made_free_and_unlinked(pro_with_sub
     customer_id = pro_with_subscription.stripe_customer_id
     stripe.Customer.delete(customer_id, api_key=TEST_SECRET_KEY)
 
-    reconciliation.stripe_reconcile()
+    assert reconcile() == ["repaired"]
 
     agent = Agent.objects.get(pk=pro_with_subscription.pk)
     assert (agent.tier, agent.stripe_customer_id) == (Tier.FREE, None)
@@ -104,9 +111,9 @@ def test_stripe_failing_leaves_the_agent_for_the_next_run(
     settings.STRIPE_API_BASE = f"http://127.0.0.1:{closed_port}"
     settings.STRIPE_MAX_NETWORK_RETRIES = 0
 
-    counts = reconciliation.stripe_reconcile()
+    results = reconcile()
 
-    assert counts == {"checked": 1, "repaired": 0, "failed": 1}
+    assert results == ["stripe_failed"]
     assert Agent.objects.get(pk=pro_with_subscription.pk).tier == Tier.PRO
 
 
@@ -130,7 +137,7 @@ def test_stripe_is_read_with_no_transaction_open(
     )
     stripe.Subscription.cancel(subscription["id"], api_key=TEST_SECRET_KEY)
 
-    reconciliation.stripe_reconcile()
+    assert reconcile() == ["repaired"]
 
     assert seen == [False]
     assert Agent.objects.get(pk=registered.agent.pk).tier == Tier.FREE
