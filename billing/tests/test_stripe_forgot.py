@@ -21,8 +21,9 @@ from billing.tests.test_cancel import (
     stripe_subscriptions,
 )
 from billing.tests.test_setup import setup
+from billing.tests.test_webhooks import endpoint, pro_agent
 
-__all__ = ["pro_with_subscription"]
+__all__ = ["endpoint", "pro_agent", "pro_with_subscription"]
 
 
 def forget_everything(localstripe_url: str) -> None:
@@ -103,3 +104,28 @@ def test_setup_after_stripe_forgot_the_customer_makes_a_new_one(
     attached = agent.events.filter(kind=AgentEvent.Kind.PAYMENT_METHOD_SET).latest("created_at")
     assert attached.data["stripe_customer_id"] == agent.stripe_customer_id
     assert attached.data["replaced_customer_id"] == old_customer
+
+
+# A subscription Stripe lists but then answers 404 for (gone in between): recorded Stripe
+# JSON, whose unknown routes answer 404 resource_missing.
+
+
+def test_cancel_of_a_subscription_stripe_no_longer_has_makes_the_agent_free(
+    pro_agent, api_client, registered
+):
+    response = cancel(api_client, registered)
+
+    assert response.status_code == 200, response.content
+    assert response.json() == FREE_ANSWER
+    assert Agent.objects.get(pk=pro_agent.pk).tier == Tier.FREE
+
+
+def test_deletion_when_stripe_no_longer_has_the_subscription_succeeds(
+    pro_agent, api_client, registered
+):
+    response = api_client.delete(
+        "/v1/me", {"confirm": registered.agent.agent_name}, format="json", **registered.auth
+    )
+
+    assert response.status_code == 204, response.content
+    assert Agent.objects.get(pk=pro_agent.pk).deleted_at is not None
