@@ -64,3 +64,31 @@ def test_a_worker_process_runs_the_job_of_a_committed_change(make_agent, tmp_pat
     assert Event.objects.get(id=event.id).dispatched_at is not None, log
     assert Event.objects.count() == 1
     assert log.count(" dispatched") == 1
+
+
+@pytest.mark.requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_on_one_queue_run_each_job_once(make_agent, tmp_path):
+    agent = make_agent().agent
+    with transaction.atomic():
+        events = [
+            event_record(agent=agent, type="usage.near_limit", data={"n": n}) for n in range(30)
+        ]
+
+    workers = [start_worker(tmp_path / f"worker{n}.log") for n in (1, 2)]
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if not Event.objects.filter(dispatched_at__isnull=True).exists():
+                break
+            time.sleep(0.2)
+    finally:
+        for worker in workers:
+            stop_worker(worker)
+
+    logs = [(tmp_path / f"worker{n}.log").read_text() for n in (1, 2)]
+    assert not Event.objects.filter(dispatched_at__isnull=True).exists(), logs
+    for event in events:
+        assert (
+            sum(log.count(f"event {event.id} (usage.near_limit) dispatched") for log in logs) == 1
+        )
