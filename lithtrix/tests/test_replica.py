@@ -164,7 +164,10 @@ def test_replica_stopped_reads_answer_from_primary_in_bounded_time(replicated):
     auth = {"Authorization": f"Bearer {registration.api_key}"}
     client, staff = Client(), _staff_client()
     assert client.get("/v1/authorize", headers=auth).status_code == 200
-    assert client.get("/v1/usage", headers=auth).status_code == 200  # a replica connection is open
+    # Connections to the replica are open, and the pages' templates loaded.
+    assert client.get("/v1/usage", headers=auth).status_code == 200
+    assert staff.get("/admin/accounts/agent/").status_code == 200
+    assert staff.get("/admin/").status_code == 200
 
     replicated.stop_replica()
     try:
