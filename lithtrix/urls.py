@@ -44,7 +44,7 @@ v1 = [
     path("v1/billing/webhook", stripe_webhook_view, name="billing-webhook"),
     path(
         "v1/webhook",
-        WebhookViewSet.as_view({"put": "put", "get": "retrieve", "delete": "destroy"}),
+        WebhookViewSet.as_view({"put": "update", "get": "retrieve", "delete": "destroy"}),
         name="webhook",
     ),
     path(

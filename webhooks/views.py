@@ -36,6 +36,8 @@ class WebhookViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
             "endpoint. The URL must be https and resolve to a public address."
         ),
         request=WebhookSetSerializer,
+        # Whether a well-formed URL is refused depends on what its name resolves to.
+        extensions={"x-state-decides": [400]},
         responses={
             200: WebhookSecretSerializer,
             **errors(ValidationError(details={"url": ["Must be an https URL."]})),
@@ -54,7 +56,7 @@ class WebhookViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
         ],
     )
     @idempotent(min_key_length=32)
-    def put(self, request: Request) -> Response:
+    def update(self, request: Request) -> Response:
         serializer = WebhookSetSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         endpoint, secret = webhook_set(
@@ -94,6 +96,8 @@ class WebhookViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
     @extend_schema(
         summary="Remove the webhook endpoint; pending deliveries are dropped",
         request=None,
+        # 404 when the agent has none (already removed, or never set).
+        extensions={"x-state-decides": [404]},
         responses={204: None, **errors(NotFoundError())},
     )
     @idempotent()

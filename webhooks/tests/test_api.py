@@ -125,3 +125,13 @@ def test_one_agent_never_sees_anothers_endpoint(api_client, make_agent, receiver
     put(api_client, owner, receiver.url)
     assert_envelope(api_client.get(WEBHOOK, **other.auth), 404, "NOT_FOUND")
     assert api_client.get(DELIVERIES, **other.auth).json() == {"deliveries": []}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("method", ["put", "post", "patch", "delete"])
+def test_deliveries_answer_only_get(api_client, registered, method):
+    response = getattr(api_client, method)(
+        DELIVERIES, {"url": "https://example.com/"}, format="json", **registered.auth
+    )
+    assert_envelope(response, 405, "METHOD_NOT_ALLOWED")
+    assert not WebhookEndpoint.objects.exists()
