@@ -135,7 +135,8 @@ fuzz: dev-venv
 drills: dev-venv
 	$(BIN)/pytest -c drills/pytest.ini --confcutdir=drills drills $(PYTEST_ARGS)
 
-# wrk against gunicorn (4 sync workers) on PostgreSQL + Redis: needs DATABASE_URL,
+# wrk against nginx + gunicorn as deployed (deploy/; BENCH_ARGS="--shape direct": 4 sync
+# workers on the port) on PostgreSQL + Redis: needs DATABASE_URL,
 # REDIS_URL and wrk (apt-get install -y wrk). Writes bench/results/<time>-<sha>.json;
 # BENCH_ARGS="--compare bench/results/<earlier>.json" prints the ratio change.
 # See docs/benchmark.md.
