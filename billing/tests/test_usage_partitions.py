@@ -2,7 +2,10 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import time
+import uuid
 
+import psycopg
 import pytest
 from django.conf import settings as django_settings
 from django.core.management import call_command
@@ -145,6 +148,30 @@ def test_the_job_creates_the_coming_months_once():
     assert usage_partitions_create(today=later) == expected
     assert usage_partitions_create(today=later) == []
     assert set(expected) <= partitions()
+
+
+@pytest.mark.requires_postgres
+@pytest.mark.django_db
+def test_creating_a_month_does_not_wait_for_a_call_in_flight():
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    with psycopg.connect(**params) as other:
+        # A metered call's upsert into this month, not committed yet (its foreign key
+        # is checked at commit, which never comes: it rolls back).
+        other.execute(
+            "INSERT INTO billing_dailyusage (agent_id, date, calls) VALUES (%s, %s, 1)",
+            [uuid.uuid4(), utc_today()],
+        )
+        later = add_months(THIS_MONTH, 12)
+        started = time.monotonic()
+
+        assert partition_name(later) in usage_partitions_create(today=later)
+
+        # CREATE TABLE ... PARTITION OF would wait for the call's lock on the table,
+        # then fail at the 5 s lock timeout.
+        assert time.monotonic() - started < 2
+        other.rollback()
 
 
 @pytest.mark.requires_postgres
