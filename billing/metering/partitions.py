@@ -11,6 +11,7 @@ applies there, as a DELETE.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 
 from django.conf import settings
@@ -26,7 +27,10 @@ MONTHS_AHEAD = 3
 # than queue metered calls behind it.
 LOCK_TIMEOUT = "5s"
 # One maintainer at a time (pg_advisory_xact_lock): two workers may run the job.
-ADVISORY_LOCK = 0x6C74_7850  # arbitrary, project-wide unique
+# Keyed like idempotency's locks, by a hash of a name of its own.
+ADVISORY_LOCK = int.from_bytes(
+    hashlib.blake2b(b"lithtrix.usage_partitions", digest_size=8).digest(), "big", signed=True
+)
 
 TABLE = DailyUsage._meta.db_table
 DEFAULT_PARTITION = f"{TABLE}_default"
