@@ -125,7 +125,15 @@ def prepare_database(admin_url: str, schema_url: str, tables: list[str], agents:
     psql(admin_url, "DROP DATABASE IF EXISTS lithtrix_perf_pgbench WITH (FORCE)")
     psql(admin_url, "CREATE DATABASE lithtrix_perf_pgbench")
     dump = subprocess.run(  # noqa: S603
-        ["pg_dump", "--schema-only", "--no-owner", *[f"--table={t}" for t in tables], schema_url],  # noqa: S607
+        [  # noqa: S607
+            "pg_dump",
+            "--schema-only",
+            "--no-owner",
+            *[f"--table={t}" for t in tables],
+            # DailyUsage's monthly partitions (billing.metering.partitions), where its rows live.
+            f"--table={tables[-1]}_*",
+            schema_url,
+        ],
         check=True,
         capture_output=True,
         text=True,

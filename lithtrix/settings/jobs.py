@@ -8,6 +8,8 @@ of them and hands it out again when its worker dies before acknowledging it.
 
 import os
 
+from django.core.exceptions import ImproperlyConfigured
+
 from lithtrix.settings.env import env_bool
 
 Q_CLUSTER = {
@@ -42,6 +44,13 @@ LITHTRIX_JOB_BACKOFF_MAX_SECONDS = int(os.environ.get("LITHTRIX_JOB_BACKOFF_MAX_
 # (billing.payments.reconciliation).
 LITHTRIX_RECONCILE_MINUTES = int(os.environ.get("LITHTRIX_RECONCILE_MINUTES", "60"))
 
+# Daily usage older than this many whole months before the current one is dropped
+# (billing.metering.partitions); unset keeps it forever.
+_retention = os.environ.get("LITHTRIX_USAGE_RETENTION_MONTHS", "").strip()
+if _retention and not (_retention.isdigit() and int(_retention) >= 1):
+    raise ImproperlyConfigured("LITHTRIX_USAGE_RETENTION_MONTHS must be a whole number >= 1.")
+LITHTRIX_USAGE_RETENTION_MONTHS: int | None = int(_retention) if _retention else None
+
 # Periodic jobs, the one list: name -> {"func": dotted path, "minutes": interval}.
 # After every migrate, events.apps syncs them into django-q2's Schedule table
 # (created or updated by name; ones no longer listed are deleted).
@@ -59,5 +68,11 @@ LITHTRIX_PERIODIC_JOBS: dict[str, dict] = {
     "stripe_reconcile": {
         "func": "billing.payments.reconciliation.stripe_reconcile",
         "minutes": LITHTRIX_RECONCILE_MINUTES,
+    },
+    # The coming months' partitions of billing_dailyusage (PostgreSQL), and the months
+    # past LITHTRIX_USAGE_RETENTION_MONTHS dropped. A no-op when all is in place.
+    "usage_partitions": {
+        "func": "billing.metering.partitions.usage_partitions_maintain",
+        "minutes": 360,
     },
 }
