@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -68,10 +69,23 @@ class BlackHole:
 
 def free_port() -> int:
     """A loopback port nobody listens on right now (for servers that must bind it
-    themselves, like nginx; gunicorn gets a bound socket instead)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    themselves, like nginx; gunicorn gets a bound socket instead).
+
+    From LITHTRIX_TEST_PORTS (``first-last``) when set, so that test servers on a
+    shared machine stay in the range given to this run; else any free port.
+    """
+    ports = os.environ.get("LITHTRIX_TEST_PORTS", "")
+    first, _, last = ports.partition("-")
+    candidates = range(int(first), int(last) + 1) if ports else range(0, 1)
+    offset = random.randrange(len(candidates))  # noqa: S311 - spreads parallel runs, no secret
+    for index in range(len(candidates)):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", candidates[(offset + index) % len(candidates)]))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise RuntimeError(f"no free loopback port in LITHTRIX_TEST_PORTS={ports}")
 
 
 def bound_socket() -> socket.socket:
