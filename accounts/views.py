@@ -31,6 +31,7 @@ class RegisterViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
 
     authentication_classes: list = []
     permission_classes: list = []
+    throttle_scope = "register"
 
     @extend_schema(
         summary="Register an agent and get its first API key (shown once)",

@@ -20,3 +20,16 @@ def client_ip(request: HttpRequest) -> str | None:
         if len(hops) >= proxies:
             return hops[-proxies]
     return request.META.get("REMOTE_ADDR") or None
+
+
+def django_request(request: HttpRequest) -> HttpRequest:
+    """The Django request itself, whether given it or DRF's Request that wraps it."""
+    return getattr(request, "_request", request)
+
+
+def bearer_token(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header value, else None."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None

@@ -5,7 +5,7 @@ The names an operator alerts on (see README, "Monitoring"):
 - lithtrix_http_requests_total{endpoint, method, status}
 - lithtrix_http_request_duration_seconds{endpoint} (histogram)
 - lithtrix_metered_calls_total{outcome="allowed"|"over_limit"}
-- lithtrix_rate_limit_refusals_total{bucket="agent"|"ip"|"openapi"|"auth_failures"}
+- lithtrix_rate_limit_refusals_total{bucket=<throttle scope>: "agent_free", "register", ...}
 - lithtrix_rate_limit_store_failures_total{action="open"|"closed"}
 - lithtrix_stripe_calls_total{outcome} and lithtrix_stripe_call_duration_seconds
 - lithtrix_dependency_failures_total{dependency="database"|"cache"}
@@ -38,6 +38,8 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
+
+from lithtrix.http import bearer_token, client_ip
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -127,8 +129,6 @@ def _allowed_networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv
 
 
 def _client_allowed(request: HttpRequest) -> bool:
-    from lithtrix.http import client_ip
-
     ip = client_ip(request)
     if not ip:
         return False
@@ -138,11 +138,6 @@ def _client_allowed(request: HttpRequest) -> bool:
         return False
     networks = _allowed_networks(settings.LITHTRIX_METRICS_ALLOWED_NETWORKS)
     return any(address in network for network in networks)
-
-
-def _token_presented(request: HttpRequest) -> str | None:
-    scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
 def exposition() -> bytes:
@@ -167,7 +162,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         api_error_response,
     )
 
-    token = _token_presented(request)
+    token = bearer_token(request.META.get("HTTP_AUTHORIZATION", ""))
     expected = settings.LITHTRIX_METRICS_TOKEN
     if token is not None:
         if not (expected and hmac.compare_digest(token.encode(), expected.encode())):

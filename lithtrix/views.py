@@ -14,9 +14,7 @@ from rest_framework import viewsets
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import BaseThrottle
 
-from billing.metering.ratelimit import rate_limit
 from lithtrix.capabilities import (
     CapabilitiesSerializer,
     capabilities_document,
@@ -78,14 +76,6 @@ class CapabilitiesViewSet(viewsets.ViewSet):
         return Response(capabilities_document())
 
 
-class OpenApiRateThrottle(BaseThrottle):
-    """Per client IP, in a bucket of its own (LITHTRIX_OPENAPI_RATE)."""
-
-    def allow_request(self, request, view) -> bool:
-        rate_limit(request, agent=None, group="openapi", rate=settings.LITHTRIX_OPENAPI_RATE)
-        return True
-
-
 # The rendered schema per URLconf: built on the first request of each process
 # (about 100 ms and 140 kB), then served as bytes.
 _rendered_schemas: dict[str, tuple[bytes, dict[str, str]]] = {}
@@ -99,7 +89,7 @@ def _forget_rendered_schemas(**kwargs: Any) -> None:
 class OpenApiSchemaView(SpectacularJSONAPIView):
     """GET /v1/openapi.json: the OpenAPI 3 schema, built once per process."""
 
-    throttle_classes = [OpenApiRateThrottle]
+    throttle_scope = "openapi"
 
     def handle_exception(self, exc: Exception) -> Response:
         # Errors (a 429) are the JSON envelope, not the schema's media type.

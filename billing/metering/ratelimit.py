@@ -1,13 +1,21 @@
-"""Rate limits: per agent (rate by tier) and per client IP (requests without a key).
+"""Rate limits, all under one face: DRF's throttle scopes.
 
-A fixed window per bucket, counted in the Django cache (Redis in production, so
-every worker and host shares the counters) with one round trip per counted
-request. Windows are staggered per bucket (an offset derived from the bucket's
-name), so every agent's minute does not end at the same second.
+Every limit is a scope with its rate in REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
+(agent_free, agent_pro, register, openapi, billing_config, secret_scanning,
+auth_failures); a view names the scope its keyless callers count in
+(``throttle_scope``), and ScopedRateThrottle, DRF's default throttle, decides.
+Two counters lie underneath:
 
-The limit is decided after DRF has authenticated the request (a decorator on
-dispatch would see no agent yet), and before a call is metered: a refused call
-(429) is never counted against the cap.
+- per agent (agent_<tier>): the project's own fixed window, counted by one atomic
+  Redis script (``count_in_bucket``): one round trip on the hot path, exact
+  across every worker and host;
+- per client address (every other scope): django-ratelimit's ``get_usage``,
+  keyed by the address, an IPv6 client by its /64.
+
+Both count fixed windows whose start is staggered per bucket, so every agent's
+minute does not end at the same second. A limit is decided after DRF has
+authenticated the request (a decorator on dispatch would see no agent yet) and
+before a call is metered: a refused call (429) is never counted against the cap.
 
 When the cache cannot be reached or stalls, the limit fails open (the request
 goes on, without RateLimit-* headers) or, with LITHTRIX_RATE_LIMIT_ON_FAILURE=
@@ -15,13 +23,14 @@ closed, answers 503. After a failure the cache is not tried again for
 LITHTRIX_RATE_LIMIT_BREAKER_SECONDS, so a dead Redis does not cost every request
 its socket timeout. The lifetime cap lives in the database and is exact either way.
 
-Every decision is kept on the Django request so it is made once per request and
-RateLimitHeadersMiddleware can put the RateLimit-* headers on whatever answer
-follows, errors included.
+Each request's decision is kept in its RequestNotes, so it is made once per
+request and RateLimitHeadersMiddleware can put the RateLimit-* headers on
+whatever answer follows, errors included.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import re
@@ -33,31 +42,28 @@ from typing import TYPE_CHECKING, TypeVar
 
 from django.conf import settings
 from django.core.cache import caches
+from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
-from rest_framework.request import Request
+from django_ratelimit.core import get_usage
+from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
-from accounts.models import Agent
-from billing.metering.tiers import tier_limits
 from lithtrix import metrics, outages
 from lithtrix.errors import RateLimitExceededError, ServiceUnavailableError
-from lithtrix.http import client_ip
+from lithtrix.http import client_ip, django_request
 
 if TYPE_CHECKING:  # rest_framework.views loads the throttle classes: this module
     from rest_framework.request import Request
     from rest_framework.views import APIView
 
 AGENT_GROUP = "agent"
-IP_GROUP = "ip"
-_STATE_ATTR = "lithtrix_rate_limit"
-# Set by meter_request for a Free agent's metered call: lifetime calls left after it.
-CALLS_REMAINING_ATTR = "lithtrix_calls_remaining"
 # One IPv6 client usually holds a whole /64; counting per address would let it
 # register without limit. IPv4 addresses count one by one.
 IPV6_PREFIX = 64
 # A window's counter outlives the window a little: a request counted in its last
 # second still finds it.
 _EXPIRY_MARGIN = 1
+_NOTES_ATTR = "lithtrix_notes"
 
 T = TypeVar("T")
 
@@ -66,6 +72,7 @@ _PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _RATE = re.compile(r"^(\d+)/(\d*)([smhd])[a-z]*$")
 
 
+@functools.cache
 def parse_rate(rate: str) -> tuple[int, int]:
     """A rate setting -> (requests, period in seconds): "60/m" -> (60, 60), "100/5m" ->
     (100, 300), "1000/d" -> (1000, 86400). The one parser every rate goes through."""
@@ -74,6 +81,26 @@ def parse_rate(rate: str) -> tuple[int, int]:
         raise ValueError(f"not a rate: {rate!r} (expected e.g. 60/m, 100/5m, 1000/d)")
     count, multiplier, unit = match.groups()
     return int(count), int(multiplier or 1) * _PERIOD_SECONDS[unit]
+
+
+def throttle_rate(scope: str) -> str:
+    """The rate of a throttle scope (REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]).
+
+    A missing or malformed rate raises here, before any count: a configuration
+    error, never mistaken for a cache outage.
+    """
+    rate = api_settings.DEFAULT_THROTTLE_RATES.get(scope)
+    if not isinstance(rate, str):
+        raise ImproperlyConfigured(
+            f"No rate for throttle scope {scope!r} in REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']."
+        )
+    parse_rate(rate)
+    return rate
+
+
+def agent_scope(tier: str) -> str:
+    """The throttle scope of an agent on ``tier``: agent_free, agent_pro."""
+    return f"{AGENT_GROUP}_{tier}"
 
 
 def clock() -> float:
@@ -93,6 +120,41 @@ class RateLimitState:
             "RateLimit-Remaining": str(self.remaining),
             "RateLimit-Reset": str(self.reset),
         }
+
+    def exceeded(self, message: str | None = None) -> RateLimitExceededError:
+        """The 429 for this window: Retry-After and the limit that refused."""
+        return RateLimitExceededError(
+            message, headers={"Retry-After": str(self.reset), **self.headers()}
+        )
+
+
+@dataclass
+class RequestNotes:
+    """What this project notes on one request, in one typed object.
+
+    ``rate_limit`` is None when no limit was decided, or when the count could not
+    be made and the limit failed open; ``calls_remaining`` is a Free agent's
+    lifetime calls left after its metered call (X-Calls-Remaining).
+    """
+
+    rate_limit_decided: bool = False
+    rate_limit: RateLimitState | None = None
+    calls_remaining: int | None = None
+
+    @staticmethod
+    def of(request: HttpRequest) -> RequestNotes:
+        """The request's notes (DRF's Request or Django's), made on first use."""
+        request = django_request(request)
+        notes = request.__dict__.get(_NOTES_ATTR)
+        if notes is None:
+            notes = RequestNotes()
+            setattr(request, _NOTES_ATTR, notes)
+        return notes
+
+    @staticmethod
+    def peek(request: HttpRequest) -> RequestNotes | None:
+        """The request's notes if anything was noted (the Django request)."""
+        return request.__dict__.get(_NOTES_ATTR)
 
 
 def window_end(bucket: str, period: int, now: int) -> int:
@@ -127,10 +189,43 @@ class StoreSkipped(Exception):
     """The breaker is open: the cache failed moments ago and is not tried now."""
 
 
+def guarded_cache_call(call: Callable[[], T]) -> T:
+    """``call()`` on the shared cache, behind the breaker.
+
+    While the breaker is open it raises StoreSkipped without trying; a failure
+    opens the breaker for LITHTRIX_RATE_LIMIT_BREAKER_SECONDS, is reported (one
+    log line per incident), and is raised again for the caller to decide.
+    """
+    if _breaker_open():
+        raise StoreSkipped()
+    try:
+        result = call()
+    except Exception as exc:  # the cache backends' errors have no common base class
+        seconds = settings.LITHTRIX_RATE_LIMIT_BREAKER_SECONDS
+        _breaker["open_until"] = time.monotonic() + seconds
+        action = (
+            "rate limits fail open"
+            if settings.LITHTRIX_RATE_LIMIT_ON_FAILURE != "closed"
+            else "rate-limited requests answer 503 (LITHTRIX_RATE_LIMIT_ON_FAILURE=closed)"
+        )
+        outages.report_failure("cache", exc, action=f"{action}; tried again in {seconds:g} s")
+        raise
+    outages.report_success("cache")
+    return result
+
+
+def reset_breaker() -> None:
+    """Close the breaker (tests)."""
+    _breaker["open_until"] = 0.0
+
+
+# --- the two counters ------------------------------------------------------------
+
+
 def _count(key: str, timeout: int) -> int:
     """Add one to the counter ``key`` (created with ``timeout`` seconds to live)."""
     cache = caches["default"]
-    if hasattr(cache, "count_hit"):  # billing.metering.cache.RedisCache: one round trip
+    if hasattr(cache, "count_hit"):  # lithtrix's RedisCache: one round trip
         return cache.count_hit(key, timeout)
     # A process-local cache (single process only): add, then increment under its lock.
     for _attempt in range(2):
@@ -140,24 +235,6 @@ def _count(key: str, timeout: int) -> int:
         except ValueError:  # expired between the two calls; nothing was counted
             continue
     raise RuntimeError("counter expired twice in a row")
-
-
-def _hit(group: str, bucket: str, rate: str) -> RateLimitState | None:
-    """Count one request in ``bucket`` of ``group``; None when the count is unknown
-    and the limit fails open. Raises ServiceUnavailableError when it fails closed."""
-    parse_rate(rate)  # a malformed rate is a configuration error, never a cache outage
-    try:
-        return count_in_bucket(group, bucket, rate)
-    except Exception as exc:  # the cache backend's errors have no common base class
-        fail_open = settings.LITHTRIX_RATE_LIMIT_ON_FAILURE != "closed"
-        metrics.RATE_LIMIT_STORE_FAILURES.labels(action="open" if fail_open else "closed").inc()
-        if fail_open:
-            return None
-        retry_after = max(1, round(settings.LITHTRIX_RATE_LIMIT_BREAKER_SECONDS))
-        raise ServiceUnavailableError(
-            "The rate-limit store is unavailable; retry later.",
-            headers={"Retry-After": str(retry_after)},
-        ) from exc
 
 
 def count_in_bucket(group: str, bucket: str, rate: str) -> RateLimitState:
@@ -180,39 +257,6 @@ def count_in_bucket(group: str, bucket: str, rate: str) -> RateLimitState:
     )
 
 
-def guarded_cache_call(call: Callable[[], T]) -> T:
-    """``call()`` on the shared cache, behind the breaker.
-
-    While the breaker is open it raises StoreSkipped without trying; a failure
-    opens the breaker for LITHTRIX_RATE_LIMIT_BREAKER_SECONDS, is reported (one
-    log line per incident), and is raised again for the caller to decide.
-    """
-    if _breaker_open():
-        raise StoreSkipped()
-    try:
-        result = call()
-    except Exception as exc:
-        seconds = settings.LITHTRIX_RATE_LIMIT_BREAKER_SECONDS
-        _breaker["open_until"] = time.monotonic() + seconds
-        action = (
-            "rate limits fail open"
-            if settings.LITHTRIX_RATE_LIMIT_ON_FAILURE != "closed"
-            else "rate-limited requests answer 503 (LITHTRIX_RATE_LIMIT_ON_FAILURE=closed)"
-        )
-        outages.report_failure("cache", exc, action=f"{action}; tried again in {seconds:g} s")
-        raise
-    outages.report_success("cache")
-    return result
-
-
-def reset_breaker() -> None:
-    """Close the breaker (tests)."""
-    _breaker["open_until"] = 0.0
-
-
-# --- buckets -----------------------------------------------------------------
-
-
 def ip_bucket(ip: str | None) -> str:
     """The rate-limit bucket of a client address: itself, or its /64 for IPv6."""
     if not ip:
@@ -226,60 +270,122 @@ def ip_bucket(ip: str | None) -> str:
     return str(address)
 
 
-def _django_request(request: HttpRequest) -> HttpRequest:
-    return getattr(request, "_request", request)  # a DRF Request wraps Django's
+def client_network(group: str, request: HttpRequest) -> str:
+    """django-ratelimit's key for a client: its address, or its /64 for IPv6."""
+    return ip_bucket(client_ip(request))
 
 
-def rate_limit(
-    request: HttpRequest,
-    *,
-    agent: Agent | None,
-    group: str | None = None,
-    rate: str | None = None,
-) -> RateLimitState | None:
-    """Count this request against its agent's (or, without one, its IP's) limit.
+def count_client(request: HttpRequest, scope: str) -> RateLimitState | None:
+    """Count one request of the client's address in ``scope`` (django-ratelimit).
 
-    ``group`` and ``rate`` give a keyless endpoint its own per-IP bucket (the
-    OpenAPI document). Idempotent per request: the first call counts, later ones
-    return that result. Raises RateLimitExceededError (429, with Retry-After) when
-    the limit is hit, ServiceUnavailableError (503) when the count cannot be made
-    and LITHTRIX_RATE_LIMIT_ON_FAILURE is closed.
+    None when django-ratelimit counted nothing (RATELIMIT_ENABLE off). Raises when
+    the cache fails or its breaker is open (see ``guarded_cache_call``).
     """
-    django_request = _django_request(request)
-    if not hasattr(django_request, _STATE_ATTR):
-        if agent is not None:
-            group, bucket = AGENT_GROUP, str(agent.pk)
-            rate = tier_limits(agent.tier).rate
-        else:
-            group, bucket = group or IP_GROUP, ip_bucket(client_ip(django_request))
-            rate = rate or settings.LITHTRIX_REGISTER_RATE
-        state = _hit(group, bucket, rate)
-        setattr(django_request, _STATE_ATTR, state)
-        if state is not None and state.limited:
-            metrics.RATE_LIMIT_REFUSALS.labels(bucket=group).inc()
-    state = getattr(django_request, _STATE_ATTR)
+    rate = throttle_rate(scope)
+    request = django_request(request)
+    usage = guarded_cache_call(
+        lambda: get_usage(request, group=scope, key=client_network, rate=rate, increment=True)
+    )
+    if usage is None:
+        return None
+    # As for the agent's windows: the window includes the second it ends at.
+    return RateLimitState(
+        limit=usage["limit"],
+        remaining=max(0, usage["limit"] - usage["count"]),
+        reset=max(1, usage["time_left"] + 1),
+        limited=usage["should_limit"],
+    )
+
+
+# --- deciding a request's limit --------------------------------------------------
+
+
+def _decide(request: HttpRequest, scope: str, count: Callable[[], RateLimitState | None]) -> None:
+    """Count this request once (later calls keep the first decision) and note it.
+
+    A count that cannot be made fails open (no decision) or, with
+    LITHTRIX_RATE_LIMIT_ON_FAILURE=closed, raises ServiceUnavailableError (503).
+    """
+    notes = RequestNotes.of(request)
+    if notes.rate_limit_decided:
+        return
+    try:
+        state = count()
+    except Exception as exc:
+        fail_open = settings.LITHTRIX_RATE_LIMIT_ON_FAILURE != "closed"
+        metrics.RATE_LIMIT_STORE_FAILURES.labels(action="open" if fail_open else "closed").inc()
+        if not fail_open:
+            retry_after = max(1, round(settings.LITHTRIX_RATE_LIMIT_BREAKER_SECONDS))
+            raise ServiceUnavailableError(
+                "The rate-limit store is unavailable; retry later.",
+                headers={"Retry-After": str(retry_after)},
+            ) from exc
+        state = None
+    notes.rate_limit_decided, notes.rate_limit = True, state
     if state is not None and state.limited:
-        raise RateLimitExceededError(headers={"Retry-After": str(state.reset)})
+        metrics.RATE_LIMIT_REFUSALS.labels(bucket=scope).inc()
+
+
+def decide_agent(request: HttpRequest, *, agent_id: object, tier: str) -> RateLimitState | None:
+    """This request's decision under its agent's tier (counted once per request)."""
+    scope = agent_scope(tier)
+    rate = throttle_rate(scope)
+    _decide(request, scope, lambda: count_in_bucket(AGENT_GROUP, str(agent_id), rate))
+    return RequestNotes.of(request).rate_limit
+
+
+def decide_client(request: HttpRequest, *, scope: str) -> RateLimitState | None:
+    """This request's decision in the client address's bucket of ``scope``."""
+    throttle_rate(scope)  # a missing or malformed rate raises before the count
+    _decide(request, scope, lambda: count_client(request, scope))
+    return RequestNotes.of(request).rate_limit
+
+
+def limit_agent(request: HttpRequest, *, agent_id: object, tier: str) -> RateLimitState | None:
+    """decide_agent, raising RateLimitExceededError (429, Retry-After) when limited."""
+    state = decide_agent(request, agent_id=agent_id, tier=tier)
+    if state is not None and state.limited:
+        raise state.exceeded()
     return state
 
 
 def forget_decision(request: HttpRequest) -> None:
-    """Drop this request's remembered decision (its count stays): the next
-    rate_limit() call counts again. For a request first counted under a tier its
-    agent turned out not to be on (keys.hints, a stale hint)."""
-    _django_request(request).__dict__.pop(_STATE_ATTR, None)
+    """Drop this request's decision (its count stays): the next decision counts
+    again. For a request first counted under a tier its agent turned out not to be
+    on (a stale key hint)."""
+    notes = RequestNotes.of(request)
+    notes.rate_limit_decided, notes.rate_limit = False, None
 
 
-class RateLimitThrottle(BaseThrottle):
-    """DRF's default throttle: per agent when authenticated, else per client IP.
+class ScopedRateThrottle(BaseThrottle):
+    """DRF's default throttle, the one class for every limit.
 
-    A view opts out with ``throttle_classes = []`` (Stripe's webhook does).
+    A request authenticated as an agent counts in its tier's scope (agent_free,
+    agent_pro); any other in the client address's bucket of the view's
+    ``throttle_scope``. A view opts out with ``throttle_classes = []`` (Stripe's
+    webhook does).
     """
+
+    def __init__(self) -> None:
+        self.state: RateLimitState | None = None
 
     def allow_request(self, request: Request, view: APIView) -> bool:
         user = request.user
-        rate_limit(request, agent=user if isinstance(user, Agent) else None)
-        return True
+        tier = getattr(user, "tier", None)  # an agent, authenticated by its key
+        if tier is not None:
+            self.state = decide_agent(request, agent_id=user.pk, tier=tier)
+        else:
+            scope = getattr(view, "throttle_scope", None)
+            if scope is None:
+                raise ImproperlyConfigured(
+                    f"{type(view).__name__} takes requests without a key: it needs a "
+                    "throttle_scope (or throttle_classes = [])."
+                )
+            self.state = decide_client(request, scope=scope)
+        return self.state is None or not self.state.limited
+
+    def wait(self) -> float | None:
+        return self.state.reset if self.state is not None else None
 
 
 class RateLimitHeadersMiddleware:
@@ -291,11 +397,12 @@ class RateLimitHeadersMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
-        state = getattr(request, _STATE_ATTR, None)
-        if state is not None:
-            for name, value in state.headers().items():
+        notes = RequestNotes.peek(request)
+        if notes is None:
+            return response
+        if notes.rate_limit is not None:
+            for name, value in notes.rate_limit.headers().items():
                 response[name] = value
-        remaining = getattr(request, CALLS_REMAINING_ATTR, None)
-        if remaining is not None and response.status_code == 200:
-            response["X-Calls-Remaining"] = str(remaining)
+        if notes.calls_remaining is not None and response.status_code == 200:
+            response["X-Calls-Remaining"] = str(notes.calls_remaining)
         return response

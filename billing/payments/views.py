@@ -42,6 +42,7 @@ class BillingConfigViewSet(viewsets.ViewSet):
 
     authentication_classes: list = []
     permission_classes: list = []
+    throttle_scope = "billing_config"
 
     @extend_schema(
         summary="The Stripe publishable key, to create a PaymentMethod client-side",

@@ -130,9 +130,14 @@ def test_over_the_cap_is_402_with_the_upgrade_url(gateway, registered, api_clien
 
 @pytest.mark.django_db(transaction=True)
 def test_rate_limited_call_is_429_with_retry_after(
-    gateway, registered, api_client, settings, ratelimit_clock
+    gateway,
+    registered,
+    api_client,
+    settings,
+    ratelimit_clock,
+    throttle_rates,
 ):
-    settings.LITHTRIX_FREE_RATE = "2/m"
+    throttle_rates(agent_free="2/m")
     auth = {"Authorization": f"Bearer {registered.api_key}"}
     for _ in range(2):
         assert requests.get(gateway + "/search", headers=auth, timeout=10).status_code == 200

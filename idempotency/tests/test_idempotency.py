@@ -213,15 +213,15 @@ def test_5xx_answers_are_not_kept(api_client, monkeypatch):
 
 
 @pytest.mark.django_db
-def test_429_answers_are_not_kept(api_client, settings):
-    settings.LITHTRIX_REGISTER_RATE = "1/m"
+def test_429_answers_are_not_kept(api_client, settings, throttle_rates):
+    throttle_rates(register="1/m")
     key = new_key()
     register(api_client, new_key(), {"agent_name": "first", "owner_identifier": "o"})
     limited = register(api_client, key)
     assert_envelope(limited, 429, "RATE_LIMIT_EXCEEDED")
     assert not IdempotencyRecord.objects.exists() or IdempotencyRecord.objects.count() == 1
 
-    settings.LITHTRIX_REGISTER_RATE = "10/m"
+    throttle_rates(register="10/m")
     response = register(api_client, key)
     assert response.status_code == 201
     assert "Idempotent-Replayed" not in response

@@ -176,9 +176,11 @@ def test_openapi_document_is_built_once_per_process(api_client, monkeypatch):
 
 
 @pytest.mark.django_db
-def test_openapi_document_is_rate_limited_per_ip_in_its_own_bucket(api_client, settings):
-    settings.LITHTRIX_OPENAPI_RATE = "2/m"
-    settings.LITHTRIX_REGISTER_RATE = "1/m"
+def test_openapi_document_is_rate_limited_per_ip_in_its_own_bucket(
+    api_client, settings, throttle_rates
+):
+    throttle_rates(openapi="2/m")
+    throttle_rates(register="1/m")
     statuses = [api_client.get("/v1/openapi.json").status_code for _ in range(2)]
     refused = api_client.get("/v1/openapi.json")
 

@@ -62,8 +62,10 @@ def test_unknown_paths_share_one_label(api_client):
 
 
 @pytest.mark.django_db
-def test_rate_limit_refusals_and_stripe_calls_are_counted(api_client, registered, settings):
-    settings.LITHTRIX_FREE_RATE = "1/m"
+def test_rate_limit_refusals_and_stripe_calls_are_counted(
+    api_client, registered, settings, throttle_rates
+):
+    throttle_rates(agent_free="1/m")
     before = scrape(api_client)
     api_client.get("/v1/me", **registered.auth)
     api_client.get("/v1/me", **registered.auth)
@@ -71,8 +73,8 @@ def test_rate_limit_refusals_and_stripe_calls_are_counted(api_client, registered
     after = scrape(api_client)
 
     assert (
-        sample(after, "lithtrix_rate_limit_refusals_total", bucket="agent")
-        - sample(before, "lithtrix_rate_limit_refusals_total", bucket="agent")
+        sample(after, "lithtrix_rate_limit_refusals_total", bucket="agent_free")
+        - sample(before, "lithtrix_rate_limit_refusals_total", bucket="agent_free")
         == 1
     )
     assert (

@@ -12,22 +12,8 @@ import redis
 from django.db import OperationalError
 
 from accounts.models import Agent
+from lithtrix.tests.faults import use_redis
 from testing.assertions import assert_envelope
-
-REDIS_OPTIONS = {"socket_connect_timeout": 0.25, "socket_timeout": 0.25}
-
-
-def use_redis(settings, url: str) -> None:
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "billing.metering.cache.RedisCache",
-            "LOCATION": url,
-            "OPTIONS": {**REDIS_OPTIONS, "retry": Retry(NoBackoff(), 0)},
-        }
-    }
 
 
 def outage_lines(caplog, dependency: str) -> list[logging.LogRecord]:

@@ -10,6 +10,7 @@ from lithtrix.urls import urlpatterns as project_urlpatterns
 class BrokenViewSet(viewsets.ViewSet):
     authentication_classes: list = []
     permission_classes: list = []
+    throttle_scope = "register"
 
     def list(self, request):
         secret = "ltx_this-must-never-leak"  # noqa: F841 - shows locals don't reach the body
@@ -23,6 +24,7 @@ def broken_plain_view(request):
 class EchoViewSet(viewsets.ViewSet):
     authentication_classes: list = []
     permission_classes: list = []
+    throttle_scope = "register"
 
     def create(self, request):
         return Response({"received": request.data})
