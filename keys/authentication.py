@@ -128,7 +128,7 @@ def authenticate_key_hash(
         raise state.exceeded(
             "Too many failed authentications from this address. See Retry-After header."
         )
-    api_key = selectors.active_api_key_with_agent_by_hash(hashed_key=hashed_key)
+    api_key = selectors.working_api_key_with_agent_by_hash(hashed_key=hashed_key)
     if api_key is None:
         _count_failure(request, bucket)
         raise InvalidApiKeyError()

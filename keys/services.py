@@ -129,27 +129,28 @@ def api_key_reissue(
     actor: User | None,
     reason: str = "",
     ip: str | None = None,
-    expected_active_keys: Collection[int] | None = None,
+    expected_working_keys: Collection[int] | None = None,
 ) -> str | None:
-    """Revoke every active key of ``agent`` and issue a new one (support, for a lost key).
+    """Revoke every working key of ``agent`` and issue a new one (support, for a lost key).
 
-    ``expected_active_keys``: the ids of the active keys the caller was shown. When
-    the agent's active keys are no longer exactly those, nothing is done and None is
+    ``expected_working_keys``: the ids of the working keys the caller was shown. When
+    the agent's working keys are no longer exactly those, nothing is done and None is
     returned: of two submissions of one support page (a double click, a reload of
     the new-key page), however close, the second does not revoke the key just
     handed out. The agent's row lock makes check-then-reissue one step, even for an
-    agent with no active key left (FOR NO KEY UPDATE: key inserts elsewhere, which
+    agent with no working key left (FOR NO KEY UPDATE: key inserts elsewhere, which
     take a KEY SHARE lock on the agent, are not blocked by it).
     """
     Agent.objects.select_for_update(no_key=True).filter(pk=agent.pk).first()
-    active = list(
+    unrevoked = list(
         ApiKey.objects.select_for_update()
         .filter(agent=agent, revoked_at__isnull=True)
         .order_by("pk")
     )
-    if expected_active_keys is not None and {k.pk for k in active} != set(expected_active_keys):
+    shown = expected_working_keys
+    if shown is not None and {k.pk for k in unrevoked} != set(shown):
         return None
-    for api_key in active:
+    for api_key in unrevoked:
         api_key_revoke(api_key=api_key, actor=actor, reason=reason, ip=ip)
     return _issue(agent=agent, ip=ip, actor=actor, reason=reason)
 

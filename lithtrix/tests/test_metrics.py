@@ -117,7 +117,7 @@ def test_dependency_failures_are_counted(api_client, registered, monkeypatch):
         raise OperationalError("down")
 
     before = scrape(api_client)
-    monkeypatch.setattr("keys.selectors.active_api_key_with_agent_by_hash", refuse)
+    monkeypatch.setattr("keys.selectors.working_api_key_with_agent_by_hash", refuse)
     api_client.get("/v1/me", **registered.auth)
     after = scrape(api_client)
     assert (

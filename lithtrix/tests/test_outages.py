@@ -146,7 +146,7 @@ def database_down(monkeypatch):
     def refuse(**kwargs):
         raise OperationalError('connection to server at "127.0.0.1" failed: Connection refused')
 
-    monkeypatch.setattr("keys.selectors.active_api_key_with_agent_by_hash", refuse)
+    monkeypatch.setattr("keys.selectors.working_api_key_with_agent_by_hash", refuse)
 
 
 @pytest.mark.django_db
