@@ -279,6 +279,17 @@ def api_error_response(error: ApiError, request: HttpRequest | None = None) -> J
     return response
 
 
+def refuse_method(request: HttpRequest, allowed: tuple[str, ...]) -> JsonResponse | None:
+    """The 405 envelope, with Allow, for a plain view that answers only ``allowed``;
+    None when the request's method is one of them."""
+    if request.method in allowed:
+        return None
+    error = MethodNotAllowedError(
+        f"Method {request.method} not allowed.", headers={"Allow": ", ".join(allowed)}
+    )
+    return api_error_response(error, request)
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """DRF's EXCEPTION_HANDLER: every exception raised in a view becomes the envelope."""
     error = to_api_error(exc)

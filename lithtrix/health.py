@@ -14,7 +14,7 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
 from lithtrix import outages
-from lithtrix.errors import MethodNotAllowedError, ServiceUnavailableError, api_error_response
+from lithtrix.errors import ServiceUnavailableError, api_error_response, refuse_method
 
 
 def require_safe(view: Callable[[HttpRequest], JsonResponse]) -> Callable:
@@ -22,12 +22,7 @@ def require_safe(view: Callable[[HttpRequest], JsonResponse]) -> Callable:
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest) -> JsonResponse:
-        if request.method not in ("GET", "HEAD"):
-            error = MethodNotAllowedError(
-                f"Method {request.method} not allowed.", headers={"Allow": "GET, HEAD"}
-            )
-            return api_error_response(error, request)
-        return view(request)
+        return refuse_method(request, ("GET", "HEAD")) or view(request)
 
     return wrapper
 

@@ -156,10 +156,10 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     told nothing is here (404).
     """
     from lithtrix.errors import (
-        MethodNotAllowedError,
         NotFoundError,
         PermissionDeniedError,
         api_error_response,
+        refuse_method,
     )
 
     token = bearer_token(request.META.get("HTTP_AUTHORIZATION", ""))
@@ -169,11 +169,9 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
             return api_error_response(PermissionDeniedError(), request)
     elif not _client_allowed(request):
         return api_error_response(NotFoundError(), request)
-    if request.method not in ("GET", "HEAD"):
-        error = MethodNotAllowedError(
-            f"Method {request.method} not allowed.", headers={"Allow": "GET, HEAD"}
-        )
-        return api_error_response(error, request)
+    refused = refuse_method(request, ("GET", "HEAD"))
+    if refused is not None:
+        return refused
     response = HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
     response["Cache-Control"] = "no-store"
     return response
