@@ -13,6 +13,9 @@ from accounts.models import Agent
 from billing.tests.helpers import set_calls_total
 from testing.nginx import start_nginx
 
+# Servers or Python in subprocesses, or a browser: seconds each, not milliseconds.
+pytestmark = pytest.mark.slow
+
 
 class _ProductApi(BaseHTTPRequestHandler):
     """Stands for any product API: says what reached it."""

@@ -100,6 +100,7 @@ def test_valid_json_is_parsed(test_urls, client):
     assert response.json() == {"received": {"a": [1, "b"]}}
 
 
+@pytest.mark.slow
 def test_secret_key_is_required_unless_debug():
     env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
     env["DJANGO_SETTINGS_MODULE"] = "lithtrix.settings"

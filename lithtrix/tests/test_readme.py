@@ -64,6 +64,9 @@ import pytest
 
 from testing.servers import BASE_DIR, free_port, wait_until_up
 
+# Servers or Python in subprocesses, or a browser: seconds each, not milliseconds.
+pytestmark = pytest.mark.slow
+
 README = BASE_DIR / "README.md"
 MARKER = re.compile(r"^<!--\s*readme-test\b(?P<env>[^>]*?)\s*-->\s*$")
 DOCUMENTED_ADDRESS = "127.0.0.1:8000"
