@@ -59,9 +59,9 @@ ANY_METHOD_PROBES = ("POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
 
 # (name, phases, extra arguments: the operations it covers..., whether it gets a key)
 # The only required header in the schema is Authorization, and missing_required_header
-# insists on 401 without it. Idempotency-Key is read before the credential (a retry of
-# a revocation must get its answer back), so a key the fuzzer draws again without
-# Authorization is 422 IDEMPOTENCY_KEY_REUSED. A missing key is still checked: the
+# insists on 401 without it. A retry of a rotation, revocation or deletion presents the
+# key that the first attempt killed and gets its first answer back (a replay, not a
+# 401), which that check would count as a failure. A missing key is still checked: the
 # ignored_auth check sends every keyed operation without one and with a bad one.
 NO_MISSING_HEADER_CHECK = ["--exclude-checks", "missing_required_header"]
 KEY_KILLERS = [

@@ -14,7 +14,10 @@ class IdempotencyRecord(models.Model):
         IN_PROGRESS = "in_progress", "In progress"
         COMPLETED = "completed", "Completed"
 
-    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    # Whose key it is: "agent:<id>", or "ip:<address>" for register (no agent yet).
+    # One caller's key never binds another's.
+    namespace = models.CharField(max_length=64, editable=False)
+    key_hash = models.CharField(max_length=64, editable=False)
     # HMAC of method, path, credential and body: a different request under the same key.
     fingerprint = models.CharField(max_length=64, editable=False)
     state = models.CharField(max_length=16, choices=State.choices, default=State.IN_PROGRESS)
@@ -26,6 +29,11 @@ class IdempotencyRecord(models.Model):
 
     class Meta:
         verbose_name = "idempotency record"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["namespace", "key_hash"], name="idempotency_namespace_key_uniq"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_state_display()} ({self.key_hash[:8]}…)"

@@ -4,9 +4,11 @@
         @idempotent(min_key_length=32)
         def rotate(self, request): ...
 
-The key is handled around the whole DRF dispatch, before authentication: a retry
-of a rotation, revocation or deletion presents a key that the first attempt
-killed, and must still get that first answer back.
+The key is claimed after DRF's authentication, permissions and rate limit, in the
+caller's namespace (its agent; for register, which has none, its client address):
+a request that fails authentication stores nothing and binds no key. A retry of a
+rotation, revocation or deletion presents a key that the first attempt killed: it
+gets that first answer back (the very same request only), nothing else.
 """
 
 from __future__ import annotations
@@ -18,17 +20,35 @@ from typing import TYPE_CHECKING, Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.template.response import SimpleTemplateResponse
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.request import Request
 
+from accounts.models import Agent
+from billing.metering.ratelimit import forget_decision
 from idempotency import crypto
+from idempotency.models import IdempotencyRecord
 from idempotency.services import (
     KEPT_HEADERS,
     Replay,
     StoredAnswer,
+    address_namespace,
+    agent_namespace,
     idempotency_claim,
     idempotency_complete,
     idempotency_release,
+    idempotency_replay,
 )
-from lithtrix.errors import ApiError, ValidationError, api_error_response, to_api_error
+from keys.authentication import presented_key_hash
+from keys.selectors import key_agent_id_by_hash
+from lithtrix.errors import (
+    ApiError,
+    InvalidApiKeyError,
+    RateLimitExceededError,
+    ValidationError,
+    api_error_response,
+    to_api_error,
+)
+from lithtrix.http import client_ip
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -36,6 +56,11 @@ MAX_KEY_LENGTH = 255
 # Printable ASCII, without leading or trailing spaces (proxies strip those).
 _KEY_SHAPE = re.compile(r"^[!-~](?:[ -~]*[!-~])?\Z")
 POLICY_ATTR = "idempotency_policy"
+_AUTHENTICATION_FAILED = (
+    InvalidApiKeyError,
+    drf_exceptions.NotAuthenticated,
+    drf_exceptions.AuthenticationFailed,
+)
 
 if TYPE_CHECKING:
     from rest_framework.views import APIView as _ViewBase
@@ -75,8 +100,26 @@ def validate_key(value: str, policy: IdempotencyPolicy) -> None:
         )
 
 
+@dataclass
+class _KeyedRequest:
+    """This request's Idempotency-Key, its fingerprint and, once claimed, its record."""
+
+    key: str
+    fingerprint: str
+    record: IdempotencyRecord | None = None
+
+
+class _Replayed(Exception):
+    """Ends DRF's dispatch with a kept answer (see handle_exception)."""
+
+    def __init__(self, answer: StoredAnswer) -> None:
+        self.answer = answer
+
+
 class IdempotentViewSetMixin(_ViewBase):
     """Runs actions marked ``@idempotent`` under their Idempotency-Key, if one is sent."""
+
+    _keyed: _KeyedRequest | None = None
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         handler = getattr(self, (request.method or "").lower(), None)
@@ -84,13 +127,35 @@ class IdempotentViewSetMixin(_ViewBase):
         if policy is None or f"HTTP_{HEADER.upper().replace('-', '_')}" not in request.META:
             return super().dispatch(request, *args, **kwargs)
         try:
-            return self._dispatch_idempotently(request, policy, args, kwargs)
+            self._keyed = self._keyed_request(request, policy)
         except ApiError as error:
             return api_error_response(error, request)
+        try:
+            response = super().dispatch(request, *args, **kwargs)
+            if isinstance(response, SimpleTemplateResponse):  # DRF's Response
+                response.render()
+        except BaseException:
+            if self._keyed.record is not None:
+                idempotency_release(record=self._keyed.record)
+            raise
+        record = self._keyed.record
+        if record is None:  # not claimed: refused before, or replayed
+            return response
+        if not isinstance(response, HttpResponse):  # streamed: no content to keep
+            idempotency_release(record=record)
+            return response
+        idempotency_complete(
+            record=record,
+            idempotency_key=self._keyed.key,
+            answer=StoredAnswer(
+                status=response.status_code,
+                body=response.content,
+                headers={name: response[name] for name in KEPT_HEADERS if name in response},
+            ),
+        )
+        return response
 
-    def _dispatch_idempotently(
-        self, request: HttpRequest, policy: IdempotencyPolicy, args: tuple, kwargs: dict
-    ) -> HttpResponseBase:
+    def _keyed_request(self, request: HttpRequest, policy: IdempotencyPolicy) -> _KeyedRequest:
         key = request.headers[HEADER]
         validate_key(key, policy)
         try:
@@ -106,29 +171,61 @@ class IdempotentViewSetMixin(_ViewBase):
         fingerprint = crypto.fingerprint(
             (request.method or "").encode(), request.path.encode(), credential.encode(), body
         )
-        claim = idempotency_claim(idempotency_key=key, fingerprint=fingerprint)
-        if isinstance(claim, Replay):
-            return _replayed(claim.answer)
+        return _KeyedRequest(key=key, fingerprint=fingerprint)
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        """DRF's checks (authentication, permissions, rate limit), then the claim."""
+        keyed = self._keyed
+        if keyed is None:
+            return super().initial(request, *args, **kwargs)
         try:
-            response = super().dispatch(request, *args, **kwargs)
-            if isinstance(response, SimpleTemplateResponse):  # DRF's Response
-                response.render()
-        except BaseException:
-            idempotency_release(record=claim.record)
+            super().initial(request, *args, **kwargs)
+        except _AUTHENTICATION_FAILED:
+            answer = self._answer_for_spent_key(request, keyed)
+            if answer is None:
+                raise
+            raise _Replayed(answer) from None
+        if self.authentication_classes:
+            agent = request.user
+            if not isinstance(agent, Agent):
+                return  # nobody to hold the key for: it runs as if sent without one
+            namespace = agent_namespace(agent.pk)
+        else:
+            namespace = address_namespace(client_ip(request._request))
+        try:
+            claim = idempotency_claim(
+                namespace=namespace, idempotency_key=keyed.key, fingerprint=keyed.fingerprint
+            )
+        except RateLimitExceededError:
+            forget_decision(request)  # the 429 carries its own limit's RateLimit-* headers
             raise
-        if not isinstance(response, HttpResponse):  # streamed: no content to keep
-            idempotency_release(record=claim.record)
-            return response
-        idempotency_complete(
-            record=claim.record,
-            idempotency_key=key,
-            answer=StoredAnswer(
-                status=response.status_code,
-                body=response.content,
-                headers={name: response[name] for name in KEPT_HEADERS if name in response},
-            ),
+        if isinstance(claim, Replay):
+            raise _Replayed(claim.answer)
+        keyed.record = claim.record
+
+    def _answer_for_spent_key(self, request: Request, keyed: _KeyedRequest) -> StoredAnswer | None:
+        """The kept answer of this very request when its credential is one of an
+        agent's keys that no longer works (the first attempt killed it)."""
+        if not self.authentication_classes:
+            return None
+        try:
+            hashed_key = presented_key_hash(request.META.get("HTTP_AUTHORIZATION", ""))
+        except ApiError:
+            return None
+        agent_id = key_agent_id_by_hash(hashed_key=hashed_key)
+        if agent_id is None:
+            return None
+        return idempotency_replay(
+            namespace=agent_namespace(agent_id),
+            idempotency_key=keyed.key,
+            fingerprint=keyed.fingerprint,
         )
-        return response
+
+    # DRF's finalize_response takes any HttpResponseBase, not only its Response.
+    def handle_exception(self, exc: Exception) -> HttpResponseBase:  # type: ignore[override]
+        if isinstance(exc, _Replayed):
+            return _replayed(exc.answer)
+        return super().handle_exception(exc)
 
 
 def _replayed(answer: StoredAnswer) -> HttpResponse:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import uuid
 
 from django.db import connection
 from django.db.models import Field, Q, QuerySet
@@ -39,6 +40,11 @@ def working_api_key_with_agent_by_hash(*, hashed_key: str) -> ApiKey | None:
         .filter(working_keys_condition(now), hashed_key=hashed_key, agent__deleted_at__isnull=True)
         .first()
     )
+
+
+def key_agent_id_by_hash(*, hashed_key: str) -> uuid.UUID | None:
+    """The agent a key was issued to, whether or not the key still works."""
+    return ApiKey.objects.filter(hashed_key=hashed_key).values_list("agent_id", flat=True).first()
 
 
 def agent_working_keys(*, agent: Agent) -> QuerySet[ApiKey]:

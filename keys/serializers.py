@@ -25,9 +25,24 @@ class KeyRotateSerializer(serializers.Serializer):
     )
 
 
+class EndedOverlapSerializer(serializers.Serializer):
+    prefix = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
 class KeyRotatedSerializer(serializers.Serializer):
     api_key = serializers.CharField()
-    previous_key_expires_at = serializers.DateTimeField(allow_null=True)
+    previous_key_expires_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text="Until when the presented key works; null: it stopped now.",
+    )
+    overlap_ended = EndedOverlapSerializer(
+        many=True,
+        help_text=(
+            "Older keys whose overlap this rotation ended now, oldest first: at most "
+            "LITHTRIX_MAX_WORKING_KEYS keys of an agent work at once (5 by default)."
+        ),
+    )
 
 
 class ApiKeySummarySerializer(serializers.Serializer):

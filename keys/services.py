@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Q
@@ -22,12 +23,24 @@ MAX_ROTATION_OVERLAP_SECONDS = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)
+class EndedOverlap:
+    """A key whose overlap a rotation ended early (LITHTRIX_MAX_WORKING_KEYS)."""
+
+    prefix: str
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
 class Rotation:
     api_key: str
     previous_key_expires_at: dt.datetime | None
+    overlap_ended: list[EndedOverlap]
 
     def __repr__(self) -> str:
-        return f"Rotation(previous_key_expires_at={self.previous_key_expires_at!r})"
+        return (
+            f"Rotation(previous_key_expires_at={self.previous_key_expires_at!r}, "
+            f"overlap_ended={self.overlap_ended!r})"
+        )
 
 
 def _issue(*, agent: Agent, ip: str | None, actor: User | None, reason: str = "") -> str:
@@ -56,6 +69,9 @@ def api_key_rotate(*, api_key: ApiKey, overlap_seconds: int = 0, ip: str | None 
     Only the agent's current key rotates (not one already in its overlap window).
     The key row is locked, so of N concurrent rotations with the same key exactly
     one succeeds; the others find it replaced and get InvalidApiKeyError.
+
+    At most LITHTRIX_MAX_WORKING_KEYS keys of the agent work afterwards: past it the
+    oldest overlaps end now (revoked, each with its KeyEvent), in this transaction.
 
     The agent's row is locked first (FOR NO KEY UPDATE, as deletion and reissue do):
     one lock order for every key-changing action, so a rotation racing a deletion
@@ -86,9 +102,44 @@ def api_key_rotate(*, api_key: ApiKey, overlap_seconds: int = 0, ip: str | None 
         ip=ip,
         reason=f"Works until {expires_at.isoformat()}" if expires_at else "",
     )
+    new_key = _issue(agent=locked.agent, ip=ip, actor=None)
+    ended = _end_oldest_overlaps(agent=locked.agent, now=now, ip=ip)
+    if locked.pk in {key.pk for key in ended}:
+        expires_at = None  # its overlap ended before it began
     return Rotation(
-        api_key=_issue(agent=locked.agent, ip=ip, actor=None), previous_key_expires_at=expires_at
+        api_key=new_key,
+        previous_key_expires_at=expires_at,
+        overlap_ended=[EndedOverlap(prefix=key.prefix, created_at=key.created_at) for key in ended],
     )
+
+
+def _end_oldest_overlaps(*, agent: Agent, now: dt.datetime, ip: str | None) -> list[ApiKey]:
+    """Revoke the agent's oldest overlapping keys until at most
+    LITHTRIX_MAX_WORKING_KEYS work; the caller holds the agent's row lock."""
+    working = list(
+        ApiKey.objects.select_for_update()
+        .filter(working_keys_condition(now), agent=agent)
+        .order_by("created_at", "id")
+    )
+    excess = len(working) - settings.LITHTRIX_MAX_WORKING_KEYS
+    if excess <= 0:
+        return []
+    ended = [key for key in working if key.expires_at is not None][:excess]
+    ApiKey.objects.filter(pk__in=[key.pk for key in ended]).update(revoked_at=now)
+    KeyEvent.objects.bulk_create(
+        KeyEvent(
+            agent=agent,
+            api_key=key,
+            kind=KeyEvent.Kind.REVOKED,
+            ip=ip,
+            reason=(
+                f"Overlap ended early by a rotation: at most "
+                f"{settings.LITHTRIX_MAX_WORKING_KEYS} keys work at once."
+            ),
+        )
+        for key in ended
+    )
+    return ended
 
 
 @transaction.atomic

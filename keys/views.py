@@ -44,7 +44,10 @@ class KeyViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
         description=(
             "Only the agent's current key can rotate (a key in its overlap window, or "
             "already replaced, gets 401). With `previous_key_expires_in` the presented "
-            "key keeps working that many seconds, so running clients can switch over."
+            "key keeps working that many seconds, so running clients can switch over. "
+            "At most `LITHTRIX_MAX_WORKING_KEYS` keys of an agent (5 by default) work at "
+            "once: a rotation past it ends the oldest overlaps now and lists them in "
+            "`overlap_ended`."
         ),
         request=KeyRotateSerializer,
         responses={
@@ -70,6 +73,18 @@ class KeyViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
                 value={
                     "api_key": EXAMPLE_ROTATED_KEY,
                     "previous_key_expires_at": "2026-03-14T11:30:00Z",
+                    "overlap_ended": [],
+                },
+                response_only=True,
+            ),
+            OpenApiExample(
+                "Past the bound of working keys: the oldest overlap ended now",
+                value={
+                    "api_key": EXAMPLE_ROTATED_KEY,
+                    "previous_key_expires_at": "2026-03-21T10:30:00Z",
+                    "overlap_ended": [
+                        {"prefix": EXAMPLE_PREFIX, "created_at": "2026-02-02T08:15:00Z"}
+                    ],
                 },
                 response_only=True,
             ),
@@ -87,6 +102,7 @@ class KeyViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
         body = {
             "api_key": rotation.api_key,
             "previous_key_expires_at": rotation.previous_key_expires_at,
+            "overlap_ended": rotation.overlap_ended,
         }
         return Response(KeyRotatedSerializer(body).data)
 

@@ -1,12 +1,16 @@
 """Rotation with an overlap, GET /v1/keys and POST /v1/keys/revoke."""
 
 import datetime as dt
+import threading
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from keys.crypto import hash_key
 from keys.models import ApiKey, KeyEvent
+from keys.selectors import working_keys_condition
 from testing.assertions import assert_envelope
 
 ROTATE = "/v1/keys/rotate"
@@ -27,7 +31,8 @@ def test_rotate_with_overlap_keeps_the_old_key_until_it_expires(api_client, regi
 
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"api_key", "previous_key_expires_at"}
+    assert set(body) == {"api_key", "previous_key_expires_at", "overlap_ended"}
+    assert body["overlap_ended"] == []
     expires_at = parse_datetime(body["previous_key_expires_at"])
     assert expires_at == clock.now + dt.timedelta(seconds=3600)
     old = ApiKey.objects.get(
@@ -186,3 +191,142 @@ def test_an_expired_overlap_key_is_refused_by_the_single_query(
     with django_assert_num_queries(1):
         response = api_client.get(ME, **registered.auth)
     assert_envelope(response, 401, "INVALID_API_KEY")
+
+
+# --- at most LITHTRIX_MAX_WORKING_KEYS keys of one agent work at once -------------
+
+WEEK = {"previous_key_expires_in": 7 * 24 * 3600}
+
+
+def rotate_with_overlap(api_client, key: str) -> dict:
+    response = api_client.post(ROTATE, WEEK, format="json", **bearer(key))
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+@pytest.mark.django_db
+def test_rotations_beyond_the_bound_end_the_oldest_overlap_first(api_client, registered, settings):
+    settings.LITHTRIX_MAX_WORKING_KEYS = 3
+    keys = [registered.api_key]
+    answers = []
+    for _ in range(4):
+        answers.append(rotate_with_overlap(api_client, keys[-1]))
+        keys.append(answers[-1]["api_key"])
+
+    # Within the bound nothing ends; past it, one rotation ends one overlap, oldest first.
+    assert [answer["overlap_ended"] for answer in answers[:2]] == [[], []]
+    assert [[ended["prefix"] for ended in answer["overlap_ended"]] for answer in answers[2:]] == [
+        [keys[0][:12]],
+        [keys[1][:12]],
+    ]
+    first = ApiKey.objects.get(hashed_key=hash_key(keys[0]))
+    assert answers[2]["overlap_ended"] == [
+        {"prefix": keys[0][:12], "created_at": first.created_at.isoformat().replace("+00:00", "Z")}
+    ]
+    for key in keys[:2]:
+        assert_envelope(api_client.get(ME, **bearer(key)), 401, "INVALID_API_KEY")
+    for key in keys[2:]:
+        assert api_client.get(ME, **bearer(key)).status_code == 200
+    listed = api_client.get(KEYS, **bearer(keys[-1])).json()["keys"]
+    assert [key["prefix"] for key in listed] == [key[:12] for key in reversed(keys[2:])]
+    # Each ended overlap has its audit row, written with the rotation that ended it.
+    ended = KeyEvent.objects.filter(agent=registered.agent, kind="revoked").order_by("id")
+    assert [event.api_key.prefix for event in ended] == [keys[0][:12], keys[1][:12]]
+    assert all("LITHTRIX_MAX_WORKING_KEYS" not in e.reason and e.reason for e in ended)
+
+
+@pytest.mark.django_db
+def test_forty_rotations_with_a_week_of_overlap_leave_the_default_five_working(
+    api_client, registered
+):
+    key = registered.api_key
+    for _ in range(40):
+        key = rotate_with_overlap(api_client, key)["api_key"]
+
+    working = ApiKey.objects.filter(agent=registered.agent, revoked_at__isnull=True)
+    assert working.count() == 5
+    assert len(api_client.get(KEYS, **bearer(key)).json()["keys"]) == 5
+
+
+@pytest.mark.django_db
+def test_with_a_bound_of_one_an_overlap_ends_at_once(api_client, registered, settings):
+    settings.LITHTRIX_MAX_WORKING_KEYS = 1
+
+    answer = rotate_with_overlap(api_client, registered.api_key)
+
+    assert answer["previous_key_expires_at"] is None
+    assert [ended["prefix"] for ended in answer["overlap_ended"]] == [registered.api_key[:12]]
+    assert_envelope(api_client.get(ME, **registered.auth), 401, "INVALID_API_KEY")
+    assert api_client.get(ME, **bearer(answer["api_key"])).status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_rotation_without_overlap_ends_nothing_else(api_client, registered, settings):
+    settings.LITHTRIX_MAX_WORKING_KEYS = 2
+    kept = rotate_with_overlap(api_client, registered.api_key)
+
+    response = api_client.post(ROTATE, **bearer(kept["api_key"]))
+
+    assert response.status_code == 200
+    assert response.json()["overlap_ended"] == []
+    assert api_client.get(ME, **registered.auth).status_code == 200  # still in its overlap
+
+
+@pytest.mark.requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_parallel_rotations_never_leave_more_than_the_bound_working(make_agent, settings):
+    from rest_framework.test import APIClient
+
+    settings.LITHTRIX_MAX_WORKING_KEYS = 3
+    settings.LITHTRIX_FREE_RATE = "1000/m"
+    registered = make_agent(name="fleet")
+    current = [registered.api_key]
+    lock = threading.Lock()
+    stop = threading.Event()
+    seen: list[int] = []
+    statuses: list[int] = []
+
+    def rotate() -> None:
+        client = APIClient()
+        try:
+            for _ in range(15):
+                with lock:
+                    key = current[-1]
+                response = client.post(
+                    ROTATE, WEEK, format="json", HTTP_AUTHORIZATION=f"Bearer {key}"
+                )
+                with lock:
+                    statuses.append(response.status_code)
+                    if response.status_code == 200:
+                        current.append(response.json()["api_key"])
+        finally:
+            connection.close()
+
+    def watch() -> None:
+        try:
+            while not stop.is_set():
+                seen.append(
+                    ApiKey.objects.filter(
+                        working_keys_condition(timezone.now()), agent=registered.agent
+                    ).count()
+                )
+        finally:
+            connection.close()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    threads = [threading.Thread(target=rotate) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stop.set()
+    watcher.join()
+
+    # Only the current key rotates: a thread that raced with an older one got 401.
+    assert set(statuses) <= {200, 401}
+    assert statuses.count(200) >= 5  # the bound was passed many times over
+    assert seen and max(seen) <= 3
+    working = ApiKey.objects.filter(working_keys_condition(timezone.now()), agent=registered.agent)
+    assert working.count() == 3
+    assert set(working.values_list("prefix", flat=True)) == {key[:12] for key in current[-3:]}

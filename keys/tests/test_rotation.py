@@ -15,8 +15,9 @@ def test_rotate_issues_a_new_key_and_the_old_one_stops_working(api_client, regis
     response = api_client.post(ROTATE, **registered.auth)
 
     assert response.status_code == 200
-    assert set(response.json()) == {"api_key", "previous_key_expires_at"}
+    assert set(response.json()) == {"api_key", "previous_key_expires_at", "overlap_ended"}
     assert response.json()["previous_key_expires_at"] is None
+    assert response.json()["overlap_ended"] == []
     new_key = response.json()["api_key"]
     assert new_key.startswith("ltx_") and new_key != registered.api_key
     assert_envelope(api_client.get(ME, **registered.auth), 401, "INVALID_API_KEY")

@@ -19,8 +19,16 @@ LITHTRIX_TRUSTED_PROXY_COUNT = int(os.environ.get("LITHTRIX_TRUSTED_PROXY_COUNT"
 LITHTRIX_KEY_HINTS = int(os.environ.get("LITHTRIX_KEY_HINTS", "10000"))
 LITHTRIX_METER_SYNCHRONOUS_COMMIT = os.environ.get("LITHTRIX_METER_SYNCHRONOUS_COMMIT", "on")
 # --- Account lifecycle ----------------------------------------------------------
+# Keys of one agent that work at once, overlaps included: a rotation past it ends
+# the oldest overlap first (keys/services.py).
+LITHTRIX_MAX_WORKING_KEYS = int(os.environ.get("LITHTRIX_MAX_WORKING_KEYS", "5"))
 # How long an answer is kept for replay under its Idempotency-Key (idempotency/).
 LITHTRIX_IDEMPOTENCY_TTL_HOURS = int(os.environ.get("LITHTRIX_IDEMPOTENCY_TTL_HOURS", "24"))
+# Idempotency-Keys one agent (or, for register, one client address) holds at once,
+# kept answers and running requests alike; past it a new key is 429. Far above a
+# day of rotations, billing calls or one host's registrations; it caps what a
+# flood of keys can store.
+LITHTRIX_IDEMPOTENCY_MAX_KEYS = int(os.environ.get("LITHTRIX_IDEMPOTENCY_MAX_KEYS", "1000"))
 # Public keys that sign GitHub's secret-scanning reports (POST /v1/keys/leaked): a
 # local file (tests, offline) wins over the URL (GitHub's published list).
 LITHTRIX_SECRET_SCANNING_KEYS_URL = os.environ.get(
