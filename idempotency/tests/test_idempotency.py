@@ -550,9 +550,11 @@ def test_an_agent_holds_at_most_the_bound_of_keys(api_client, registered, clock,
 
 
 @pytest.mark.django_db
-def test_an_address_holds_at_most_the_bound_of_keys_for_register(api_client, settings):
+def test_an_address_holds_at_most_the_bound_of_keys_for_register(
+    api_client, settings, throttle_rates
+):
     settings.LITHTRIX_IDEMPOTENCY_MAX_KEYS = 2
-    settings.LITHTRIX_REGISTER_RATE = "100/m"
+    throttle_rates(register="100/m")
     for n in range(2):
         pair = {"agent_name": f"bot-{n}", "owner_identifier": "o"}
         assert register(api_client, new_key(), pair, REMOTE_ADDR="198.51.100.1").status_code == 201
@@ -569,9 +571,9 @@ def test_an_address_holds_at_most_the_bound_of_keys_for_register(api_client, set
 
 @pytest.mark.requires_postgres
 @pytest.mark.django_db(transaction=True)
-def test_keys_claimed_at_once_never_exceed_the_bound(settings):
+def test_keys_claimed_at_once_never_exceed_the_bound(settings, throttle_rates):
     settings.LITHTRIX_IDEMPOTENCY_MAX_KEYS = 3
-    settings.LITHTRIX_REGISTER_RATE = "100/m"
+    throttle_rates(register="100/m")
     threads_count = 8
     barrier = threading.Barrier(threads_count)
     statuses: list[int] = []
