@@ -280,7 +280,7 @@ def service(postgres, redis, black_hole, tmp_path) -> Iterator[Service]:
             "LITHTRIX_FREE_CALL_LIMIT": "1000000",
             "LITHTRIX_FREE_RATE": "1000000/m",
             "LITHTRIX_REGISTER_RATE": "100000/m",
-            "LITHTRIX_TRUSTED_PROXY_COUNT": "1",
+            "LITHTRIX_TRUSTED_PROXIES": "127.0.0.1",
             "LITHTRIX_ACCESS_LOG_LEVEL": "WARNING",
         }
     )

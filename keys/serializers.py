@@ -63,10 +63,14 @@ class KeyRevokedSerializer(serializers.Serializer):
 class LeakReportSerializer(serializers.Serializer):
     token = StrictCharField(max_length=1000)
     type = StrictCharField(max_length=200)
-    url = StrictCharField(max_length=2000, allow_blank=True)
+    # Only token and type are required: GitHub's own signed sample has no source, and
+    # a leaked key must not stay live because a report lacks an optional field.
+    url = StrictCharField(max_length=2000, allow_blank=True, required=False, default="")
     # GitHub's field name; DRF's metaclass moves declared fields off the class, the
     # stubs see Field.source instead.
-    source = StrictCharField(max_length=200, allow_blank=True)  # type: ignore[assignment]
+    source = StrictCharField(  # type: ignore[assignment]
+        max_length=200, allow_blank=True, required=False, default=""
+    )
 
 
 class LeakLabelSerializer(serializers.Serializer):

@@ -260,6 +260,12 @@ class LeakReport:
         return f"LeakReport(url={self.url!r})"
 
 
+def _leak_reason(report: LeakReport) -> str:
+    source = f" ({report.source})" if report.source else ""
+    url = f": {report.url}" if report.url else ""
+    return f"Reported leaked by secret scanning{source}{url}"
+
+
 def api_keys_report_leaked(*, reports: list[LeakReport], ip: str | None = None) -> list[dict]:
     """Revoke each reported token that is one of our working keys; label every report.
 
@@ -278,7 +284,7 @@ def api_keys_report_leaked(*, reports: list[LeakReport], ip: str | None = None) 
         if api_key is not None:
             api_key_revoke_working(
                 api_key=api_key,
-                reason=f"Reported leaked by secret scanning ({report.source}): {report.url}",
+                reason=_leak_reason(report),
                 ip=ip,
             )
         results.append(

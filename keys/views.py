@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import viewsets
 from rest_framework.request import Request
@@ -31,6 +29,7 @@ from keys.services import (
 from lithtrix.errors import InvalidApiKeyError, ValidationError
 from lithtrix.http import client_ip
 from lithtrix.openapi import EXAMPLE_API_KEY, EXAMPLE_ROTATED_KEY, errors
+from lithtrix.parsers import json_loads_bounded
 
 EXAMPLE_PREFIX = EXAMPLE_API_KEY[:DISPLAY_PREFIX_LENGTH]
 EXAMPLE_ROTATED_PREFIX = EXAMPLE_ROTATED_KEY[:DISPLAY_PREFIX_LENGTH]
@@ -173,10 +172,7 @@ class LeakedKeysViewSet(viewsets.ViewSet):
             identifier=request.headers.get("Github-Public-Key-Identifier", ""),
             signature=request.headers.get("Github-Public-Key-Signature", ""),
         )
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise ValidationError("Malformed JSON body.") from None
+        data = json_loads_bounded(body)  # the same bounds as every other JSON body
         serializer = LeakReportSerializer(data=data, many=True)
         serializer.is_valid(raise_exception=True)
         reports = [

@@ -41,6 +41,12 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 
 from lithtrix.http import bearer_token, client_ip
 
+# prometheus_client opens its files there as the metrics below are declared, in every
+# process that imports this (manage.py's commands too, before gunicorn's on_starting
+# empties the directory): one missing, as on a fresh /run, must not crash them.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 REQUESTS = Counter("lithtrix_http_requests", "Answered requests.", ["endpoint", "method", "status"])

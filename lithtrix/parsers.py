@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from itertools import accumulate
 from typing import Any
 
 from django.conf import settings
@@ -22,24 +23,46 @@ from lithtrix.errors import PayloadTooLargeError, ValidationError
 # Deepest accepted nesting of arrays and objects (documented in README, "Requests").
 MAX_JSON_DEPTH = 64
 
-# A JSON string (skipped whole, so brackets inside it do not count) or a bracket.
-_STRING_OR_BRACKET = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+# Everything but the brackets that are structure: each string, closed or not, and
+# every other run of text. An unterminated string runs to the end, so the scan
+# never restarts inside one: linear, where a restart at each quote was quadratic.
+_NOT_STRUCTURE = re.compile(r'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)|[^"\[\]{}]++', re.DOTALL)
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def json_text(raw: bytes) -> str:
+    """The text json.loads reads from ``raw`` (UTF-8, -16 or -32: it detects which)."""
+    return raw.decode(json.detect_encoding(raw), "surrogatepass")
+
+
+def json_depth(text: str) -> int:
+    """How deep arrays and objects nest in the JSON ``text``, in time linear in its length."""
+    structure = _NOT_STRUCTURE.sub("", text)
+    return max(0, max(accumulate(map(_STEP.__getitem__, structure)), default=0))
 
 
 def json_depth_exceeds(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     """Whether ``raw`` opens more than ``limit`` arrays/objects inside each other."""
     if raw.count(b"[") + raw.count(b"{") <= limit:
         return False  # cannot be deeper than the brackets it has
-    depth = 0
-    for match in _STRING_OR_BRACKET.finditer(raw):
-        token = match.group()
-        if token in (b"[", b"{"):
-            depth += 1
-            if depth > limit:
-                return True
-        elif token in (b"]", b"}"):
-            depth -= 1
-    return False
+    try:
+        text = json_text(raw)
+    except UnicodeDecodeError:
+        return False  # not text: json.loads refuses it before any nesting
+    return json_depth(text) > limit
+
+
+def json_loads_bounded(raw: bytes) -> Any:
+    """``raw`` parsed as JSON, or the envelope's 400: too deep, or not JSON."""
+    if json_depth_exceeds(raw):
+        raise ValidationError(
+            "The JSON body is nested too deeply.",
+            details={"body": [f"Arrays and objects nest at most {MAX_JSON_DEPTH} deep."]},
+        )
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ParseError(f"JSON parse error - {exc}") from None
 
 
 class BoundedJSONParser(JSONParser):
@@ -50,15 +73,7 @@ class BoundedJSONParser(JSONParser):
             raise PayloadTooLargeError()
         if not raw.strip():
             return {}
-        if json_depth_exceeds(raw):
-            raise ValidationError(
-                "The JSON body is nested too deeply.",
-                details={"body": [f"Arrays and objects nest at most {MAX_JSON_DEPTH} deep."]},
-            )
-        try:
-            return json.loads(raw, parse_constant=_reject_constant)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            raise ParseError(f"JSON parse error - {exc}") from None
+        return json_loads_bounded(raw)
 
 
 def _reject_constant(name: str) -> Any:

@@ -14,6 +14,7 @@ from rest_framework import viewsets
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from lithtrix.capabilities import (
     CapabilitiesSerializer,
@@ -86,17 +87,34 @@ def _forget_rendered_schemas(**kwargs: Any) -> None:
     _rendered_schemas.clear()  # tests change settings the schema may depend on
 
 
-class OpenApiSchemaView(SpectacularJSONAPIView):
+def _answer_json(request: Request) -> None:
+    request.accepted_renderer = JSONRenderer()
+    request.accepted_media_type = JSONRenderer.media_type
+
+
+class DocumentView(APIView):
+    """A view whose renderer draws one document: anything else it answers is JSON.
+
+    The document's renderer cannot draw the envelope (the Swagger page's template
+    renderer answered a 405 as text/html) nor OPTIONS' metadata (it raised
+    TemplateDoesNotExist: a 500 anyone could cause).
+    """
+
+    # As DRF declares it (its stubs narrow Django's HttpRequest the same way).
+    def options(self, request: Request, *args: Any, **kwargs: Any) -> Response:  # type: ignore[override]
+        _answer_json(request)
+        return super().options(request, *args, **kwargs)
+
+    def handle_exception(self, exc: Exception) -> Response:
+        response = super().handle_exception(exc)
+        _answer_json(self.request)
+        return response
+
+
+class OpenApiSchemaView(DocumentView, SpectacularJSONAPIView):
     """GET /v1/openapi.json: the OpenAPI 3 schema, built once per process."""
 
     throttle_scope = "openapi"
-
-    def handle_exception(self, exc: Exception) -> Response:
-        # Errors (a 429) are the JSON envelope, not the schema's media type.
-        response = super().handle_exception(exc)
-        self.request.accepted_renderer = JSONRenderer()
-        self.request.accepted_media_type = JSONRenderer.media_type
-        return response
 
     @extend_schema(**SCHEMA_KWARGS)  # as drf-spectacular's own view declares it
     def get(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
@@ -124,7 +142,7 @@ class OpenApiSchemaView(SpectacularJSONAPIView):
         return body, headers
 
 
-class ApiDocsView(SpectacularSwaggerView):
+class ApiDocsView(DocumentView, SpectacularSwaggerView):
     """GET /v1/docs: Swagger UI over /v1/openapi.json, its assets served locally."""
 
     url_name = "openapi-schema"

@@ -1,7 +1,9 @@
 """Loopback servers for the multi-process tests, the fuzzer and the benchmark.
 
-gunicorn gets a socket this process already bound to port 0 (``--bind fd://N``),
-so the port is free by construction and known before the server starts.
+gunicorn gets a socket this process already bound (``--bind fd://N``), so the
+port is free by construction and known before the server starts. Ports are the
+kernel's choice, or from LITHTRIX_TEST_PORTS (e.g. ``21200-21299``) when several
+suites share a machine that hands each its own range.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import requests.adapters
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 GUNICORN_CONF = BASE_DIR / "deploy" / "gunicorn.conf.py"
@@ -35,7 +38,7 @@ class BlackHole:
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
+        bind_loopback(self.sock)
         self.sock.listen(128)
         self.sock.settimeout(0.1)
         self.port: int = self.sock.getsockname()[1]
@@ -67,31 +70,37 @@ class BlackHole:
                 conn.close()
 
 
+def bind_loopback(sock: socket.socket) -> None:
+    """Bind ``sock`` to a free loopback port: the kernel's pick, or the first free
+    one of LITHTRIX_TEST_PORTS (``low-high``) from a random start."""
+    ports = os.environ.get("LITHTRIX_TEST_PORTS", "")
+    if not ports:
+        sock.bind(("127.0.0.1", 0))
+        return
+    low, _, high = ports.partition("-")
+    candidates = list(range(int(low), int(high or low) + 1))
+    start = random.randrange(len(candidates))  # noqa: S311 - spreads picks, not a secret
+    for port in candidates[start:] + candidates[:start]:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return
+        except OSError:
+            continue
+    raise RuntimeError(f"no free port in LITHTRIX_TEST_PORTS={ports}")
+
+
 def free_port() -> int:
     """A loopback port nobody listens on right now (for servers that must bind it
-    themselves, like nginx; gunicorn gets a bound socket instead).
-
-    From LITHTRIX_TEST_PORTS (``first-last``) when set, so that test servers on a
-    shared machine stay in the range given to this run; else any free port.
-    """
-    ports = os.environ.get("LITHTRIX_TEST_PORTS", "")
-    first, _, last = ports.partition("-")
-    candidates = range(int(first), int(last) + 1) if ports else range(0, 1)
-    offset = random.randrange(len(candidates))  # noqa: S311 - spreads parallel runs, no secret
-    for index in range(len(candidates)):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", candidates[(offset + index) % len(candidates)]))
-            except OSError:
-                continue
-            return sock.getsockname()[1]
-    raise RuntimeError(f"no free loopback port in LITHTRIX_TEST_PORTS={ports}")
+    themselves, like nginx; gunicorn gets a bound socket instead)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        bind_loopback(sock)
+        return sock.getsockname()[1]
 
 
 def bound_socket() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    bind_loopback(sock)
     sock.listen(1024)
     sock.set_inheritable(True)
     return sock
@@ -264,3 +273,21 @@ def fresh_database_url(database_url: str | None, suffix: str, tmp_dir: Path) -> 
 def manage(*args: str, env: Mapping[str, str]) -> None:
     """``python manage.py ARGS`` in a subprocess (e.g. migrate on the server's database)."""
     subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=dict(env), check=True)
+
+
+class _FromAddress(requests.adapters.HTTPAdapter):
+    def __init__(self, address: str) -> None:
+        self.address = address
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["source_address"] = (self.address, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def session_from(address: str) -> requests.Session:
+    """A requests session whose connections leave from ``address`` (any of
+    127.0.0.0/8 on Linux): another client, as a server on loopback sees it."""
+    session = requests.Session()
+    session.mount("http://", _FromAddress(address))
+    return session

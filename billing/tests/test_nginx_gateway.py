@@ -11,7 +11,9 @@ import requests
 
 from accounts.models import Agent
 from billing.tests.helpers import set_calls_total
+from keys.crypto import generate_key
 from testing.nginx import start_nginx
+from testing.servers import free_port, session_from
 
 # Servers or Python in subprocesses, or a browser: seconds each, not milliseconds.
 pytestmark = pytest.mark.slow
@@ -51,7 +53,7 @@ class _ProductApi(BaseHTTPRequestHandler):
 @pytest.fixture
 def gateway(live_server, tmp_path):
     """nginx on a free port: /v1/authorize on live_server, the product behind it."""
-    product = ThreadingHTTPServer(("127.0.0.1", 0), _ProductApi)
+    product = ThreadingHTTPServer(("127.0.0.1", free_port()), _ProductApi)
     _ProductApi.seen = []
     threading.Thread(target=product.serve_forever, daemon=True).start()
     process, url = start_nginx(tmp_path, live_server.url, product.server_port)
@@ -175,3 +177,35 @@ def test_a_pro_agents_call_reaches_the_product_without_calls_remaining(gateway, 
     assert "X-Calls-Remaining" not in response.headers
     assert _ProductApi.seen[-1]["agent_tier"] == "pro"
     assert _ProductApi.seen[-1]["calls_remaining"] is None  # the client's copy is dropped
+
+
+@pytest.mark.django_db(transaction=True)
+def test_junk_keys_from_one_client_do_not_lock_out_the_others(
+    gateway,
+    registered,
+    settings,
+    ratelimit_clock,
+    throttle_rates,
+):
+    """The gateway tells Lithtrix who its client is: the failed-authentication limit
+    is per client, not one bucket for everyone behind the gateway."""
+    throttle_rates(auth_failures="5/m")
+    settings.LITHTRIX_TRUSTED_PROXIES = ["127.0.0.1"]
+    spammer, other = session_from("127.0.0.2"), session_from("127.0.0.3")
+    junk = [f"Bearer {generate_key().key}" for _ in range(20)]
+
+    statuses = [
+        spammer.get(gateway + "/search", headers={"Authorization": key}, timeout=10).status_code
+        for key in junk
+    ]
+    response = other.get(
+        gateway + "/search", headers={"Authorization": f"Bearer {registered.api_key}"}, timeout=10
+    )
+
+    # The spammer is locked out itself...
+    assert statuses[:5] == [401] * 5
+    assert set(statuses[6:]) == {429}
+    # ...and the other client's key, never seen before, still goes through.
+    assert response.status_code == 200, response.text
+    assert response.json() == {"product": "ok"}
+    assert [seen["agent_id"] for seen in _ProductApi.seen] == [str(registered.agent.pk)]

@@ -185,14 +185,32 @@ def test_forwarded_for_is_not_trusted_by_default(
 
 
 @pytest.mark.django_db
-def test_trusted_proxy_count_uses_the_forwarded_address(
+def test_a_trusted_proxy_forwards_the_client_address(
     api_client, ratelimit_clock, settings, throttle_rates
 ):
     throttle_rates(register="1/m")
-    settings.LITHTRIX_TRUSTED_PROXY_COUNT = 1
+    settings.LITHTRIX_TRUSTED_PROXIES = ["127.0.0.1"]
     assert register(api_client, 0, HTTP_X_FORWARDED_FOR="198.51.100.1").status_code == 201
     assert register(api_client, 1, HTTP_X_FORWARDED_FOR="198.51.100.2").status_code == 201
     assert register(api_client, 2, HTTP_X_FORWARDED_FOR="198.51.100.2").status_code == 429
+
+
+@pytest.mark.django_db
+def test_forwarded_for_from_a_peer_that_is_not_a_proxy_is_ignored(
+    api_client,
+    ratelimit_clock,
+    settings,
+    throttle_rates,
+):
+    throttle_rates(register="3/m")
+    settings.LITHTRIX_TRUSTED_PROXIES = ["127.0.0.1"]
+    statuses = [
+        register(
+            api_client, n, REMOTE_ADDR="203.0.113.50", HTTP_X_FORWARDED_FOR=f"198.51.100.{n}"
+        ).status_code
+        for n in range(5)
+    ]
+    assert statuses == [201, 201, 201, 429, 429]
 
 
 @pytest.mark.django_db

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from keys import secret_scanning
 from keys.crypto import generate_key
 from keys.models import ApiKey, KeyEvent
+from lithtrix.parsers import MAX_JSON_DEPTH
 from testing.assertions import assert_envelope
 
 LEAKED = "/v1/keys/leaked"
@@ -259,3 +260,99 @@ def test_leaked_has_its_own_rate_limit_per_ip(
         ).status_code
         == 201
     )
+
+
+@pytest.mark.django_db
+def test_a_signed_report_nested_too_deep_is_400(api_client, registered, github_key):
+    body = b"[" * 5000 + b"]" * 5000
+
+    response = post(api_client, body, signed(github_key, body))
+
+    payload = assert_envelope(response, 400, "VALIDATION_ERROR")
+    expected = f"Arrays and objects nest at most {MAX_JSON_DEPTH} deep."
+    assert payload["details"] == {"body": [expected]}
+    assert ApiKey.objects.get(agent=registered.agent).revoked_at is None
+
+
+# GitHub's signed sample alert, from its partner-program documentation: its key
+# identifier, public key, body and signature, byte for byte.
+SAMPLE_KEY_ID = "90a421169f0a406205f1563a953312f0be898d3c7b6c06b681aa86a874555f4a"
+SAMPLE_PUBLIC_KEY = (
+    "-----BEGIN PUBLIC KEY-----\n"
+    "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE9MJJHnMfn2+H4xL4YaPDA4RpJqUq\n"
+    "kCmRCBnYERxZanmcpzQSXs1X/AljlKkbJ8qpVIW4clayyef9gWhFbNHWAA==\n"
+    "-----END PUBLIC KEY-----\n"
+)
+SAMPLE_BODY = b'[{"token":"some_token","type":"some_type","url":"some_url"}]'
+SAMPLE_SIGNATURE = (
+    "MEUCIQDKZokqnCjrRtw0tni+2Ltvl/uiMJ1EGumEsp1BsNr32AIg"
+    "QY1YXD2nlj+XNfGK4rBfkMJ1JDOQcYXxa2sY8FNkrKc="
+)
+
+
+@pytest.mark.django_db
+def test_githubs_own_signed_sample_is_verified_and_answered(api_client, tmp_path, settings):
+    keys_file = tmp_path / "secret_scanning.json"
+    keys_file.write_text(
+        json.dumps(
+            {
+                "public_keys": [
+                    {"key_identifier": SAMPLE_KEY_ID, "key": SAMPLE_PUBLIC_KEY, "is_current": True}
+                ]
+            }
+        )
+    )
+    settings.LITHTRIX_SECRET_SCANNING_KEYS_FILE = str(keys_file)
+    secret_scanning._cache.clear()
+
+    response = post(
+        api_client,
+        SAMPLE_BODY,
+        {
+            "HTTP_GITHUB_PUBLIC_KEY_IDENTIFIER": SAMPLE_KEY_ID,
+            "HTTP_GITHUB_PUBLIC_KEY_SIGNATURE": SAMPLE_SIGNATURE,
+        },
+    )
+    secret_scanning._cache.clear()
+
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == [
+        {
+            "token_hash": hashlib.sha256(b"some_token").hexdigest(),
+            "token_type": "some_type",
+            "label": "false_positive",
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"type": "lithtrix_api_key"},
+        {"type": "lithtrix_api_key", "url": "https://github.com/octo/repo/blob/abc/a.py"},
+        {"type": "lithtrix_api_key", "source": "content", "commit": "abc", "unknown": [1]},
+    ],
+    ids=["token-and-type-only", "no-source", "unknown-fields"],
+)
+@pytest.mark.django_db
+def test_a_report_with_only_the_required_fields_revokes_the_key(
+    api_client, registered, github_key, item
+):
+    body = json.dumps([{"token": registered.api_key, **item}]).encode()
+
+    response = post(api_client, body, signed(github_key, body))
+
+    assert response.status_code == 200, response.content
+    assert response.json() == [
+        {
+            "token_hash": hashlib.sha256(registered.api_key.encode()).hexdigest(),
+            "token_type": "lithtrix_api_key",
+            "label": "true_positive",
+        }
+    ]
+    assert ApiKey.objects.get(agent=registered.agent).revoked_at is not None
+    assert_envelope(api_client.get(ME, **registered.auth), 401, "INVALID_API_KEY")
+    event = KeyEvent.objects.get(agent=registered.agent, kind="revoked")
+    assert event.reason.startswith("Reported leaked by secret scanning")
+    assert item.get("url", "") in event.reason

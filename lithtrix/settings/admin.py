@@ -9,18 +9,23 @@ LITHTRIX_ADMIN_SESSION_SECONDS = int(
 )
 SESSION_COOKIE_AGE = LITHTRIX_ADMIN_SESSION_SECONDS
 
-# After AXES_FAILURE_LIMIT wrong passwords for one user name, or from one client
-# address, that user name (from anywhere) and that address (for any user name)
-# are refused for AXES_COOLOFF_TIME; the right password too. Each counts alone,
-# so guessing many passwords for one user from many addresses, or many user
-# names from one address, are both stopped.
+# After AXES_FAILURE_LIMIT wrong passwords for one user name from one client
+# address, that user name is refused from that address for AXES_COOLOFF_TIME, the
+# right password too; after LITHTRIX_ADMIN_LOGIN_ADDRESS_FAILURE_LIMIT from one
+# address over any user names, that address is refused for every name. A user
+# name alone is never locked: whoever knows it could keep its owner out.
 AXES_FAILURE_LIMIT = int(os.environ.get("LITHTRIX_ADMIN_LOGIN_FAILURE_LIMIT", "5"))
+LITHTRIX_ADMIN_LOGIN_ADDRESS_FAILURE_LIMIT = int(
+    os.environ.get("LITHTRIX_ADMIN_LOGIN_ADDRESS_FAILURE_LIMIT", "20")
+)
 AXES_COOLOFF_TIME = timedelta(
     seconds=int(os.environ.get("LITHTRIX_ADMIN_LOGIN_COOLOFF_SECONDS", str(15 * 60)))
 )
-AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# The pair, then the address: lithtrix.admin_lockout gives each its own limit.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]
+AXES_HANDLER = "lithtrix.admin_lockout.AdminLoginHandler"
 AXES_RESET_ON_SUCCESS = True
-# The client address as the rate limits see it (LITHTRIX_TRUSTED_PROXY_COUNT).
+# The client address as the rate limits see it (LITHTRIX_TRUSTED_PROXIES).
 AXES_CLIENT_IP_CALLABLE = "lithtrix.http.client_ip"
 # Lockouts go to the log as one WARNING line (axes' own logger), not as a traceback.
 AXES_VERBOSE = False

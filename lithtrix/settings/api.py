@@ -1,6 +1,11 @@
 """The JSON API: DRF, tiers and limits, client IPs, the OpenAPI document."""
 
+import ipaddress
 import os
+
+from django.core.exceptions import ImproperlyConfigured
+
+from lithtrix.settings.env import env_list
 
 # --- Tiers and limits (see billing/metering/tiers.py) ----------------------------
 LITHTRIX_FREE_CALL_LIMIT = int(os.environ.get("LITHTRIX_FREE_CALL_LIMIT", "300"))
@@ -10,9 +15,22 @@ LITHTRIX_AUTH_SEEN_VALID_SECONDS = int(
     os.environ.get("LITHTRIX_AUTH_SEEN_VALID_SECONDS", str(7 * 24 * 3600))
 )
 
-# Number of reverse proxies of ours in front of the app that append to
-# X-Forwarded-For. 0: the client IP is REMOTE_ADDR and X-Forwarded-For is ignored.
-LITHTRIX_TRUSTED_PROXY_COUNT = int(os.environ.get("LITHTRIX_TRUSTED_PROXY_COUNT", "0"))
+# Networks of our own proxies (nginx, the metering gateway, a load balancer), comma
+# separated. X-Forwarded-For is believed only from a peer in them, and only past
+# their own hops (lithtrix/http.py); empty: the client IP is REMOTE_ADDR.
+LITHTRIX_TRUSTED_PROXIES = env_list("LITHTRIX_TRUSTED_PROXIES", "")
+try:
+    for _network in LITHTRIX_TRUSTED_PROXIES:
+        ipaddress.ip_network(_network, strict=False)
+except ValueError as error:
+    raise ImproperlyConfigured(f"LITHTRIX_TRUSTED_PROXIES: {error}.") from error
+# A count believed X-Forwarded-For from any peer (a client straight at gunicorn
+# could name any address); refuse to start rather than quietly drop it.
+if os.environ.get("LITHTRIX_TRUSTED_PROXY_COUNT", "0").strip() not in {"", "0"}:
+    raise ImproperlyConfigured(
+        "LITHTRIX_TRUSTED_PROXY_COUNT is gone: list your proxies' networks in "
+        "LITHTRIX_TRUSTED_PROXIES instead (e.g. 127.0.0.1 for nginx on this host)."
+    )
 
 # Metered path (README, "Benchmark"): key -> agent hints kept per process (0: off),
 # and whether a metered call's commit waits for its WAL flush (on: durable).

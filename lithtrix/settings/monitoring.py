@@ -3,7 +3,7 @@
 import os
 
 # Clients in these networks scrape without a token (the client address as the rate
-# limits see it: REMOTE_ADDR unless LITHTRIX_TRUSTED_PROXY_COUNT says otherwise).
+# limits see it: REMOTE_ADDR unless that peer is in LITHTRIX_TRUSTED_PROXIES).
 LITHTRIX_METRICS_ALLOWED_NETWORKS = os.environ.get(
     "LITHTRIX_METRICS_ALLOWED_NETWORKS", "127.0.0.0/8,::1"
 )

@@ -86,3 +86,28 @@ def test_check_deploy_flags_a_deployment_without_https():
 
     assert result.returncode != 0
     assert "security.W004" in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("LITHTRIX_TRUSTED_PROXY_COUNT", "1", "LITHTRIX_TRUSTED_PROXY_COUNT is gone"),
+        ("LITHTRIX_TRUSTED_PROXIES", "127.0.0.1,nginx.internal", "LITHTRIX_TRUSTED_PROXIES"),
+    ],
+    ids=["retired-count", "bad-network"],
+)
+def test_proxy_settings_that_cannot_be_honoured_stop_the_start(variable, value, message):
+    result = run_manage("check", env={**PRODUCTION, variable: value})
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert message in result.stderr
+
+
+def test_trusted_proxies_are_a_network_list():
+    env = {**PRODUCTION, "LITHTRIX_TRUSTED_PROXIES": "127.0.0.1, 10.0.0.0/8,::1"}
+    assert settings_value("LITHTRIX_TRUSTED_PROXIES", env) == "['127.0.0.1', '10.0.0.0/8', '::1']"
+    assert settings_value("LITHTRIX_TRUSTED_PROXIES", PRODUCTION) == "[]"
+    # The count's old "none" stays harmless.
+    env = {**PRODUCTION, "LITHTRIX_TRUSTED_PROXY_COUNT": "0"}
+    assert settings_value("LITHTRIX_TRUSTED_PROXIES", env) == "[]"

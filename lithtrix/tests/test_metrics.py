@@ -7,6 +7,7 @@ import re
 import pytest
 
 from lithtrix.metrics import observe_stripe_call
+from lithtrix.tests.test_deploy_settings import PRODUCTION, run_manage
 from testing.assertions import assert_envelope
 
 
@@ -125,3 +126,20 @@ def test_dependency_failures_are_counted(api_client, registered, monkeypatch):
         - sample(before, "lithtrix_dependency_failures_total", dependency="database")
         == 1
     )
+
+
+def test_a_missing_multiprocess_directory_is_created_before_anything_writes_to_it(tmp_path):
+    # make serve runs collectstatic (and migrate) before gunicorn's on_starting; a
+    # systemd unit's ExecStartPre does the same, on a /run directory empty at boot.
+    directory = tmp_path / "run" / "prometheus"
+
+    result = run_manage(
+        "collectstatic",
+        "--noinput",
+        "--dry-run",
+        "-v0",
+        env={**PRODUCTION, "PROMETHEUS_MULTIPROC_DIR": str(directory)},
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert directory.is_dir()

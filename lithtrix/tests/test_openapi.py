@@ -7,6 +7,8 @@ from django.core.management import call_command
 from django.urls import URLPattern, get_resolver
 from rest_framework.views import APIView
 
+from testing.assertions import assert_envelope
+
 SCHEMA = "/v1/openapi.json"
 ENVELOPE_REF = {"$ref": "#/components/schemas/ErrorEnvelope"}
 
@@ -139,6 +141,43 @@ def test_docs_page_loads_its_assets_locally(client):
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in page
     assert "/v1/openapi.json" in page
     assert "cdn" not in page.lower()
+
+
+DOCUMENTS = {"/v1/docs": "text/html; charset=utf-8", SCHEMA: "application/vnd.oai.openapi+json"}
+DOCUMENT_METHODS = "GET, HEAD, OPTIONS"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", DOCUMENTS)
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_documents_answer_get_and_head_with_the_document(client, path, method):
+    response = client.generic(method, path)
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == DOCUMENTS[path]
+    assert response["Allow"] == DOCUMENT_METHODS
+    assert bool(response.content) is (method == "GET")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", DOCUMENTS)
+def test_documents_answer_options_with_json(client, path):
+    response = client.options(path)
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert response["Allow"] == DOCUMENT_METHODS
+    assert response.json()["renders"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", DOCUMENTS)
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE", "TRACE", "PROPFIND"])
+def test_documents_refuse_other_methods_with_the_envelope(client, path, method):
+    response = client.generic(method, path)
+
+    assert_envelope(response, 405, "METHOD_NOT_ALLOWED")
+    assert response["Allow"] == DOCUMENT_METHODS
 
 
 def test_authorize_is_documented_once_for_any_method_as_metered(schema):

@@ -16,7 +16,7 @@ import requests
 from lithtrix.tests.test_multiprocess_limits import all_workers_serving, server_env
 from testing.load import Calls, Slowloris, timed_call
 from testing.nginx import start_front, stop_nginx
-from testing.servers import free_port, running_gunicorn
+from testing.servers import free_port, running_gunicorn, session_from
 
 pytestmark = [
     pytest.mark.slow,
@@ -47,8 +47,10 @@ def envelope(response: requests.Response, status: int, error_code: str) -> dict:
 def app(redis_url, tmp_path):
     env = server_env(
         redis_url,
-        LITHTRIX_TRUSTED_PROXY_COUNT="1",
-        LITHTRIX_REGISTER_RATE="1000/m",
+        LITHTRIX_TRUSTED_PROXIES="127.0.0.1",
+        # Only nginx's own address scrapes; other loopback addresses are outsiders.
+        LITHTRIX_METRICS_ALLOWED_NETWORKS="127.0.0.1/32",
+        LITHTRIX_REGISTER_RATE="10/m",
         LITHTRIX_FREE_RATE="100000/m",
         LITHTRIX_FREE_CALL_LIMIT="100000",
     )
@@ -213,3 +215,36 @@ def test_upstream_down_is_a_502_envelope(tmp_path):
     assert response.headers["X-Request-Id"] == "down-1"
     assert response.headers["Retry-After"] == "5"
     assert response.headers["Cache-Control"] == "no-store"
+
+
+def register(session: requests.Session, url: str, n: int, forwarded_for: str) -> int:
+    response = session.post(
+        f"{url}/v1/register",
+        json={"agent_name": f"spoofer-{n}", "owner_identifier": "spoof@example.com"},
+        headers={"X-Forwarded-For": forwarded_for},
+        timeout=10,
+    )
+    return response.status_code
+
+
+def test_forwarded_for_from_a_peer_that_is_not_a_proxy_is_ignored(app, front):
+    """Only nginx (127.0.0.1) is a trusted proxy: a client straight at gunicorn
+    cannot name its address, through nginx it is the address nginx saw."""
+    outsider = session_from("127.0.0.2")
+
+    spoofed = outsider.get(
+        f"{app.url}/metrics", headers={"X-Forwarded-For": "127.0.0.1"}, timeout=10
+    )
+    envelope(spoofed, 404, "NOT_FOUND")
+    # Through nginx: nginx appends the address it saw, which is what counts.
+    through = outsider.get(f"{front}/metrics", headers={"X-Forwarded-For": "127.0.0.1"}, timeout=10)
+    envelope(through, 404, "NOT_FOUND")
+    # nginx's own address may scrape: the 404s above are the spoof refused.
+    assert requests.get(f"{app.url}/metrics", timeout=10).status_code == 200
+
+    # 10 registrations a minute per address, whatever address each one claims.
+    statuses = [register(outsider, app.url, n, f"198.51.100.{n}") for n in range(12)]
+    assert statuses == [201] * 10 + [429] * 2
+    # The same client through nginx is the same address; another client is not.
+    assert register(outsider, front, 12, "198.51.100.99") == 429
+    assert register(session_from("127.0.0.3"), front, 13, "127.0.0.2") == 201
