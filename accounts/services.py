@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from accounts.models import Agent, AgentEvent
 from accounts.signals import agent_deletion_requested
+from events.services import event_record
 from keys.models import KeyEvent
 from keys.services import api_key_issue, api_keys_revoke_all
 from lithtrix.errors import AgentAlreadyExistsError
@@ -56,7 +57,9 @@ def agent_set_tier(
     """Set ``agent``'s tier; returns False (and writes nothing) when it already had it.
 
     One conditional UPDATE, so repeated or concurrent calls (webhook retries, admin
-    double clicks) change the tier and write the audit row once.
+    double clicks) change the tier and write the audit row once. A change by staff
+    (``actor``) is told to the owner here (billing.tier_changed); changes that Stripe
+    drives record theirs where they are decided, with Stripe's facts.
     """
     changed = (
         Agent.objects.filter(pk=agent.pk)
@@ -71,6 +74,12 @@ def agent_set_tier(
             reason=reason,
             data={"tier": tier, **(data or {})},
         )
+        if actor is not None:
+            event_record(
+                agent=agent,
+                type="billing.tier_changed",
+                data={"tier": tier, "reason": "changed_by_support"},
+            )
     agent.tier = tier
     return bool(changed)
 
@@ -104,7 +113,9 @@ def agent_delete(*, agent: Agent, actor: User | None = None, reason: str = "") -
     ApiError aborts with nothing changed). Then one durable transaction, with the
     agent's row locked: every key revoked, agent_name and owner_identifier replaced
     by "deleted-<id>" (the pair may register again), deleted_at set, IP addresses
-    dropped from its audit rows, and an AgentEvent. Usage counts and audit rows stay.
+    dropped from its audit rows, an AgentEvent, and an agent.deleted event for the
+    owner (holding the name and owner the tombstone erases). Usage counts and audit
+    rows stay.
     Returns False (and changes nothing) when the agent was already deleted.
     """
     agent_deletion_requested.send(sender=Agent, agent=agent)
@@ -119,6 +130,16 @@ def agent_delete(*, agent: Agent, actor: User | None = None, reason: str = "") -
         if locked is None:
             return False
         now = timezone.now()
+        # Recorded before the tombstone erases them: the notice goes to this owner.
+        event_record(
+            agent=agent,
+            type="agent.deleted",
+            data={
+                "agent_name": locked.agent_name,
+                "owner_identifier": locked.owner_identifier,
+                "source": "admin" if actor is not None else "agent",
+            },
+        )
         api_keys_revoke_all(agent=agent, actor=actor, reason="Agent deleted")
         tombstone = f"deleted-{agent.pk}"
         Agent.objects.filter(pk=agent.pk).update(

@@ -13,7 +13,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Agent
-from keys.crypto import generate_key, hash_key, is_well_formed
+from events.services import event_record
+from keys.crypto import DISPLAY_PREFIX_LENGTH, generate_key, hash_key, is_well_formed
 from keys.models import ApiKey, KeyEvent
 from keys.selectors import working_keys_condition
 from lithtrix.errors import InvalidApiKeyError
@@ -150,10 +151,19 @@ def api_key_revoke(
     reason: str = "",
     ip: str | None = None,
 ) -> bool:
-    """Revoke ``api_key`` for good. Returns False when it was already revoked (idempotent)."""
-    return _revoke_where(
+    """Revoke ``api_key`` for good. Returns False when it was already revoked (idempotent).
+
+    Revoked by staff (``actor``): the owner is told (key.revoked_by_support), in the
+    same transaction.
+    """
+    revoked = _revoke_where(
         Q(revoked_at__isnull=True), api_key=api_key, actor=actor, reason=reason, ip=ip
     )
+    if revoked and actor is not None:
+        event_record(
+            agent=api_key.agent, type="key.revoked_by_support", data={"prefix": api_key.prefix}
+        )
+    return revoked
 
 
 def _revoke_where(
@@ -184,6 +194,8 @@ def api_key_reissue(
 ) -> str | None:
     """Revoke every working key of ``agent`` and issue a new one (support, for a lost key).
 
+    The owner is told (key.reissued_by_support, one event for the whole reissue).
+
     ``expected_working_keys``: the ids of the working keys the caller was shown. When
     the agent's working keys are no longer exactly those, nothing is done and None is
     returned: of two submissions of one support page (a double click, a reload of
@@ -202,8 +214,16 @@ def api_key_reissue(
     if shown is not None and {k.pk for k in unrevoked} != set(shown):
         return None
     for api_key in unrevoked:
-        api_key_revoke(api_key=api_key, actor=actor, reason=reason, ip=ip)
-    return _issue(agent=agent, ip=ip, actor=actor, reason=reason)
+        _revoke_where(
+            Q(revoked_at__isnull=True), api_key=api_key, actor=actor, reason=reason, ip=ip
+        )
+    key = _issue(agent=agent, ip=ip, actor=actor, reason=reason)
+    event_record(
+        agent=agent,
+        type="key.reissued_by_support",
+        data={"prefix": key[:DISPLAY_PREFIX_LENGTH], "revoked": [k.prefix for k in unrevoked]},
+    )
+    return key
 
 
 @transaction.atomic
@@ -271,7 +291,8 @@ def api_keys_report_leaked(*, reports: list[LeakReport], ip: str | None = None) 
 
     ``true_positive``: the token is a key this service issued (revoked now if it
     still worked); ``false_positive``: it is not. Each revocation is its own
-    transaction with a KeyEvent naming where the key was found.
+    transaction with a KeyEvent naming where the key was found and a key.leaked event
+    for the owner (none when the key had already stopped working).
     """
     results = []
     for report in reports:
@@ -282,11 +303,19 @@ def api_keys_report_leaked(*, reports: list[LeakReport], ip: str | None = None) 
             else None
         )
         if api_key is not None:
-            api_key_revoke_working(
-                api_key=api_key,
-                reason=_leak_reason(report),
-                ip=ip,
-            )
+            with transaction.atomic():
+                revoked = api_key_revoke_working(
+                    api_key=api_key,
+                    reason=_leak_reason(report),
+                    ip=ip,
+                )
+                if revoked:
+                    # GitHub's step 5: the user is told of the revocation.
+                    event_record(
+                        agent=api_key.agent,
+                        type="key.leaked",
+                        data={"prefix": api_key.prefix, "url": report.url, "source": report.source},
+                    )
         results.append(
             {
                 "token_hash": token_hash,

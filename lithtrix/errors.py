@@ -13,12 +13,13 @@ from typing import Any
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.db import InterfaceError as DatabaseInterfaceError
 from django.db import OperationalError as DatabaseOperationalError
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 
 from lithtrix import outages
 from lithtrix.middleware import request_id_of
+from lithtrix.responses import json_response
 
 logger = logging.getLogger("lithtrix.errors")
 
@@ -110,7 +111,8 @@ class AgentAlreadyExistsError(ApiError):
     error_code = "AGENT_ALREADY_EXISTS"
     default_message = (
         "An agent with this agent_name and owner_identifier already exists. "
-        "Use key rotation to get a new key."
+        "Its key was lost? Repeat the first request with its Idempotency-Key to get "
+        "the first answer again, or ask support to reissue the agent's key."
     )
 
 
@@ -262,12 +264,9 @@ def to_api_error(exc: BaseException) -> ApiError:
     return InternalError()
 
 
-def api_error_response(error: ApiError, request: HttpRequest | None = None) -> JsonResponse:
+def api_error_response(error: ApiError, request: HttpRequest | None = None) -> HttpResponse:
     """The envelope as a plain Django response (for code outside DRF views)."""
-    # Compact, like DRF's renderer: one envelope looks the same from every code path.
-    response = JsonResponse(
-        error.body(), status=error.status_code, json_dumps_params={"separators": (",", ":")}
-    )
+    response = json_response(error.body(), status=error.status_code)
     for name, value in error.headers.items():
         response[name] = value
     request_id = request_id_of(request) if request is not None else None
@@ -279,7 +278,7 @@ def api_error_response(error: ApiError, request: HttpRequest | None = None) -> J
     return response
 
 
-def refuse_method(request: HttpRequest, allowed: tuple[str, ...]) -> JsonResponse | None:
+def refuse_method(request: HttpRequest, allowed: tuple[str, ...]) -> HttpResponse | None:
     """The 405 envelope, with Allow, for a plain view that answers only ``allowed``;
     None when the request's method is one of them."""
     if request.method in allowed:
@@ -320,15 +319,15 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
 # --- Django-level handlers (urls.py handler404 / handler500, catch-all routes) ---
 
 
-def not_found_view(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+def not_found_view(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     return api_error_response(NotFoundError(), request)
 
 
-def server_error_view(request: HttpRequest) -> JsonResponse:
+def server_error_view(request: HttpRequest) -> HttpResponse:
     return api_error_response(InternalError(), request)
 
 
-def bad_request_view(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+def bad_request_view(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if isinstance(exception, RequestDataTooBig):
         return api_error_response(PayloadTooLargeError(), request)
     return api_error_response(ValidationError("The request was rejected as invalid."), request)
@@ -336,7 +335,7 @@ def bad_request_view(request: HttpRequest, exception: Exception | None = None) -
 
 def permission_denied_view(
     request: HttpRequest, exception: Exception | None = None
-) -> JsonResponse:
+) -> HttpResponse:
     return api_error_response(PermissionDeniedError(), request)
 
 

@@ -11,26 +11,27 @@ from collections.abc import Callable
 
 from django.core.cache import cache
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse
 
 from lithtrix import outages
 from lithtrix.errors import ServiceUnavailableError, api_error_response, refuse_method
+from lithtrix.responses import json_response
 
 
-def require_safe(view: Callable[[HttpRequest], JsonResponse]) -> Callable:
+def require_safe(view: Callable[[HttpRequest], HttpResponse]) -> Callable:
     """GET and HEAD only; any other method gets the 405 envelope."""
 
     @functools.wraps(view)
-    def wrapper(request: HttpRequest) -> JsonResponse:
+    def wrapper(request: HttpRequest) -> HttpResponse:
         return refuse_method(request, ("GET", "HEAD")) or view(request)
 
     return wrapper
 
 
 @require_safe
-def healthz(request: HttpRequest) -> JsonResponse:
+def healthz(request: HttpRequest) -> HttpResponse:
     """The process is up and answering; touches neither database nor cache."""
-    return JsonResponse({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 def _check_database() -> None:
@@ -52,7 +53,7 @@ READINESS_CHECKS = {"database": _check_database, "cache": _check_cache}
 
 
 @require_safe
-def readyz(request: HttpRequest) -> JsonResponse:
+def readyz(request: HttpRequest) -> HttpResponse:
     """200 when the database and the cache answer; 503 envelope naming what failed."""
     checks: dict[str, str] = {}
     for name, check in READINESS_CHECKS.items():
@@ -71,4 +72,4 @@ def readyz(request: HttpRequest) -> JsonResponse:
             f"Not ready: {', '.join(failed)} unreachable.", extra={"checks": checks}
         )
         return api_error_response(error, request)
-    return JsonResponse({"status": "ok", "checks": checks})
+    return json_response({"status": "ok", "checks": checks})

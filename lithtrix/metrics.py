@@ -9,6 +9,8 @@ The names an operator alerts on (see README, "Monitoring"):
 - lithtrix_rate_limit_store_failures_total{action="open"|"closed"}
 - lithtrix_stripe_calls_total{outcome} and lithtrix_stripe_call_duration_seconds
 - lithtrix_dependency_failures_total{dependency="database"|"cache"}
+- lithtrix_jobs_queued, lithtrix_jobs_oldest_queued_age_seconds, lithtrix_jobs_dead
+  (the job queue, read from the database at scrape time)
 
 With several server processes (gunicorn workers), set PROMETHEUS_MULTIPROC_DIR to
 an empty directory writable by every worker: each process writes its values
@@ -24,7 +26,7 @@ import hmac
 import ipaddress
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cache
 
 from django.conf import settings
@@ -38,6 +40,8 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from lithtrix.http import bearer_token, client_ip
 
@@ -74,6 +78,56 @@ STRIPE_LATENCY = Histogram(
 DEPENDENCY_FAILURES = Counter(
     "lithtrix_dependency_failures", "Failed uses of a dependency.", ["dependency"]
 )
+
+
+class JobQueueCollector(Collector):
+    """The job queue's state, read at scrape time: two small aggregates, no counter to
+    keep in step. A database that does not answer leaves these series out rather
+    than failing the scrape."""
+
+    NAMES = {
+        "lithtrix_jobs_queued": "Jobs waiting for a worker.",
+        "lithtrix_jobs_oldest_queued_age_seconds": (
+            "How long the oldest waiting job has waited (0 when none waits)."
+        ),
+        "lithtrix_jobs_dead": "Jobs that failed every try (the admin's failed tasks, to resubmit).",
+    }
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        # Registering asks for the names; without this it would collect (a query at import).
+        for name, documentation in self.NAMES.items():
+            yield GaugeMetricFamily(name, documentation)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from django.db import DatabaseError
+        from django.db.models import Count, Min
+        from django.utils import timezone
+        from django_q.models import Failure, OrmQ
+
+        now = timezone.now()
+        try:
+            # Waiting: not handed to a worker, or handed to one that died (its lock,
+            # now + Q_CLUSTER["retry"], has passed).
+            waiting = OrmQ.objects.filter(lock__lte=now).aggregate(
+                n=Count("id"), oldest=Min("lock")
+            )
+            dead = Failure.objects.count()
+        except DatabaseError:
+            return
+        oldest = waiting["oldest"]
+        values = {
+            "lithtrix_jobs_queued": waiting["n"],
+            "lithtrix_jobs_oldest_queued_age_seconds": (
+                (now - oldest).total_seconds() if oldest is not None else 0.0
+            ),
+            "lithtrix_jobs_dead": dead,
+        }
+        for name, documentation in self.NAMES.items():
+            yield GaugeMetricFamily(name, documentation, value=values[name])
+
+
+JOB_QUEUE = JobQueueCollector()
+REGISTRY.register(JOB_QUEUE)
 
 
 def observe_stripe_call(outcome: str, seconds: float) -> None:
@@ -151,6 +205,7 @@ def exposition() -> bytes:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         prometheus_multiprocess.MultiProcessCollector(registry)
+        registry.register(JOB_QUEUE)
         return generate_latest(registry)
     return generate_latest(REGISTRY)
 

@@ -64,9 +64,35 @@ class OverLimitFilter(admin.SimpleListFilter):
         return queryset
 
 
+class DeletedFilter(admin.SimpleListFilter):
+    """Deleted agents (tombstones) apart from the live ones."""
+
+    title = "deleted"
+    parameter_name = "deleted"
+
+    def lookups(self, request, model_admin):
+        return [("no", "No"), ("yes", "Yes")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(deleted_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(deleted_at__isnull=True)
+        return queryset
+
+
 def short_datetime(value: datetime.datetime | None) -> str | None:
-    """2026-11-27 09:40 (UTC): the width of a column, not of a sentence."""
-    return None if value is None else date_format(localtime(value), "Y-m-d H:i")
+    """2026-11-27 09:40 UTC: the console's one format (lithtrix/formats)."""
+    return None if value is None else date_format(localtime(value), "DATETIME_FORMAT")
+
+
+def tombstone_label(agent: Agent) -> str:
+    """A deleted agent's "deleted-<uuid>" name, short: the width of a column."""
+    return format_html(
+        '<span class="tombstone" title="{}">deleted · {}…</span>',
+        agent.agent_name,
+        str(agent.pk)[:8],
+    )
 
 
 def cap_badge(agent: Agent) -> str:
@@ -87,8 +113,8 @@ def cap_badge(agent: Agent) -> str:
 @admin.register(Agent)
 class AgentAdmin(AgentActionsMixin, AgentBulkActionsMixin, LargeTableAdmin):
     list_display = (
-        "agent_name",
-        "owner_identifier",
+        "name",
+        "owner",
         "tier",
         "calls_total",
         "call_limit",
@@ -97,7 +123,7 @@ class AgentAdmin(AgentActionsMixin, AgentBulkActionsMixin, LargeTableAdmin):
         "last_metered_call",
         "registered",
     )
-    list_filter = ("tier", OverLimitFilter)
+    list_filter = ("tier", OverLimitFilter, DeletedFilter)
     # Prefix matches: UPPER(col) LIKE 'TERM%' has an index on PostgreSQL (migration 0002).
     search_fields = ("^agent_name", "^owner_identifier")
     search_help_text = (
@@ -105,7 +131,7 @@ class AgentAdmin(AgentActionsMixin, AgentBulkActionsMixin, LargeTableAdmin):
         f"or key prefix ({KEY_PREFIX}…)."
     )
     # Only orderings an index serves: (calls_total, id), created_at, (agent_name, owner).
-    sortable_by = ("agent_name", "calls_total", "registered")
+    sortable_by = ("name", "calls_total", "registered")
     ordering = ("-created_at",)
     actions = ("grant_pro", "remove_pro", "reset_usage")
     readonly_fields = (
@@ -177,6 +203,14 @@ class AgentAdmin(AgentActionsMixin, AgentBulkActionsMixin, LargeTableAdmin):
 
     # No cascading delete (LargeTableAdmin.has_delete_permission): "Delete agent"
     # goes through accounts.services.agent_delete, which keeps the audit rows.
+
+    @admin.display(description="agent name", ordering="agent_name")
+    def name(self, agent: Agent) -> str:
+        return tombstone_label(agent) if agent.deleted_at else agent.agent_name
+
+    @admin.display(description="owner identifier")
+    def owner(self, agent: Agent) -> str:
+        return tombstone_label(agent) if agent.deleted_at else agent.owner_identifier
 
     @admin.display(description="limit")
     def call_limit(self, agent: Agent) -> str:

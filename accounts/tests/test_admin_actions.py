@@ -14,9 +14,11 @@ from django.test import Client
 from accounts.models import Agent, AgentEvent, Tier
 from accounts.services import agent_set_tier
 from accounts.tests.conftest import agent_url, set_calls
+from events.models import Event
 from keys.crypto import hash_key, is_well_formed
 from keys.models import ApiKey, KeyEvent
 from keys.selectors import working_api_key_with_agent
+from testing.jobs import queued_dispatches
 
 
 def working_keys(agent) -> str:
@@ -319,3 +321,67 @@ def test_reissue_key_submitted_twice_at_once_reissues_once(admin_user, make_agen
     assert ApiKey.objects.filter(agent=registered.agent).count() == 2
     assert ApiKey.objects.filter(agent=registered.agent, revoked_at__isnull=True).count() == 1
     assert KeyEvent.objects.filter(agent=registered.agent, actor=admin_user).count() == 2
+
+
+def events_of(agent) -> list[tuple[str, dict]]:
+    return list(Event.objects.filter(agent=agent).values_list("type", "data"))
+
+
+@pytest.mark.django_db
+def test_admin_revoke_key_tells_the_owner_once(admin_client, registered):
+    api_key = ApiKey.objects.get(agent=registered.agent)
+    url = agent_url(registered.agent, f"keys/{api_key.pk}/revoke")
+
+    admin_client.post(url, {"reason": "leaked"})
+    admin_client.post(url, {"reason": "twice"})
+
+    assert events_of(registered.agent) == [("key.revoked_by_support", {"prefix": api_key.prefix})]
+    assert len(queued_dispatches()) == 1
+
+
+@pytest.mark.django_db
+def test_admin_reissue_key_tells_the_owner(admin_client, registered):
+    old = ApiKey.objects.get(agent=registered.agent)
+
+    admin_client.post(
+        agent_url(registered.agent, "reissue-key"),
+        {"reason": "lost", "working_keys": working_keys(registered.agent)},
+    )
+
+    [(kind, data)] = events_of(registered.agent)
+    new = ApiKey.objects.get(agent=registered.agent, revoked_at__isnull=True)
+    assert (kind, data) == (
+        "key.reissued_by_support",
+        {"prefix": new.prefix, "revoked": [old.prefix]},
+    )
+
+
+@pytest.mark.django_db
+def test_admin_tier_change_tells_the_owner_once(admin_client, registered):
+    url = agent_url(registered.agent, "set-tier")
+
+    admin_client.post(url, {"tier": "pro", "reason": "goodwill"})
+    admin_client.post(url, {"tier": "pro", "reason": "goodwill"})
+
+    assert events_of(registered.agent) == [
+        ("billing.tier_changed", {"tier": "pro", "reason": "changed_by_support"})
+    ]
+
+
+@pytest.mark.django_db
+def test_bulk_tier_change_tells_each_owner(admin_client, make_agent):
+    agents = [make_agent().agent for _ in range(2)]
+
+    bulk(admin_client, "grant_pro", agents, confirm="yes", reason="partners")
+
+    for agent in agents:
+        assert events_of(agent) == [
+            ("billing.tier_changed", {"tier": "pro", "reason": "changed_by_support"})
+        ]
+
+
+@pytest.mark.django_db
+def test_a_tier_change_without_staff_is_not_recorded_here(registered):
+    agent_set_tier(agent=registered.agent, tier="pro", reason="Stripe")
+
+    assert events_of(registered.agent) == []

@@ -9,8 +9,9 @@ import pytest
 from django.contrib import admin
 
 from accounts.models import AgentEvent, Tier
-from accounts.services import agent_set_tier
-from accounts.tests.conftest import AGENTS_URL, agent_url
+from accounts.services import agent_delete, agent_set_tier
+from accounts.tests.conftest import AGENTS_URL, agent_url, set_calls
+from keys.models import ApiKey
 
 STRIPE_PAGES = {"customer", "subscription", "invoice", "paymentmethod", "event"}
 
@@ -30,7 +31,7 @@ def test_index_leads_with_usage_then_agents_and_keys(support_client):
     response = support_client.get("/admin/")
 
     labels = [app["app_label"] for app in response.context["app_list"]]
-    assert labels == ["accounts", "keys", "billing", "djstripe"]
+    assert labels == ["accounts", "keys", "billing", "events", "djstripe"]
     html = response.content.decode()
     assert html.index('id="usage-summary"') < html.index('class="app-accounts')
 
@@ -100,3 +101,70 @@ def test_audit_trail_names_who_acted(admin_client, admin_user, registered):
         for who in by.values():
             assert f">{who}<" in html, who
     assert "the agent or Stripe" not in page.content.decode()
+
+
+# --- deleted agents and dates ---------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_index_counts_deleted_agents_apart(admin_client, make_agent, settings):
+    make_agent(name="alive")
+    gone = set_calls(make_agent(name="gone").agent, settings.LITHTRIX_FREE_CALL_LIMIT)
+    agent_delete(agent=gone)
+
+    response = admin_client.get("/admin/")
+
+    summary = response.context["summary"]
+    assert summary.agents_by_tier == {"free": 1, "pro": 0}
+    assert summary.registrations_last_7_days == 1
+    assert summary.over_limit == 0
+    assert summary.deleted == 1
+    html = response.content.decode()
+    assert re.search(r'id="summary-deleted">1<', html)
+    assert 'href="/admin/accounts/agent/?deleted=yes"' in html
+
+
+@pytest.mark.django_db
+def test_agent_list_shows_a_deleted_agent_short_and_filters_it(admin_client, make_agent):
+    make_agent(name="alive")
+    gone = make_agent(name="gone").agent
+    agent_delete(agent=gone)
+    tombstone = f"deleted-{gone.pk}"
+
+    listing = admin_client.get(AGENTS_URL).content.decode()
+    deleted_only = admin_client.get(AGENTS_URL, {"deleted": "yes"})
+    live_only = admin_client.get(AGENTS_URL, {"deleted": "no"})
+
+    short = f"deleted · {str(gone.pk)[:8]}…"
+    assert listing.count(f'<span class="tombstone" title="{tombstone}">{short}</span>') == 2
+    assert f">{tombstone}<" not in listing  # never the 44-character name as text
+    assert [a.pk for a in deleted_only.context["cl"].result_list] == [gone.pk]
+    assert [a.agent_name for a in live_only.context["cl"].result_list] == ["alive"]
+
+
+UTC_TIME = re.compile(r"\b\d{4}-\d\d-\d\d \d\d:\d\d UTC\b")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "page",
+    ["agent list", "agent page", "key list", "key page", "key events", "agent events"],
+)
+def test_every_console_page_writes_times_one_way_in_utc(admin_client, make_agent, page):
+    agent = make_agent(name="timed").agent
+    key = ApiKey.objects.get(agent=agent)
+    url = {
+        "agent list": AGENTS_URL,
+        "agent page": agent_url(agent),
+        "key list": "/admin/keys/apikey/",
+        "key page": f"/admin/keys/apikey/{key.pk}/change/",
+        "key events": "/admin/keys/keyevent/",
+        "agent events": "/admin/accounts/agentevent/",
+    }[page]
+
+    html = admin_client.get(url).content.decode()
+
+    written = agent.created_at.strftime("%Y-%m-%d %H:")
+    assert any(time.startswith(written) for time in UTC_TIME.findall(html)), html[-2000:]
+    for other in ("a.m.", "p.m.", "midnight", "noon"):
+        assert other not in html

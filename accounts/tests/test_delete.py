@@ -8,9 +8,11 @@ from django.test import Client
 from accounts.models import Agent, AgentEvent
 from accounts.signals import agent_deletion_requested
 from billing.models import DailyUsage
+from events.models import Event
 from keys.models import ApiKey, KeyEvent
 from lithtrix.errors import PaymentProviderError
 from testing.assertions import assert_envelope
+from testing.jobs import queued_dispatches
 
 ME = "/v1/me"
 
@@ -218,3 +220,33 @@ def test_a_rotation_racing_the_deletion_leaves_no_working_key(make_agent):
     assert statuses["rotate"] in {200, 401}
     assert not ApiKey.objects.filter(agent=registered.agent, revoked_at__isnull=True).exists()
     assert Agent.objects.get(pk=registered.agent.pk).deleted_at is not None
+
+
+@pytest.mark.django_db
+def test_delete_tells_the_owner_it_erases(api_client, registered):
+    delete(api_client, registered, {"confirm": "my-agent"})
+    delete(api_client, registered, {"confirm": "my-agent"})
+
+    [event] = Event.objects.filter(agent=registered.agent)
+    assert (event.type, event.data) == (
+        "agent.deleted",
+        {"agent_name": "my-agent", "owner_identifier": "you@example.com", "source": "agent"},
+    )
+    assert queued_dispatches() == [event.id]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_deletion_rolled_back_leaves_no_event_and_no_job(registered, monkeypatch):
+    from accounts import services
+
+    def fail(**kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(services, "api_keys_revoke_all", fail)
+
+    with pytest.raises(RuntimeError):
+        services.agent_delete(agent=registered.agent)
+
+    assert Agent.objects.get(pk=registered.agent.pk).deleted_at is None
+    assert not Event.objects.exists()
+    assert queued_dispatches() == []

@@ -56,6 +56,10 @@ def test_register_same_pair_twice_is_conflict(api_client):
     body = assert_envelope(post_json(api_client, REGISTER, payload), 409, "AGENT_ALREADY_EXISTS")
 
     assert "details" not in body
+    # Rotation needs the very key that was lost: the message names the ways back.
+    assert "rotat" not in body["message"]
+    assert "Idempotency-Key" in body["message"]
+    assert "support" in body["message"]
     assert Agent.objects.count() == 1
     assert ApiKey.objects.count() == 1
 

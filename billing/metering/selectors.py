@@ -102,6 +102,7 @@ class UsageOverview:
     calls_last_7_days: int
     refused_today: int
     registrations_last_7_days: int
+    deleted: int  # tombstones, counted apart from every figure above
 
     @property
     def agents_total(self) -> int:
@@ -109,12 +110,14 @@ class UsageOverview:
 
 
 def usage_overview() -> UsageOverview:
-    """Agents per tier, over-limit agents, metered and refused calls, registrations (four queries).
+    """Live agents per tier, over-limit agents, metered and refused calls,
+    registrations, and deleted agents apart (five queries).
 
-    Each query is an index-only or index range scan: (tier, calls_total) for the
-    first two, DailyUsage.date and Agent.created_at for the others.
+    Each query is an index or index range scan: (tier, calls_total) for the first
+    two, DailyUsage.date and Agent.created_at for the others; tombstones are few.
     """
-    counts = dict(Agent.objects.order_by().values_list("tier").annotate(n=Count("*")))
+    live = Agent.objects.filter(deleted_at__isnull=True)
+    counts = dict(live.order_by().values_list("tier").annotate(n=Count("*")))
     today = utc_today()
     calls = DailyUsage.objects.filter(date__gte=today - datetime.timedelta(days=6)).aggregate(
         week=Sum("calls"),
@@ -123,13 +126,14 @@ def usage_overview() -> UsageOverview:
     )
     return UsageOverview(
         agents_by_tier={tier: counts.get(tier, 0) for tier in Tier.values},
-        over_limit=Agent.objects.filter(over_limit_condition()).count(),
+        over_limit=live.filter(over_limit_condition()).count(),
         calls_today=calls["today"] or 0,
         calls_last_7_days=calls["week"] or 0,
         refused_today=calls["refused_today"] or 0,
-        registrations_last_7_days=Agent.objects.filter(
+        registrations_last_7_days=live.filter(
             created_at__gte=timezone.now() - datetime.timedelta(days=7)
         ).count(),
+        deleted=Agent.objects.filter(deleted_at__isnull=False).count(),
     )
 
 

@@ -1,4 +1,4 @@
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import viewsets
@@ -10,6 +10,7 @@ from billing.metering.meter import meter_presented_key
 from billing.metering.serializers import BillingSerializer, UsageSerializer
 from keys.requests import request_agent
 from lithtrix.errors import ApiError, api_error_response
+from lithtrix.responses import json_response
 
 
 class BillingViewSet(viewsets.ViewSet):
@@ -93,7 +94,7 @@ def authorize(request: HttpRequest) -> HttpResponse:
     except ApiError as error:
         return api_error_response(error, request)
     agent_id = str(call.agent_id)
-    response = JsonResponse({"agent_id": agent_id, "tier": call.tier})
+    response = json_response({"agent_id": agent_id, "tier": call.tier})
     response["X-Agent-Id"] = agent_id
     response["X-Agent-Tier"] = call.tier
     return response

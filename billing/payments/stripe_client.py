@@ -197,11 +197,15 @@ def publishable_key() -> str:
 
 
 @contextmanager
-def translated_errors(action: str, *, missing_field: str | None = None) -> Iterator[None]:
+def translated_errors(
+    action: str, *, missing_field: str | None = None, missing_is_expected: bool = False
+) -> Iterator[None]:
     """Stripe's exceptions -> the API's errors. Messages never carry a key.
 
     ``missing_field``: the request field whose Stripe id, when Stripe does not know
     it, makes the caller's request invalid (400) rather than Stripe's answer (502).
+    ``missing_is_expected``: a 404 is an answer the caller looks for (an object made
+    on first use), logged at INFO; it still raises PaymentProviderError.
     """
     try:
         yield
@@ -214,6 +218,9 @@ def translated_errors(action: str, *, missing_field: str | None = None) -> Itera
             raise ValidationError(
                 details={missing_field: ["Stripe does not know this id."]}
             ) from exc
+        if missing_is_expected and exc.http_status == 404:
+            logger.info("stripe %s: not found (yet)", action)
+            raise PaymentProviderError() from exc
         _log_provider_error(action, exc)
         raise PaymentProviderError() from exc
     except stripe.StripeError as exc:
@@ -381,4 +388,6 @@ def pro_plan_create(*, plan_id: str, amount: int, currency: str, product_name: s
 
 
 def plan_retrieve(*, plan_id: str) -> Any:
-    return _call("plan.retrieve", stripe.Plan.retrieve, plan_id)
+    # Before the local Pro plan is made, its 404 is the expected answer.
+    with translated_errors("plan.retrieve", missing_is_expected=True):
+        return stripe.Plan.retrieve(plan_id, api_key=api_key())

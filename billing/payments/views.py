@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import stripe
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from djstripe.views import ProcessWebhookView
 from drf_spectacular.utils import OpenApiExample, extend_schema
@@ -26,6 +26,7 @@ from idempotency.views import IdempotentViewSetMixin, idempotent
 from keys.requests import request_agent
 from lithtrix import errors, openapi
 from lithtrix.errors import BillingInProgressError
+from lithtrix.responses import json_response
 
 logger = logging.getLogger("billing.payments.views")
 
@@ -235,7 +236,7 @@ def _webhook_failure_response(request: HttpRequest, exc: Exception) -> HttpRespo
             payload["id"],
             payload["type"],
         )
-        return JsonResponse({"received": True, "processed": False, "reason": "object_gone"})
+        return json_response({"received": True, "processed": False, "reason": "object_gone"})
     if cause is not None:
         logger.warning(
             "Stripe event %s (%s) not processed, Stripe will retry: %s http_status=%s",

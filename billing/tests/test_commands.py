@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import sys
 
 import pytest
@@ -102,3 +103,16 @@ def test_make_run_with_stripe_keys_starts_nothing_local(monkeypatch, capfd):
 
 def test_localstripe_of_the_suite_listens_on_loopback_only(localstripe_url):
     assert localstripe_url.startswith("http://127.0.0.1:")
+
+
+def test_localstripe_setup_logs_the_pro_plan_not_yet_made_at_info(local_stripe, caplog):
+    caplog.set_level(logging.INFO, logger="billing.stripe")
+
+    run("billing_localstripe_setup", "--pro-plan", "price_lithtrix_pro_monthly")
+
+    lines = [record for record in caplog.records if record.name == "billing.stripe"]
+    assert [r.getMessage() for r in lines if r.levelno >= logging.WARNING] == []
+    assert any(
+        r.levelno == logging.INFO and r.getMessage() == "stripe plan.retrieve: not found (yet)"
+        for r in lines
+    )

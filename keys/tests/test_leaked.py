@@ -9,11 +9,13 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from events.models import Event
 from keys import secret_scanning
 from keys.crypto import generate_key
 from keys.models import ApiKey, KeyEvent
 from lithtrix.parsers import MAX_JSON_DEPTH
 from testing.assertions import assert_envelope
+from testing.jobs import queued_dispatches
 
 LEAKED = "/v1/keys/leaked"
 ME = "/v1/me"
@@ -356,3 +358,22 @@ def test_a_report_with_only_the_required_fields_revokes_the_key(
     event = KeyEvent.objects.get(agent=registered.agent, kind="revoked")
     assert event.reason.startswith("Reported leaked by secret scanning")
     assert item.get("url", "") in event.reason
+
+
+@pytest.mark.django_db
+def test_a_revoked_leaked_key_is_told_to_its_owner_once(api_client, registered, github_key):
+    body = report(registered.api_key)
+
+    post(api_client, body, signed(github_key, body))
+    post(api_client, body, signed(github_key, body))
+
+    [event] = Event.objects.filter(agent=registered.agent)
+    assert (event.type, event.data) == (
+        "key.leaked",
+        {
+            "prefix": registered.api_key[:12],
+            "url": "https://github.com/octo/repo/blob/abc/config.py#L0",
+            "source": "content",
+        },
+    )
+    assert queued_dispatches() == [event.id]

@@ -29,3 +29,7 @@ AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "lithtrix.http.client_ip"
 # Lockouts go to the log as one WARNING line (axes' own logger), not as a traceback.
 AXES_VERBOSE = False
+
+# One date format in every admin page and template, in UTC, saying so
+# (lithtrix/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["lithtrix.formats"]

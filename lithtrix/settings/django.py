@@ -31,6 +31,8 @@ INSTALLED_APPS = [
     "keys",
     "billing",
     "idempotency",
+    # Events recorded with their cause and dispatched by the job system.
+    "events",
     # The job system (lithtrix/settings/jobs.py).
     "django_q",
     "djstripe",

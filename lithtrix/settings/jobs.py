@@ -28,3 +28,23 @@ Q_CLUSTER = {
     "catch_up": False,
     "sync": env_bool("LITHTRIX_JOBS_SYNC"),
 }
+
+# A job that raises is tried again after LITHTRIX_JOB_BACKOFF_SECONDS, doubling each
+# time up to LITHTRIX_JOB_BACKOFF_MAX_SECONDS, LITHTRIX_JOB_TRIES times in all
+# (events.jobs.retry_with_backoff); the last failure is a django-q2 failed task, the
+# dead letter staff see and resubmit in the admin. The defaults try for about 2 hours
+# (1, 2, 4 ... 32, 60 minutes apart).
+LITHTRIX_JOB_TRIES = int(os.environ.get("LITHTRIX_JOB_TRIES", "8"))
+LITHTRIX_JOB_BACKOFF_SECONDS = int(os.environ.get("LITHTRIX_JOB_BACKOFF_SECONDS", "60"))
+LITHTRIX_JOB_BACKOFF_MAX_SECONDS = int(os.environ.get("LITHTRIX_JOB_BACKOFF_MAX_SECONDS", "3600"))
+
+# Periodic jobs, the one list: name -> {"func": dotted path, "minutes": interval}.
+# After every migrate, events.apps syncs them into django-q2's Schedule table
+# (created or updated by name; ones no longer listed are deleted).
+LITHTRIX_PERIODIC_JOBS: dict[str, dict] = {
+    # Answers kept for Idempotency-Key replays past LITHTRIX_IDEMPOTENCY_TTL_HOURS.
+    "idempotency_purge": {"func": "idempotency.services.idempotency_purge", "minutes": 60},
+    # Events whose dispatch job was never enqueued (a crash between the metering
+    # statement and its enqueue) are dispatched here.
+    "event_sweep": {"func": "events.tasks.event_sweep", "minutes": 5},
+}

@@ -143,3 +143,34 @@ def test_a_missing_multiprocess_directory_is_created_before_anything_writes_to_i
 
     assert result.returncode == 0, result.stderr
     assert directory.is_dir()
+
+
+@pytest.mark.django_db
+def test_job_queue_depth_oldest_age_and_dead_jobs_are_read_at_scrape_time(api_client, clock):
+    import datetime as dt
+
+    from django_q.models import Failure, OrmQ
+    from django_q.tasks import async_task
+
+    empty = scrape(api_client)
+    async_task("events.tasks.event_sweep")
+    clock.advance(seconds=90)
+    async_task("events.tasks.event_sweep")
+    # One handed to a worker that is still on it: not waiting.
+    OrmQ.objects.create(key="lithtrix", payload="x", lock=clock.now + dt.timedelta(seconds=60))
+    Failure.objects.create(
+        id="f" * 32,
+        name="x",
+        func="events.tasks.event_dispatch",
+        started=clock.now,
+        stopped=clock.now,
+        success=False,
+    )
+
+    text = scrape(api_client)
+
+    assert "lithtrix_jobs_queued 0.0" in empty
+    assert "lithtrix_jobs_oldest_queued_age_seconds 0.0" in empty
+    assert sample(text, "lithtrix_jobs_queued") == 2
+    assert sample(text, "lithtrix_jobs_oldest_queued_age_seconds") == 90
+    assert sample(text, "lithtrix_jobs_dead") == 1

@@ -1,6 +1,10 @@
-"""The README runs as written: its marked shell blocks, in order, against a fresh `make run`.
+"""The documentation runs as written: its marked shell blocks, against a fresh `make run`.
 
-Marker convention (in README.md):
+README.md first, then docs/*.md by name; every marked block runs twice in a row (a
+reader runs a block again: each starts from a new agent of its own, a name with
+``$RANDOM`` in it), and the answers of both runs are checked.
+
+Marker convention (in README.md and docs/*.md):
 
 - A line ``<!-- readme-test -->`` just before a ```` ```sh ```` block marks the block
   as runnable (blank lines may sit between the marker and the fence). Unmarked
@@ -11,8 +15,10 @@ Marker convention (in README.md):
   defaults). When a block asks for other variables than the block before it, the
   server is stopped and started again with them, on the same port and the same
   database, as a reader restarts ``make run`` (localstripe starts afresh then).
-- Every marked block runs in one bash session, in README order, from the repo root,
+- Every marked block runs in one bash session, in that order, from the repo root,
   so a variable set in one block is seen by the next, as in a reader's terminal.
+  The test's servers allow more registrations per minute than the default
+  (``LITHTRIX_REGISTER_RATE``): it registers faster than a reader types.
   ``127.0.0.1:8000`` in a block is replaced by the test server's address, and
   ``http://127.0.0.1:NNNNN`` by the localstripe address that server printed
   (``Stripe: localstripe at ...``); the session has that server's ``DATABASE_URL``
@@ -43,8 +49,8 @@ Marker convention (in README.md):
   command that ran no ``curl`` (``echo "$ANSWER"``) is checked against the previous
   one's.
 
-To add a walkthrough: write it in the README as a reader would type it, put the
-marker above its block, and document answers as above.
+To add a walkthrough: write it on its page as a reader would type it, put the
+marker above its block, and document answers as above; make it right to run twice.
 """
 
 from __future__ import annotations
@@ -68,10 +74,15 @@ from testing.servers import BASE_DIR, free_port, wait_until_up
 pytestmark = pytest.mark.slow
 
 README = BASE_DIR / "README.md"
+DOCS = BASE_DIR / "docs"
+# Registrations per minute for the test's servers: the blocks, each run twice, register
+# dozens of agents within a minute from one address (a reader does not).
+TEST_REGISTER_RATE = "600/m"
 MARKER = re.compile(r"^<!--\s*readme-test\b(?P<env>[^>]*?)\s*-->\s*$")
 DOCUMENTED_ADDRESS = "127.0.0.1:8000"
 LOCALSTRIPE_PLACEHOLDER = "http://127.0.0.1:NNNNN"
 LOCALSTRIPE_LINE = re.compile(r"Stripe: localstripe at (?P<address>http://\S+)")
+SERVING_LINE = re.compile(r"^Serving: API ", re.MULTILINE)
 ANSWER = re.compile(r"^(\{|\d{3}\b|=> |HTTP/)")
 STATUS_LINE = re.compile(r"^HTTP/\S+ (\d{3})\b")
 HEADER_LINE = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9-]*):\s*(?P<value>.*?)\s*$")
@@ -86,6 +97,7 @@ class Block:
     line: int  # 1-based line of the opening fence
     text: str
     env: dict[str, str]
+    source: str = "README.md"
 
 
 @dataclass
@@ -93,9 +105,14 @@ class Step:
     block_line: int
     command: str
     answers: list[str] = field(default_factory=list)
+    source: str = "README.md"
 
 
-def readme_blocks(markdown: str) -> list[Block]:
+def documented_pages() -> list[Path]:
+    return [README, *sorted(DOCS.glob("*.md"))]
+
+
+def readme_blocks(markdown: str, source: str = "README.md") -> list[Block]:
     blocks: list[Block] = []
     lines = markdown.splitlines()
     pending: dict[str, str] | None = None
@@ -108,8 +125,8 @@ def readme_blocks(markdown: str) -> list[Block]:
         elif line.startswith("```"):
             end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
             if pending is not None:
-                assert line.strip() == "```sh", f"README line {i + 1}: a marked block is ```sh"
-                blocks.append(Block(i + 1, "\n".join(lines[i + 1 : end]), pending))
+                assert line.strip() == "```sh", f"{source} line {i + 1}: a marked block is ```sh"
+                blocks.append(Block(i + 1, "\n".join(lines[i + 1 : end]), pending, source))
             pending = None
             i = end
         elif line.strip():
@@ -148,7 +165,7 @@ def block_steps(block: Block) -> list[Step]:
             while command[-1].rstrip().endswith("\\") and i + 1 < len(lines):
                 i += 1
                 command.append(lines[i])
-            current = Step(block.line, "\n".join(command))
+            current = Step(block.line, "\n".join(command), source=block.source)
             trailing = TRAILING_ANSWER.search(command[-1])
             if trailing:
                 current.answers.append(trailing["answer"])
@@ -417,7 +434,12 @@ def start_make_run(
         return subprocess.Popen(
             ["make", "run"],
             cwd=BASE_DIR,
-            env=clean_environment(PORT=str(port), DATABASE_URL=database_url, **env),
+            env=clean_environment(
+                PORT=str(port),
+                DATABASE_URL=database_url,
+                LITHTRIX_REGISTER_RATE=TEST_REGISTER_RATE,
+                **env,
+            ),
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -444,17 +466,32 @@ def wait_for_port_closed(port: int, timeout: float = 20) -> None:
     pytest.fail(f"port {port} still answers {timeout:.0f}s after make run was stopped")
 
 
-def test_readme_walkthroughs_run_as_written(tmp_path: Path) -> None:
-    blocks = readme_blocks(README.read_text())
-    # The walkthrough, billing and admin blocks at least: a lost marker must not
-    # turn this test into one that checks nothing.
-    assert len(blocks) >= 11, "README.md has lost its <!-- readme-test --> markers"
-    # Runs of blocks with the same server settings, each against its own make run.
+def wait_for_line(pattern: re.Pattern[str], log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not pattern.search(log.read_text()):
+        assert time.monotonic() < deadline, f"make run printed no {pattern.pattern!r}"
+        time.sleep(0.1)
+
+
+def test_documentation_walkthroughs_run_as_written_twice(tmp_path: Path) -> None:
+    blocks = [
+        block
+        for page in documented_pages()
+        for block in readme_blocks(page.read_text(), str(page.relative_to(BASE_DIR)))
+    ]
+    # The walkthrough, agent API, billing, gateway and console blocks at least: a lost
+    # marker must not turn this test into one that checks nothing.
+    sources = {block.source for block in blocks}
+    walkthroughs = {"README.md", "docs/agent-api.md", "docs/billing.md", "docs/metering.md"}
+    assert walkthroughs | {"docs/console.md"} <= sources, sources
+    assert len(blocks) >= 9, "the pages have lost their <!-- readme-test --> markers"
+    # Runs of blocks with the same server settings, each against its own make run;
+    # each block twice in a row, as a reader who runs it again.
     segments: list[tuple[dict[str, str], list[Step]]] = []
     for block in blocks:
         if not segments or segments[-1][0] != block.env:
             segments.append((block.env, []))
-        segments[-1][1].extend(block_steps(block))
+        segments[-1][1].extend(block_steps(block) + block_steps(block))
     steps = [step for _, segment in segments for step in segment]
 
     port = free_port()
@@ -481,6 +518,7 @@ def test_readme_walkthroughs_run_as_written(tmp_path: Path) -> None:
             log = tmp_path / f"make-run-{k}.log"
             server = start_make_run(port, database_url, env, log)
             wait_for_health(f"http://{address}/healthz", server, log, timeout=300)
+            wait_for_line(SERVING_LINE, log)
             printed = LOCALSTRIPE_LINE.search(log.read_text())
             localstripe = printed["address"] if printed else LOCALSTRIPE_PLACEHOLDER
             numbered = list(enumerate(segment, start=first))
@@ -497,7 +535,7 @@ def test_readme_walkthroughs_run_as_written(tmp_path: Path) -> None:
             headers = (workdir / f"headers-{n}").read_text()
             if last_status(headers):
                 status, last_headers = last_status(headers), headers
-            where = f"README block at line {step.block_line}:\n{step.command}\n"
+            where = f"{step.source} block at line {step.block_line}:\n{step.command}\n"
             output = f"stdout: {stdout[-1000:]}\nstderr: {stderr[-1000:]}"
             assert rc == 0, f"{where}exited {rc}\n{output}"
             for answer in step.answers:

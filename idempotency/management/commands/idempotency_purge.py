@@ -4,7 +4,7 @@ from idempotency.services import idempotency_purge
 
 
 class Command(BaseCommand):
-    help = "Delete Idempotency-Key records past their expiry (schedule it, e.g. hourly)."
+    help = "Delete Idempotency-Key records past their expiry now (a periodic job does it hourly)."
 
     def handle(self, *args, **options) -> None:
         deleted = idempotency_purge()

@@ -1,0 +1,70 @@
+"""make serve's first step: every setting serving needs, checked before anything is touched.
+
+    python deploy/serve_check.py
+
+Names every missing or refused setting in one message on stderr, without a
+traceback, and exits 2; prints nothing and exits 0 when the settings load.
+Nothing is created, migrated or collected before it passes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+# The project's settings package, imported only once every required name is set.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+# What gunicorn on several processes cannot go without, and what each looks like.
+REQUIRED = {
+    "DJANGO_SECRET_KEY": "python3 -c 'import secrets; print(secrets.token_urlsafe(50))'",
+    "DATABASE_URL": "postgres://user@host:5432/name",
+    "REDIS_URL": "redis://host:6379/0, the rate limits every process shares",
+}
+
+
+def is_on(environ: Mapping[str, str], name: str) -> bool:
+    # As lithtrix.settings.env.env_bool reads it (importing it would load every setting).
+    return environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def missing(environ: Mapping[str, str]) -> list[str]:
+    """The required settings that are unset (DJANGO_DEBUG excuses the secret and Redis)."""
+    excused = {"DJANGO_SECRET_KEY", "REDIS_URL"} if is_on(environ, "DJANGO_DEBUG") else set()
+    if is_on(environ, "LITHTRIX_SINGLE_PROCESS"):
+        excused.add("REDIS_URL")
+    return [name for name in REQUIRED if name not in excused and not environ.get(name)]
+
+
+def problems() -> list[str]:
+    found = [f"{name} is not set ({REQUIRED[name]})" for name in missing(os.environ)]
+    if found:
+        return found
+    # Everything present: the settings modules still check values (DATABASE_POOLING, ...).
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lithtrix.settings")
+    import django
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        django.setup()
+    except (ImproperlyConfigured, ValueError) as exc:
+        return [str(exc)]
+    return []
+
+
+def main() -> int:
+    found = problems()
+    if found:
+        lines = "\n".join(f"  - {problem}" for problem in found)
+        print(
+            f"make serve: cannot start, set these first (see docs/configuration.md):\n{lines}",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

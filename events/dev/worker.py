@@ -1,0 +1,62 @@
+"""`make run`'s job worker: `manage.py qcluster` beside COMMAND, stopped with it.
+
+    python -m events.dev.worker COMMAND...
+    (make run: ... devstripe .venv/bin/python -m events.dev.worker .venv/bin/python
+     manage.py runserver ...)
+
+Starts one qcluster on COMMAND's environment (so it sees the same database and,
+under make run, the same local Stripe), runs COMMAND, and stops the worker when
+COMMAND ends, however it ends. LITHTRIX_DEV_WORKER=off runs COMMAND alone (jobs
+then wait in the database until `make worker` runs).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from types import FrameType
+from typing import NoReturn
+
+STOP_SECONDS = 10
+
+
+def _terminate(signum: int, frame: FrameType | None) -> NoReturn:
+    raise SystemExit(128 + signum)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM (qcluster finishes the job in hand), then SIGKILL after STOP_SECONDS."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def main(command: list[str]) -> int:
+    if not command:
+        print(__doc__, file=sys.stderr)
+        return 2
+    if os.environ.get("LITHTRIX_DEV_WORKER", "").lower() in {"off", "0", "no", "false"}:
+        return subprocess.call(command)  # noqa: S603 - the developer's own command
+    signal.signal(signal.SIGTERM, _terminate)
+    worker = subprocess.Popen([sys.executable, "manage.py", "qcluster"])
+    child = None
+    try:
+        child = subprocess.Popen(command)  # noqa: S603 - the developer's own command
+        return child.wait()
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if child is not None:
+            stop(child)
+        stop(worker)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
