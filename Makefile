@@ -132,7 +132,7 @@ fuzz: dev-venv
 # Fault drills: gunicorn (+ nginx) on a throwaway PostgreSQL cluster and Redis of
 # their own, broken on purpose; prints a table. Needs PostgreSQL's binaries,
 # redis-server and nginx (see docs/drills.md).
-drills: venv
+drills: dev-venv
 	$(BIN)/pytest -c drills/pytest.ini --confcutdir=drills drills $(PYTEST_ARGS)
 
 # wrk against gunicorn (4 sync workers) on PostgreSQL + Redis: needs DATABASE_URL,

@@ -59,6 +59,7 @@ def main() -> None:
         "DJANGO_SETTINGS_MODULE": "lithtrix.settings",
         "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY", "bench-" + "x" * 50),
         "DJANGO_DEBUG": "",
+        "EMAIL_URL": os.environ.get("EMAIL_URL", "console:"),
         "LITHTRIX_PRO_RATE": "100000000/m",
         "LITHTRIX_FREE_RATE": "100000000/m",
         "DJANGO_LOG_LEVEL": "WARNING",

@@ -3,6 +3,7 @@ from django_q.tasks import async_task
 
 from accounts.models import Agent
 from events.models import Event
+from mail.services import owner_email_record
 
 DISPATCH_TASK = "events.tasks.event_dispatch"
 
@@ -16,6 +17,8 @@ def event_record(*, agent: Agent, type: str, data: dict) -> Event:
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("event_record must run inside the transaction of its change")
     event = Event.objects.create(agent=agent, type=Event.Type(type), data=data)
+    # The owner's address is read now: a deletion erases it before the dispatch runs.
+    owner_email_record(event=event, agent=agent)
     event_dispatch_enqueue(event_id=event.id)
     return event
 

@@ -11,6 +11,8 @@ from django.utils import timezone
 
 from events.jobs import retry_with_backoff
 from events.models import Event
+from mail.services import owner_email_enqueue
+from webhooks.services import webhook_deliveries_create
 
 # An event older than this without dispatched_at lost its job (see event_sweep); a
 # younger one may still be waiting in the queue.
@@ -31,6 +33,8 @@ def event_dispatch(event_id: str) -> None:
         event = Event.objects.select_for_update().filter(id=event_id).first()
         if event is None or event.dispatched_at is not None:
             return
+        webhook_deliveries_create(event=event)
+        owner_email_enqueue(event=event)
         event.dispatched_at = timezone.now()
         event.save(update_fields=["dispatched_at"])
     logger.info("event %s (%s) dispatched", event.id, event.type)

@@ -9,6 +9,9 @@ os.environ.setdefault(
 # pytest is one process (live_server threads included): the local cache is fine
 # when REDIS_URL is not set.
 os.environ.setdefault("LITHTRIX_SINGLE_PROCESS", "on")
+# Required outside debug; pytest-django swaps in its in-memory outbox, and tests of
+# real delivery point Django at their own SMTP server.
+os.environ.setdefault("EMAIL_URL", "console:")
 
 from lithtrix.settings import *  # noqa: F403
 

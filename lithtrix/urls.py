@@ -17,6 +17,8 @@ from keys.views import KeyViewSet, LeakedKeysViewSet
 from lithtrix import errors, health, metrics
 from lithtrix.plain import plain_get
 from lithtrix.views import ApiDocsView, CapabilitiesViewSet, OpenApiSchemaView
+from mail.views import unsubscribe
+from webhooks.views import WebhookViewSet
 
 v1 = [
     path("v1/register", RegisterViewSet.as_view({"post": "create"}), name="register"),
@@ -43,6 +45,17 @@ v1 = [
         "v1/billing/cancel", BillingCancelViewSet.as_view({"post": "create"}), name="billing-cancel"
     ),
     path("v1/billing/webhook", stripe_webhook_view, name="billing-webhook"),
+    path(
+        "v1/webhook",
+        WebhookViewSet.as_view({"put": "put", "get": "retrieve", "delete": "destroy"}),
+        name="webhook",
+    ),
+    path(
+        "v1/webhook/deliveries",
+        WebhookViewSet.as_view({"get": "deliveries"}),
+        name="webhook-deliveries",
+    ),
+    path("v1/unsubscribe", unsubscribe, name="unsubscribe"),
 ]
 
 # The service itself: discovery, API description, probes for load balancers.

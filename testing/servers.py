@@ -148,6 +148,8 @@ def app_environment(overrides: Mapping[str, str] | None = None) -> dict[str, str
     """The current environment for a production-mode app process, plus ``overrides``."""
     env = dict(os.environ)
     env.setdefault("DJANGO_SECRET_KEY", "loopback-only-secret-key-" + "x" * 40)
+    # Required outside debug; a loopback server's owner e-mail goes to its log.
+    env.setdefault("EMAIL_URL", "console:")
     env.pop("DJANGO_SETTINGS_MODULE", None)
     env.update(overrides or {})
     return env

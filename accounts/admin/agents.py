@@ -27,6 +27,7 @@ from billing.models import DailyUsage
 from keys.crypto import DISPLAY_PREFIX_LENGTH, KEY_PREFIX
 from keys.models import ApiKey, KeyEvent
 from lithtrix.admin import LargeTableAdmin, parse_uuid
+from webhooks.selectors import webhook_deliveries_recent, webhook_of
 
 if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations
@@ -284,7 +285,12 @@ class AgentAdmin(AgentActionsMixin, AgentBulkActionsMixin, LargeTableAdmin):
             setattr(event, "by", agent_event_by(event))  # noqa: B010 (no such field to type)
         filtered = urlencode({"agent__id__exact": agent.pk})
         daily_usage = agent_daily_usage(agent=agent, days=USAGE_DAYS)
+        webhook = webhook_of(agent=agent)
         return {
+            "webhook": webhook,
+            "webhook_deliveries": (
+                webhook_deliveries_recent(agent=agent)[:DETAIL_ROWS] if webhook else []
+            ),
             "daily_usage": daily_usage,
             "usage_total": sum(day.calls for day in daily_usage),
             "refused_in_period": sum(day.refused for day in daily_usage),

@@ -95,15 +95,21 @@ def periodic() -> dict[str, tuple[str, int | None]]:
 
 
 @pytest.mark.django_db
-def test_migrate_syncs_the_declared_periodic_jobs():
+def test_migrate_syncs_the_declared_periodic_jobs(settings):
     Schedule.objects.all().delete()
 
     call_command("migrate", "events", verbosity=0)
 
     assert periodic() == {
-        "periodic:idempotency_purge": ("idempotency.services.idempotency_purge", 60),
-        "periodic:event_sweep": ("events.tasks.event_sweep", 5),
+        f"periodic:{name}": (job["func"], job["minutes"])
+        for name, job in settings.LITHTRIX_PERIODIC_JOBS.items()
     }
+    assert periodic()["periodic:idempotency_purge"] == (
+        "idempotency.services.idempotency_purge",
+        60,
+    )
+    assert periodic()["periodic:event_sweep"] == ("events.tasks.event_sweep", 5)
+    assert periodic()["periodic:owner_email_retry"] == ("mail.tasks.owner_emails_retry", 1)
     assert {s.schedule_type for s in Schedule.objects.all()} == {Schedule.MINUTES}
 
 

@@ -12,5 +12,7 @@ from lithtrix.settings.database import *  # noqa: F403
 from lithtrix.settings.django import *  # noqa: F403
 from lithtrix.settings.jobs import *  # noqa: F403
 from lithtrix.settings.logs import *  # noqa: F403
+from lithtrix.settings.mail import *  # noqa: F403
 from lithtrix.settings.monitoring import *  # noqa: F403
 from lithtrix.settings.stripe import *  # noqa: F403
+from lithtrix.settings.webhooks import *  # noqa: F403

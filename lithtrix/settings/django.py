@@ -33,6 +33,10 @@ INSTALLED_APPS = [
     "idempotency",
     # Events recorded with their cause and dispatched by the job system.
     "events",
+    # Agent webhooks: events delivered to the agent's URL (Standard Webhooks).
+    "webhooks",
+    # Owner e-mail: deliveries, the daily cap, unsubscribes (lithtrix/settings/mail.py).
+    "mail",
     # The job system (lithtrix/settings/jobs.py).
     "django_q",
     "djstripe",

@@ -47,4 +47,9 @@ LITHTRIX_PERIODIC_JOBS: dict[str, dict] = {
     # Events whose dispatch job was never enqueued (a crash between the metering
     # statement and its enqueue) are dispatched here.
     "event_sweep": {"func": "events.tasks.event_sweep", "minutes": 5},
+    # Agent webhook deliveries that are due: retries on the Standard Webhooks schedule,
+    # and attempts whose worker died after claiming them.
+    "webhook_deliveries_resume": {"func": "webhooks.tasks.deliveries_resume", "minutes": 1},
+    # Owner e-mails whose retry is due (mail.services.owner_emails_due_enqueue).
+    "owner_email_retry": {"func": "mail.tasks.owner_emails_retry", "minutes": 1},
 }

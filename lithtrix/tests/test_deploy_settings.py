@@ -17,6 +17,9 @@ PRODUCTION = {
     "DJANGO_SECURE_PROXY_SSL_HEADER": "HTTP_X_FORWARDED_PROTO",
     # Production shares rate-limit counters in Redis (nothing connects to it here).
     "REDIS_URL": "redis://127.0.0.1:6379/15",
+    # Owner e-mail by SMTP over STARTTLS (nothing connects to it here).
+    "EMAIL_URL": "smtp+tls://mailer:s3cret@smtp.example.com:587",
+    "LITHTRIX_PUBLIC_URL": "https://api.example.com",
 }
 
 
@@ -72,6 +75,7 @@ def test_plain_http_defaults_keep_local_serving_working(debug):
         "DJANGO_DEBUG": debug,
         "DJANGO_SECRET_KEY": PRODUCTION["DJANGO_SECRET_KEY"],
         "REDIS_URL": PRODUCTION["REDIS_URL"],
+        "EMAIL_URL": "console:",
     }
     assert settings_value("SECURE_SSL_REDIRECT", env) == "False"
     assert settings_value("SESSION_COOKIE_SECURE", env) == "False"

@@ -322,7 +322,7 @@ def clean_environment(**overrides: str) -> dict[str, str]:
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("DJANGO_", "LITHTRIX_", "STRIPE_", "PYTEST_"))
-        and key not in {"DATABASE_URL", "REDIS_URL", "PORT", "HOST"}
+        and key not in {"DATABASE_URL", "REDIS_URL", "EMAIL_URL", "PORT", "HOST"}
     }
     env.update(overrides)
     return env

@@ -15,7 +15,7 @@ from django.db import transaction
 
 SUPPORT_GROUP = "support"
 # Apps whose every model support staff may view. dj-stripe is added when installed.
-VIEWABLE_APPS = ("accounts", "keys", "billing", "events", "djstripe")
+VIEWABLE_APPS = ("accounts", "keys", "billing", "events", "mail", "djstripe")
 
 
 def support_group() -> Group:

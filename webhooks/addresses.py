@@ -1,0 +1,75 @@
+"""Which addresses a webhook may be delivered to (the SSRF guard).
+
+A name is resolved once per attempt, every address it resolves to must be public,
+and the connection goes to the address that was checked: no second resolution, so a
+name that answers a public address first and a private one next (DNS rebinding)
+reaches nothing private.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Cloud metadata services beyond the link-local 169.254.0.0/16 that is_global already
+# refuses (AWS's IPv6 one is in fd00::/8, refused too; listed for the reader).
+_METADATA = [ipaddress.ip_network("fd00:ec2::254/128"), ipaddress.ip_network("100.100.100.200/32")]
+
+
+class AddressRefused(Exception):
+    """The URL's host is not a public address (or does not resolve)."""
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    # IPv4-mapped (::ffff:a.b.c.d), 6to4 (2002::/16) and Teredo carry an IPv4 address
+    # that the network may route to.
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    return None
+
+
+def address_is_public(address: IPAddress) -> bool:
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(address)
+        if embedded is not None and not address_is_public(embedded):
+            return False
+    if any(address in network for network in _METADATA if network.version == address.version):
+        return False
+    return address.is_global and not address.is_multicast and not address.is_unspecified
+
+
+@dataclass(frozen=True)
+class Destination:
+    host: str
+    port: int
+    address: str
+
+
+def resolve(host: str, port: int, *, allow_private: bool) -> Destination:
+    """The one address a delivery connects to, checked; AddressRefused otherwise."""
+    try:
+        literal: IPAddress | None = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        literal = None
+    if literal is not None:
+        candidates = [literal]
+    else:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as error:
+            raise AddressRefused(f"{host} does not resolve") from error
+        candidates = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+    if not candidates:
+        raise AddressRefused(f"{host} does not resolve")
+    # Every address the name has must be public: a name with one private address among
+    # public ones is refused rather than delivered to whichever answers.
+    if not allow_private and not all(address_is_public(address) for address in candidates):
+        raise AddressRefused(f"{host} resolves to an address that is not public")
+    return Destination(host=host, port=port, address=str(candidates[0]))

@@ -1,0 +1,92 @@
+import ipaddress
+import socket
+
+import pytest
+
+from webhooks.addresses import AddressRefused, address_is_public, resolve
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "127.8.9.10",
+        "10.0.0.1",
+        "172.16.5.4",
+        "192.168.1.1",
+        "169.254.169.254",  # cloud metadata (link-local)
+        "100.100.100.200",  # Alibaba Cloud metadata
+        "100.64.0.1",  # carrier-grade NAT
+        "0.0.0.0",
+        "224.0.0.1",  # multicast
+        "239.255.255.250",
+        "255.255.255.255",
+        "::1",
+        "::",
+        "fe80::1",
+        "fc00::1",
+        "fd00:ec2::254",  # AWS metadata over IPv6
+        "ff02::1",
+        "::ffff:127.0.0.1",  # IPv4-mapped loopback
+        "::ffff:169.254.169.254",
+        "::ffff:10.1.2.3",
+        "2002:7f00:1::",  # 6to4 around 127.0.0.1
+        "2002:a9fe:a9fe::",  # 6to4 around 169.254.169.254
+    ],
+)
+def test_address_not_public_is_refused(address):
+    assert not address_is_public(ipaddress.ip_address(address))
+    with pytest.raises(AddressRefused):
+        resolve(address, 443, allow_private=False)
+
+
+@pytest.mark.parametrize("address", ["93.184.215.14", "8.8.8.8", "2606:4700:4700::1111"])
+def test_public_address_is_accepted(address):
+    assert address_is_public(ipaddress.ip_address(address))
+    assert resolve(address, 443, allow_private=False).address == address
+
+
+def _getaddrinfo(*addresses):
+    def fake(host, port, *args, **kwargs):
+        return [
+            (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port))
+            for a in addresses
+        ]
+
+    return fake
+
+
+def test_name_with_any_private_address_is_refused(monkeypatch):
+    monkeypatch.setattr(socket, "getaddrinfo", _getaddrinfo("93.184.215.14", "127.0.0.1"))
+    with pytest.raises(AddressRefused):
+        resolve("mixed.example", 443, allow_private=False)
+
+
+def test_name_resolves_once_and_the_checked_address_is_the_destination(monkeypatch):
+    answers = iter([["93.184.215.14"], ["127.0.0.1"]])
+    calls = []
+
+    def rebinding(host, port, *args, **kwargs):
+        calls.append(host)
+        return _getaddrinfo(*next(answers))(host, port)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    destination = resolve("rebind.example", 443, allow_private=False)
+    assert destination.address == "93.184.215.14"
+    assert calls == ["rebind.example"]
+    # The next resolution (a later attempt) answers loopback: refused, not followed.
+    with pytest.raises(AddressRefused):
+        resolve("rebind.example", 443, allow_private=False)
+
+
+def test_name_that_does_not_resolve_is_refused(monkeypatch):
+    def fail(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", fail)
+    with pytest.raises(AddressRefused):
+        resolve("nowhere.invalid", 443, allow_private=False)
+
+
+def test_private_addresses_allowed_when_configured():
+    assert resolve("127.0.0.1", 8080, allow_private=True).address == "127.0.0.1"

@@ -1,0 +1,76 @@
+import time
+
+import pytest
+
+from testing.servers import BlackHole
+from webhooks import client
+
+
+def test_post_delivers_body_and_headers_to_the_url(receiver):
+    outcome = client.post(receiver.url, body=b'{"a":1}', headers={"webhook-id": "evt_1"})
+
+    assert outcome == client.Outcome(succeeded=True, status_code=200, error="")
+    (request,) = receiver.received
+    assert request.path == "/hook?agent=1"
+    assert request.body == b'{"a":1}'
+    assert request.headers["webhook-id"] == "evt_1"
+    assert request.headers["host"] == receiver.url.split("/")[2]
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_post_does_not_follow_redirects(receiver, status):
+    receiver.statuses = [status]
+    receiver.extra_headers = {"Location": "http://169.254.169.254/latest/meta-data/"}
+
+    outcome = client.post(receiver.url, body=b"{}", headers={})
+
+    assert outcome.succeeded is False
+    assert outcome.status_code == status
+    assert len(receiver.received) == 1
+
+
+def test_post_reads_at_most_64_kb_of_the_answer(receiver, monkeypatch):
+    receiver.answer_body = b"x" * (8 * 1024 * 1024)
+    reads = []
+    original = client.urllib3.response.HTTPResponse.read
+
+    def spy(self, amt=None, *args, **kwargs):
+        reads.append(amt)
+        return original(self, amt, *args, **kwargs)
+
+    monkeypatch.setattr(client.urllib3.response.HTTPResponse, "read", spy)
+    outcome = client.post(receiver.url, body=b"{}", headers={})
+
+    assert outcome.succeeded is True
+    assert reads == [client.MAX_ANSWER_BYTES]
+
+
+def test_post_gives_up_after_the_timeout(settings, monkeypatch):
+    settings.LITHTRIX_WEBHOOK_ALLOW_PRIVATE = True
+    monkeypatch.setattr(client, "TIMEOUT_SECONDS", 0.5)
+    hole = BlackHole()
+    try:
+        started = time.monotonic()
+        outcome = client.post(f"{hole.url}/hook", body=b"{}", headers={})
+        elapsed = time.monotonic() - started
+    finally:
+        hole.close()
+    assert outcome.succeeded is False and outcome.status_code is None
+    assert 0.4 < elapsed < 3
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "https://[::1]:8443/",
+        "https://10.0.0.8/",
+    ],
+)
+def test_post_refuses_private_destinations(settings, url):
+    settings.LITHTRIX_WEBHOOK_ALLOW_PRIVATE = False
+    outcome = client.post(url, body=b"{}", headers={})
+    assert outcome.succeeded is False and outcome.status_code is None
+    assert "not public" in outcome.error
