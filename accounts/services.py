@@ -8,7 +8,7 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts.models import Agent, AgentEvent
+from accounts.models import Agent, AgentEvent, Tier
 from accounts.signals import agent_deletion_requested
 from events.services import event_record
 from keys.models import KeyEvent
@@ -78,7 +78,13 @@ def agent_set_tier(
             event_record(
                 agent=agent,
                 type="billing.tier_changed",
-                data={"tier": tier, "reason": "changed_by_support"},
+                # The same shape as Stripe-driven changes (billing.payments.records);
+                # two tiers, so the one it left is the other.
+                data={
+                    "from": (Tier.FREE if tier == Tier.PRO else Tier.PRO).value,
+                    "to": tier,
+                    "reason": "support",
+                },
             )
     agent.tier = tier
     return bool(changed)
@@ -135,8 +141,9 @@ def agent_delete(*, agent: Agent, actor: User | None = None, reason: str = "") -
             agent=agent,
             type="agent.deleted",
             data={
+                # Not the owner's address: deletion erases it, and owner e-mail reads
+                # it when the event is recorded (mail.services).
                 "agent_name": locked.agent_name,
-                "owner_identifier": locked.owner_identifier,
                 "source": "admin" if actor is not None else "agent",
             },
         )

@@ -1,12 +1,12 @@
-"""Read-only admin for metered usage per agent and day, and the part of dj-stripe's
-Stripe mirror support uses."""
+"""Read-only admin for metered usage per agent and day, Stripe's events as received,
+and the part of dj-stripe's Stripe mirror support uses."""
 
 from __future__ import annotations
 
 from django.apps import apps
 from django.contrib import admin
 
-from billing.models import DailyUsage
+from billing.models import DailyUsage, StripeEventReceipt
 from lithtrix.admin import LargeTableAdmin, PlainTitlesAdmin, ReadOnlyAdminMixin, search_by_agent_id
 
 
@@ -22,6 +22,18 @@ class DailyUsageAdmin(LargeTableAdmin):
 
     def get_search_results(self, request, queryset, search_term):
         return search_by_agent_id(queryset, search_term)
+
+
+@admin.register(StripeEventReceipt)
+class StripeEventReceiptAdmin(LargeTableAdmin):
+    """Stripe's events as their webhooks arrived, and whether the job applied them."""
+
+    list_display = ("id", "type", "received_at", "attempts", "applied_at", "last_error")
+    ordering = ("-received_at",)
+    sortable_by = ()
+    fields = ("id", "type", "received_at", "attempts", "applied_at", "last_error", "body")
+    search_fields = ("=id",)
+    search_help_text = "Stripe event id (evt_...)."
 
 
 # dj-stripe registers an admin for each of its ~45 models. Support looks a customer up

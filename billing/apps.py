@@ -6,7 +6,12 @@ class BillingConfig(AppConfig):
     verbose_name = "Billing and usage"
 
     def ready(self) -> None:
-        from billing.payments import stripe_client, webhooks
+        from accounts.signals import agent_deletion_requested
+        from billing.payments import cancel, stripe_client, stripe_events
 
         stripe_client.apply_settings()
-        webhooks.connect()
+        stripe_events.connect()
+        agent_deletion_requested.connect(
+            cancel.on_agent_deletion_requested,
+            dispatch_uid="lithtrix:billing:agent_deletion_requested",
+        )

@@ -40,3 +40,26 @@ class BillingLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.agent_id} until {self.expires_at}"
+
+
+class StripeEventReceipt(models.Model):
+    """One Stripe event, stored when its signed webhook arrives and applied by a job.
+
+    Keyed by Stripe's event id: Stripe delivers at least once, a replay finds the
+    row and changes nothing (billing/payments/stripe_events.py).
+    """
+
+    id = models.CharField(max_length=255, primary_key=True)
+    type = models.CharField(max_length=255)
+    # The verified event as Stripe sent it (objects, ids and amounts; never a card number).
+    body = models.JSONField()
+    received_at = models.DateTimeField(auto_now_add=True)
+    attempts = models.PositiveIntegerField(default=0)
+    applied_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["received_at"], name="stripeevent_received_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.type})"

@@ -9,6 +9,8 @@ The names an operator alerts on (see README, "Monitoring"):
 - lithtrix_rate_limit_store_failures_total{action="open"|"closed"}
 - lithtrix_stripe_calls_total{outcome} and lithtrix_stripe_call_duration_seconds
 - lithtrix_dependency_failures_total{dependency="database"|"cache"}
+- lithtrix_billing_drift_total{direction="to_free"|"to_pro"} (tiers the Stripe
+  reconciliation found wrong and repaired)
 - lithtrix_jobs_queued, lithtrix_jobs_oldest_queued_age_seconds, lithtrix_jobs_dead
   (the job queue, read from the database at scrape time)
 
@@ -78,6 +80,18 @@ STRIPE_LATENCY = Histogram(
 DEPENDENCY_FAILURES = Counter(
     "lithtrix_dependency_failures", "Failed uses of a dependency.", ["dependency"]
 )
+
+
+BILLING_DRIFT = Counter(
+    "lithtrix_billing_drift",
+    "Agent tiers the Stripe reconciliation found different from Stripe and repaired.",
+    ["direction"],
+)
+
+
+def observe_billing_drift(direction: str) -> None:
+    """One tier repaired by the reconciliation: ``direction`` is "to_free" or "to_pro"."""
+    BILLING_DRIFT.labels(direction=direction).inc()
 
 
 class JobQueueCollector(Collector):

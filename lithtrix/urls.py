@@ -6,13 +6,10 @@ from django.views.decorators.csrf import csrf_exempt
 
 from accounts.selectors import agent_profile
 from accounts.views import MeViewSet, RegisterViewSet
-from billing.metering.views import BillingViewSet, UsageViewSet, authorize
-from billing.payments.views import (
-    BillingCancelViewSet,
-    BillingConfigViewSet,
-    BillingSetupViewSet,
-    stripe_webhook_view,
-)
+from billing.metering.views import UsageViewSet, authorize
+from billing.payments.views import BillingCancelViewSet, BillingConfigViewSet, BillingSetupViewSet
+from billing.payments.webhooks import stripe_webhook_view
+from billing.views import BillingViewSet
 from keys.views import KeyViewSet, LeakedKeysViewSet
 from lithtrix import errors, health, metrics
 from lithtrix.plain import plain_get
@@ -74,8 +71,9 @@ urlpatterns = [
     *v1,
     *service,
     path("admin/", admin.site.urls),
-    # dj-stripe's signed webhook view: stripe/webhook/<uuid> (one URL per WebhookEndpoint row).
-    path("stripe/", include("djstripe.urls", namespace="djstripe")),
+    # dj-stripe's webhook URL, stripe/webhook/<uuid> (one per WebhookEndpoint row), served
+    # by the same view as /v1/billing/webhook.
+    path("stripe/", include("billing.payments.urls", namespace="djstripe")),
     # Django's technical 404 page would answer here when DEBUG is on; the API never
     # answers with HTML, so unknown /v1 paths get the envelope in every mode, and
     # for every method (CSRF-exempt: there is nothing here to protect).

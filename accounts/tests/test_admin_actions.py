@@ -364,7 +364,7 @@ def test_admin_tier_change_tells_the_owner_once(admin_client, registered):
     admin_client.post(url, {"tier": "pro", "reason": "goodwill"})
 
     assert events_of(registered.agent) == [
-        ("billing.tier_changed", {"tier": "pro", "reason": "changed_by_support"})
+        ("billing.tier_changed", {"from": "free", "to": "pro", "reason": "support"})
     ]
 
 
@@ -376,7 +376,7 @@ def test_bulk_tier_change_tells_each_owner(admin_client, make_agent):
 
     for agent in agents:
         assert events_of(agent) == [
-            ("billing.tier_changed", {"tier": "pro", "reason": "changed_by_support"})
+            ("billing.tier_changed", {"from": "free", "to": "pro", "reason": "support"})
         ]
 
 

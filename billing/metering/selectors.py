@@ -15,19 +15,8 @@ from django.utils import timezone
 from accounts.models import Agent, Tier
 from billing.metering.tiers import over_limit_condition, tier_limits
 from billing.models import DailyUsage
-from billing.payments import selectors as payments_selectors
 
 USAGE_DAYS = 7
-
-
-@dataclass(frozen=True)
-class BillingSummary:
-    tier: str
-    calls_total: int
-    call_limit: int | None
-    over_limit: bool
-    stripe_customer_id: str | None
-    cancel_at: datetime.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -47,19 +36,6 @@ class UsageSummary:
 def _fresh(agent: Agent) -> Agent:
     # The counter moves with every metered call; read it as it is now.
     return Agent.objects.only("tier", "calls_total", "stripe_customer_id").get(pk=agent.pk)
-
-
-def billing_summary(*, agent: Agent) -> BillingSummary:
-    agent = _fresh(agent)
-    call_limit = tier_limits(agent.tier).call_limit
-    return BillingSummary(
-        tier=agent.tier,
-        calls_total=agent.calls_total,
-        call_limit=call_limit,
-        over_limit=call_limit is not None and agent.calls_total >= call_limit,
-        stripe_customer_id=agent.stripe_customer_id,
-        cancel_at=payments_selectors.pending_cancel_at(customer_id=agent.stripe_customer_id),
-    )
 
 
 def usage_summary(*, agent: Agent, today: datetime.date | None = None) -> UsageSummary:

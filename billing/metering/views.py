@@ -7,47 +7,10 @@ from rest_framework.response import Response
 
 from billing.metering import selectors
 from billing.metering.meter import meter_presented_key
-from billing.metering.serializers import BillingSerializer, UsageSerializer
+from billing.metering.serializers import UsageSerializer
 from keys.requests import request_agent
 from lithtrix.errors import ApiError, api_error_response
 from lithtrix.responses import json_response
-
-
-class BillingViewSet(viewsets.ViewSet):
-    """GET /v1/billing — tier, lifetime calls and the cap. Never metered."""
-
-    @extend_schema(
-        summary="Tier, lifetime metered calls and the cap",
-        responses={200: BillingSerializer},
-        examples=[
-            OpenApiExample(
-                "A Free agent",
-                value={
-                    "tier": "free",
-                    "calls_total": 42,
-                    "call_limit": 300,
-                    "over_limit": False,
-                    "stripe_customer_id": None,
-                },
-                response_only=True,
-            ),
-            OpenApiExample(
-                "A Pro agent",
-                value={
-                    "tier": "pro",
-                    "calls_total": 1280,
-                    "call_limit": None,
-                    "over_limit": False,
-                    "stripe_customer_id": "cus_Q8mZ3kT1vN5xRb",
-                },
-                response_only=True,
-            ),
-        ],
-    )
-    def retrieve(self, request: Request) -> Response:
-        return Response(
-            BillingSerializer(selectors.billing_summary(agent=request_agent(request))).data
-        )
 
 
 class UsageViewSet(viewsets.ViewSet):

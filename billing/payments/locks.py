@@ -34,7 +34,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from billing.models import BillingLease
@@ -94,12 +94,18 @@ def agent_billing_lock(agent_id: object, *, wait: float | None = None) -> Iterat
 
 
 def _require_no_transaction() -> None:
-    # The atomic blocks a Django TestCase wraps each test in do not count: there,
-    # the lease is written in the test's transaction and rolled back with it.
-    own_blocks = [b for b in connection.atomic_blocks if not b._from_testcase]  # type: ignore[attr-defined]  # Django's private flag
-    if (connection.in_atomic_block and own_blocks) or (
-        not connection.in_atomic_block and not connection.get_autocommit()
-    ):
+    # Django's own check: a durable block refuses to open inside another atomic block,
+    # except the ones a test case wraps each test in (there the lease is written in
+    # the test's transaction and rolled back with it). Opening and closing an empty
+    # block sends no statement.
+    try:
+        with transaction.atomic(durable=True):
+            pass
+    except RuntimeError:
+        nested = True
+    else:
+        nested = False
+    if nested or (not connection.in_atomic_block and not connection.get_autocommit()):
         raise RuntimeError(
             "agent_billing_lock must be entered outside any transaction: "
             "its block calls Stripe, and no transaction may stay open across that."

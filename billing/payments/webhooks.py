@@ -1,85 +1,134 @@
-"""What the project does with Stripe's events, hooked after dj-stripe's own handlers.
+"""Stripe's webhook: check the signature, store the event, answer 200 at once.
 
-dj-stripe's signed webhook view checks the signature against the endpoint's
-secret, stores the event once (a replayed event id is not processed again),
-re-fetches the object from Stripe and mirrors it; then these receivers run in
-the same transaction, so a failure rolls everything back and Stripe retries.
+Two URLs, one way: /v1/billing/webhook (the endpoint whose secret signed the
+request) and dj-stripe's /stripe/webhook/<uuid> (that endpoint only). The event
+is stored (billing.payments.stripe_events.event_receive) and the job that applies
+it enqueued in the same transaction: no Stripe call on the request path. Every
+answer is the API's JSON (an envelope for every refusal).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import logging
+import uuid
+from collections.abc import Callable
 
 import stripe
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from djstripe.models import WebhookEndpoint
 
-from billing.payments import services as payments
+from billing.payments import stripe_events
+from lithtrix import errors
+from lithtrix.parsers import json_depth_exceeds
+from lithtrix.responses import json_response
+
+logger = logging.getLogger("billing.payments.webhooks")
+
+BAD_SIGNATURE = "The Stripe signature does not match."
+# dj-stripe's own view lets this header replace the endpoint's secret when DEBUG is on
+# (for the Stripe CLI): anyone could sign events with a secret of their choosing. The
+# signature is checked here against the endpoint's secret only, and the header dropped.
+_SECRET_OVERRIDE = "HTTP_X_DJSTRIPE_WEBHOOK_SECRET"  # noqa: S105 - a header name
 
 
-def on_subscription_changed(sender: Any, event: Any, **kwargs: Any) -> None:
-    payments.subscription_event_apply(event=event)
-
-
-def on_invoice_payment_failed(sender: Any, event: Any, **kwargs: Any) -> None:
-    payments.invoice_payment_failed_record(event=event)
-
-
-# The events the project acts on, each with its receiver; Stripe is asked to send
-# exactly these (webhook endpoints are created with WEBHOOK_EVENTS).
-RECEIVERS = {
-    "customer.subscription.deleted": on_subscription_changed,
-    "customer.subscription.updated": on_subscription_changed,
-    "invoice.payment_failed": on_invoice_payment_failed,
-}
-WEBHOOK_EVENTS = list(RECEIVERS)
+def _verified(payload: bytes, signature: str, endpoint: WebhookEndpoint) -> bool:
+    try:
+        stripe.WebhookSignature.verify_header(
+            payload.decode("utf-8", errors="replace"),
+            signature,
+            endpoint.secret,
+            endpoint.djstripe_tolerance,
+        )
+    except stripe.SignatureVerificationError:
+        return False
+    return True
 
 
 def endpoint_signed_for(*, payload: bytes, signature: str) -> WebhookEndpoint | None:
-    """The endpoint whose secret signed ``payload`` (dj-stripe's view checks it again)."""
-    body = payload.decode("utf-8", errors="replace")
+    """The endpoint whose secret signed ``payload``."""
     for endpoint in WebhookEndpoint.objects.exclude(secret="").order_by("-djstripe_created"):
-        try:
-            stripe.WebhookSignature.verify_header(
-                body, signature, endpoint.secret, endpoint.djstripe_tolerance
-            )
-        except stripe.SignatureVerificationError:
-            continue
-        return endpoint
+        if _verified(payload, signature, endpoint):
+            return endpoint
     return None
 
 
-def event_summary(payload: bytes) -> dict[str, str]:
-    """The id and type of an event body, for log lines (never the object's data)."""
+def event_of(payload: bytes) -> dict | None:
+    """The body as a Stripe event (an object with an id and livemode, as dj-stripe needs)."""
+    if json_depth_exceeds(payload):
+        return None
     try:
         event = json.loads(payload)
-    except ValueError:
-        event = {}
-    if not isinstance(event, dict):
-        event = {}
-    return {"id": str(event.get("id", "-")), "type": str(event.get("type", "-"))}
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(event, dict) or not isinstance(event.get("id"), str):
+        return None
+    return event if "livemode" in event else None
 
 
-def on_agent_deletion_requested(sender: Any, agent: Any, **kwargs: Any) -> None:
-    """accounts.signals.agent_deletion_requested: Stripe stops charging before the agent goes.
-
-    Every live subscription is cancelled at once (not at period end); a Stripe
-    failure raises PaymentProviderError (502), which aborts the deletion.
-    """
-    payments.subscriptions_cancel_now(agent=agent)
+def _refusal(request: HttpRequest, error: errors.ApiError) -> HttpResponse:
+    return errors.api_error_response(error, request)
 
 
-def connect() -> None:
-    # Importing dj-stripe's handlers first connects them first: signal receivers
-    # run in connection order, and ours must see the freshly mirrored object.
-    import djstripe.event_handlers  # noqa: F401
-    from djstripe.signals import WEBHOOK_SIGNALS
+def _receive(
+    request: HttpRequest, endpoint_of: Callable[[bytes, str], WebhookEndpoint | None]
+) -> HttpResponse:
+    request.META.pop(_SECRET_OVERRIDE, None)
+    if request.method != "POST":
+        return _refusal(
+            request,
+            errors.MethodNotAllowedError(
+                f"Method {request.method} not allowed.", headers={"Allow": "POST"}
+            ),
+        )
+    if "stripe-signature" not in request.headers:
+        return _refusal(request, errors.ValidationError("Missing Stripe-Signature header."))
+    endpoint = endpoint_of(request.body, request.headers["stripe-signature"])
+    if endpoint is None:
+        return _refusal(request, errors.ValidationError(BAD_SIGNATURE))
+    event = event_of(request.body)
+    if event is None:
+        return _refusal(request, errors.ValidationError("The body is not a Stripe event."))
+    try:
+        stripe_events.event_receive(event=event)
+    except Exception:
+        logger.exception("Stripe event %s (%s) not stored", event["id"], event.get("type"))
+        return _refusal(
+            request,
+            errors.ServiceUnavailableError(
+                "The event could not be stored; retry later.", headers={"Retry-After": "60"}
+            ),
+        )
+    logger.info("Stripe event %s (%s) received", event["id"], event.get("type"))
+    return json_response({"received": True, "id": event["id"]})
 
-    for event_type, receiver in RECEIVERS.items():
-        WEBHOOK_SIGNALS[event_type].connect(receiver, dispatch_uid=f"lithtrix:{event_type}")
 
-    from accounts.signals import agent_deletion_requested
-
-    agent_deletion_requested.connect(
-        on_agent_deletion_requested, dispatch_uid="lithtrix:billing:agent_deletion_requested"
+@csrf_exempt
+def stripe_webhook_view(request: HttpRequest) -> HttpResponse:
+    """POST /v1/billing/webhook — for the endpoint (manage.py billing_webhook_endpoint)
+    whose secret signed the request."""
+    return _receive(
+        request, lambda body, signature: endpoint_signed_for(payload=body, signature=signature)
     )
+
+
+@csrf_exempt
+def stripe_webhook_by_uuid_view(request: HttpRequest, uuid: str) -> HttpResponse:
+    """POST /stripe/webhook/<uuid> — dj-stripe's URL of one WebhookEndpoint row."""
+
+    def endpoint_of(body: bytes, signature: str) -> WebhookEndpoint | None:
+        endpoint = _endpoint_by_uuid(uuid)
+        return endpoint if endpoint is not None and _verified(body, signature, endpoint) else None
+
+    if request.method == "POST" and _endpoint_by_uuid(uuid) is None:
+        return _refusal(request, errors.NotFoundError("No webhook endpoint at this URL."))
+    return _receive(request, endpoint_of)
+
+
+def _endpoint_by_uuid(value: str) -> WebhookEndpoint | None:
+    try:
+        key = uuid.UUID(value)
+    except ValueError:
+        return None
+    return WebhookEndpoint.objects.exclude(secret="").filter(djstripe_uuid=key).first()

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import stripe
 
-from billing.payments import services as payments
+from billing.payments import provisioning
 from billing.payments.dev.localstripe_server import start_subprocess, stop_subprocess
 from testing.servers import BlackHole
 
@@ -53,7 +53,7 @@ def _configure(settings, *, api_base: str, price_id: str = "") -> None:
     settings.STRIPE_PUBLISHABLE_KEY = TEST_PUBLISHABLE_KEY
     settings.STRIPE_PRO_PRICE_ID = price_id
     settings.STRIPE_API_BASE = api_base
-    payments.local_stripe_account_ensure(secret_key=TEST_SECRET_KEY)
+    provisioning.local_stripe_account_ensure(secret_key=TEST_SECRET_KEY)
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ LOCAL_PRO_PLAN = "price_lithtrix_pro_monthly"
 @pytest.fixture
 def local_stripe_pro(local_stripe, settings) -> str:
     """localstripe with the monthly Pro plan as STRIPE_PRO_PRICE_ID (what `make run` sets)."""
-    settings.STRIPE_PRO_PRICE_ID = payments.local_pro_plan_ensure(plan_id=LOCAL_PRO_PLAN)
+    settings.STRIPE_PRO_PRICE_ID = provisioning.local_pro_plan_ensure(plan_id=LOCAL_PRO_PLAN)
     return local_stripe
 
 

@@ -17,7 +17,9 @@ from djstripe import models as djstripe_models
 
 from accounts.models import Agent, AgentEvent, Tier
 from accounts.signals import agent_deletion_requested
+from billing.models import StripeEventReceipt
 from billing.tests.conftest import TEST_SECRET_KEY
+from billing.tests.helpers import run_jobs
 from billing.tests.test_cancel import stripe_subscriptions
 from billing.tests.test_setup import setup
 from lithtrix.errors import PaymentProviderError
@@ -56,9 +58,11 @@ def test_setup_subscribe_cancel_deletion_webhook_free_end_to_end(
     # The paid period ends: Stripe deletes the subscription and sends the event.
     stripe.Subscription.cancel(subscription["id"], api_key=TEST_SECRET_KEY)
 
-    assert wait_for(lambda: Agent.objects.get(pk=agent.pk).tier == Tier.FREE), (
-        "customer.subscription.deleted did not reach the server"
-    )
+    assert wait_for(
+        lambda: StripeEventReceipt.objects.filter(type="customer.subscription.deleted").exists()
+    ), "customer.subscription.deleted did not reach the server"
+    run_jobs()  # what a worker does
+    assert Agent.objects.get(pk=agent.pk).tier == Tier.FREE
     billing = api.get(f"{live_server.url}/v1/billing").json()
     assert (billing["tier"], billing["call_limit"], billing["cancel_at"]) == ("free", 300, None)
     ended = agent.events.get(kind=AgentEvent.Kind.SUBSCRIPTION_ENDED)

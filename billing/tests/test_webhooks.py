@@ -14,12 +14,18 @@ import uuid
 
 import pytest
 import stripe
+from django.contrib.admin.utils import quote
+from django.utils import timezone
+from django_q.models import Schedule
 from djstripe import models as djstripe_models
 
 from accounts.models import Agent, AgentEvent, Tier
 from billing.metering.tiers import tier_limits
-from billing.payments import services as payments
+from billing.models import StripeEventReceipt
+from billing.payments import provisioning
+from billing.payments.stripe_events import APPLY_TASK as APPLY
 from billing.tests.conftest import CUSTOMER, SUBSCRIPTION, recorded
+from billing.tests.helpers import queued_jobs, run_jobs
 from billing.tests.test_setup import setup
 from testing.assertions import assert_envelope
 
@@ -56,14 +62,18 @@ def signature(payload: str, secret: str = SECRET, timestamp: int | None = None) 
     return f"t={timestamp},v1={digest}"
 
 
-def deliver(api_client, payload: str, *, url: str = WEBHOOK_URL, **headers):
+def deliver(api_client, payload: str, *, url: str = WEBHOOK_URL, apply: bool = True, **headers):
+    """Stripe posts the event; then (``apply``) the job system runs what it enqueued."""
     headers.setdefault("HTTP_STRIPE_SIGNATURE", signature(payload))
-    return api_client.post(url, payload, content_type="application/json", **headers)
+    response = api_client.post(url, payload, content_type="application/json", **headers)
+    if apply:
+        run_jobs()
+    return response
 
 
 @pytest.fixture
 def endpoint(recorded_stripe):
-    return payments.webhook_endpoint_register(
+    return provisioning.webhook_endpoint_register(
         url="http://testserver/v1/billing/webhook", secret=SECRET
     )
 
@@ -369,9 +379,10 @@ def test_event_whose_object_stripe_no_longer_has_is_200_and_logged(
     assert downgrades(pro_agent) == 0
 
 
-def test_stripe_outage_during_the_refetch_is_503_so_stripe_retries(
-    stripe_account, pro_agent, api_client
+def test_stripe_outage_during_the_refetch_is_retried_later_with_backoff(
+    stripe_account, pro_agent, api_client, settings
 ):
+    assert settings.LITHTRIX_JOB_BACKOFF_SECONDS == 60  # the default
     canceled = subscription_now(stripe_account, status="canceled")
     stripe_account.routes[("GET", f"/v1/subscriptions/{SUBSCRIPTION}")] = lambda p: (
         503,
@@ -379,22 +390,35 @@ def test_stripe_outage_during_the_refetch_is_503_so_stripe_retries(
     )
     payload = stripe_event("customer.subscription.deleted", canceled)
 
-    response = deliver(api_client, payload)
+    response = deliver(api_client, payload, apply=False)
+    first = run_jobs()
+    second = run_jobs(due_schedules=True)
 
-    body = assert_envelope(response, 503, "SERVICE_UNAVAILABLE")
-    assert body["message"] == "Stripe could not be reached to confirm this event; retry later."
-    assert response["Retry-After"] == "60"
+    assert response.status_code == 200
+    assert [result for func, result in first + second if func == APPLY] == [
+        "failed try 1; next in 60 s",
+        "failed try 2; next in 120 s",
+    ]
+    receipt = StripeEventReceipt.objects.get(pk=json.loads(payload)["id"])
+    assert (receipt.attempts, receipt.applied_at) == (2, None)
+    assert "APIError" in receipt.last_error
+    retry = Schedule.objects.get(func=APPLY)
+    assert retry.kwargs == "{'attempt': 3}"
+    waited = (retry.next_run - timezone.now()).total_seconds()
+    assert 110 < waited <= 120
     pro_agent.refresh_from_db()
     assert pro_agent.tier == Tier.PRO
     assert not djstripe_models.Event.objects.exists()
-    # Stripe's retry, once Stripe answers again, is processed.
+    # Stripe answers again: the scheduled retry applies the event.
     del stripe_account.routes[("GET", f"/v1/subscriptions/{SUBSCRIPTION}")]
-    assert deliver(api_client, payload).status_code == 200
+    assert [r for func, r in run_jobs(due_schedules=True) if func == APPLY] == ["applied"]
     pro_agent.refresh_from_db()
     assert pro_agent.tier == Tier.FREE
+    assert StripeEventReceipt.objects.get(pk=receipt.pk).applied_at is not None
+    assert not Schedule.objects.filter(func=APPLY).exists()
 
 
-def test_stripe_unreachable_during_the_refetch_is_503(
+def test_stripe_unreachable_during_the_refetch_leaves_the_event_for_a_retry(
     stripe_account, pro_agent, api_client, settings, closed_port, monkeypatch
 ):
     canceled = subscription_now(stripe_account, status="canceled")
@@ -403,6 +427,213 @@ def test_stripe_unreachable_during_the_refetch_is_503(
 
     response = deliver(api_client, stripe_event("customer.subscription.deleted", canceled))
 
-    assert_envelope(response, 503, "SERVICE_UNAVAILABLE")
+    assert response.status_code == 200
+    assert StripeEventReceipt.objects.get().attempts == 1
+    assert Schedule.objects.filter(func=APPLY).count() == 1
     pro_agent.refresh_from_db()
     assert pro_agent.tier == Tier.PRO
+
+
+def test_webhook_stores_the_event_and_answers_before_calling_stripe(
+    stripe_account, pro_agent, api_client
+):
+    payload = stripe_event(
+        "customer.subscription.deleted", subscription_now(stripe_account, status="canceled")
+    )
+    calls = len(stripe_account.calls)
+
+    response = deliver(api_client, payload, apply=False)
+
+    assert response.status_code == 200
+    assert response.json() == {"received": True, "id": json.loads(payload)["id"]}
+    assert len(stripe_account.calls) == calls
+    receipt = StripeEventReceipt.objects.get()
+    assert (receipt.pk, receipt.type, receipt.applied_at) == (
+        json.loads(payload)["id"],
+        "customer.subscription.deleted",
+        None,
+    )
+    assert queued_jobs(APPLY) == 1
+    pro_agent.refresh_from_db()
+    assert pro_agent.tier == Tier.PRO
+    # The worker applies it.
+    assert [result for func, result in run_jobs() if func == APPLY] == ["applied"]
+    pro_agent.refresh_from_db()
+    assert pro_agent.tier == Tier.FREE
+
+
+def test_a_replayed_delivery_is_stored_and_enqueued_once(stripe_account, pro_agent, api_client):
+    payload = stripe_event(
+        "customer.subscription.deleted", subscription_now(stripe_account, status="canceled")
+    )
+
+    statuses = [deliver(api_client, payload, apply=False).status_code for _ in range(3)]
+
+    assert statuses == [200, 200, 200]
+    assert StripeEventReceipt.objects.count() == 1
+    assert queued_jobs(APPLY) == 1
+
+
+def test_events_applied_in_reverse_order_end_in_stripes_current_state(
+    stripe_account, pro_agent, api_client
+):
+    active_then = subscription_now(stripe_account, status="active")
+    canceled = subscription_now(stripe_account, status="canceled")
+    deleted = stripe_event("customer.subscription.deleted", canceled)
+    updated = stripe_event("customer.subscription.updated", active_then)
+    assert deliver(api_client, deleted, apply=False).status_code == 200
+    assert deliver(api_client, updated, apply=False).status_code == 200
+
+    # The worker takes the later event first.
+    from billing.payments.stripe_events import stripe_event_apply
+
+    results = [stripe_event_apply(json.loads(p)["id"]) for p in (updated, deleted, updated)]
+
+    assert results == ["applied", "applied", "skipped"]
+    pro_agent.refresh_from_db()
+    assert pro_agent.tier == Tier.FREE
+    assert downgrades(pro_agent) == 1
+
+
+def test_djstripe_url_never_honours_a_secret_chosen_by_the_sender(
+    settings, stripe_account, endpoint, pro_agent, api_client
+):
+    # dj-stripe takes X-Djstripe-Webhook-Secret as the signing secret when DEBUG is on.
+    settings.DEBUG = True
+    forged_secret = "whsec_forgedByAnyone0123456789"
+    payload = stripe_event(
+        "customer.subscription.deleted", subscription_now(stripe_account, status="canceled")
+    )
+
+    response = deliver(
+        api_client,
+        payload,
+        url=f"/stripe/webhook/{endpoint.djstripe_uuid}",
+        HTTP_STRIPE_SIGNATURE=signature(payload, secret=forged_secret),
+        HTTP_X_DJSTRIPE_WEBHOOK_SECRET=forged_secret,
+    )
+
+    assert_envelope(response, 400, "VALIDATION_ERROR")
+    pro_agent.refresh_from_db()
+    assert pro_agent.tier == Tier.PRO
+    assert not StripeEventReceipt.objects.exists()
+    assert not djstripe_models.Event.objects.exists()
+
+
+def _djstripe_url(endpoint) -> str:
+    return f"/stripe/webhook/{endpoint.djstripe_uuid}"
+
+
+@pytest.mark.parametrize(
+    ("send", "status", "error_code"),
+    [
+        (lambda c, url: c.get(url), 405, "METHOD_NOT_ALLOWED"),
+        (
+            lambda c, url: c.put(url, "{}", content_type="application/json"),
+            405,
+            "METHOD_NOT_ALLOWED",
+        ),
+        (
+            lambda c, url: c.post(url, "{}", content_type="application/json"),
+            400,
+            "VALIDATION_ERROR",
+        ),
+        (
+            lambda c, url: c.post(
+                url, "{}", content_type="application/json", HTTP_STRIPE_SIGNATURE="t=1,v1=00"
+            ),
+            400,
+            "VALIDATION_ERROR",
+        ),
+        (
+            lambda c, url: c.post(
+                url,
+                "not json",
+                content_type="text/plain",
+                HTTP_STRIPE_SIGNATURE=signature("not json"),
+            ),
+            400,
+            "VALIDATION_ERROR",
+        ),
+        (
+            lambda c, url: c.post(
+                url, "[1]", content_type="application/json", HTTP_STRIPE_SIGNATURE=signature("[1]")
+            ),
+            400,
+            "VALIDATION_ERROR",
+        ),
+        (
+            lambda c, url: c.post(
+                f"/stripe/webhook/{uuid.uuid4()}",
+                "{}",
+                content_type="application/json",
+                HTTP_STRIPE_SIGNATURE=signature("{}"),
+            ),
+            404,
+            "NOT_FOUND",
+        ),
+        (
+            lambda c, url: c.post(
+                "/stripe/webhook/not-a-uuid",
+                "{}",
+                content_type="application/json",
+                HTTP_STRIPE_SIGNATURE=signature("{}"),
+            ),
+            404,
+            "NOT_FOUND",
+        ),
+    ],
+    ids=[
+        "get",
+        "put",
+        "no-signature",
+        "bad-signature",
+        "signed-not-json",
+        "signed-not-an-event",
+        "unknown-endpoint",
+        "malformed-uuid",
+    ],
+)
+def test_djstripe_url_answers_every_bad_request_with_the_envelope(
+    settings, endpoint, api_client, send, status, error_code
+):
+    settings.DEBUG = True  # Django's HTML pages would show here if anything fell through
+
+    response = send(api_client, _djstripe_url(endpoint))
+
+    assert_envelope(response, status, error_code)
+    assert not StripeEventReceipt.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["not json", "[1]", '{"id": 1}', '{"type": "x"}'],
+    ids=["not-json", "array", "id-not-a-string", "no-id"],
+)
+def test_signed_body_that_is_not_a_stripe_event_is_400(endpoint, api_client, body):
+    response = deliver(api_client, body, apply=False)
+
+    body_ = assert_envelope(response, 400, "VALIDATION_ERROR")
+    assert body_["message"] == "The body is not a Stripe event."
+    assert not StripeEventReceipt.objects.exists()
+
+
+def test_received_events_are_listed_read_only_for_staff(
+    stripe_account, pro_agent, api_client, admin_client
+):
+    payload = stripe_event(
+        "customer.subscription.deleted", subscription_now(stripe_account, status="canceled")
+    )
+    event_id = json.loads(payload)["id"]
+    deliver(api_client, payload)
+
+    listing = admin_client.get("/admin/billing/stripeeventreceipt/", {"q": event_id})
+    # The admin's own links quote the id ("_" is its escape character).
+    page = admin_client.get(f"/admin/billing/stripeeventreceipt/{quote(event_id)}/change/")
+
+    assert listing.status_code == 200
+    assert event_id in listing.content.decode()
+    assert page.status_code == 200
+    assert "customer.subscription.deleted" in page.content.decode()
+    assert "Save" not in page.content.decode()
+    assert admin_client.get("/admin/billing/stripeeventreceipt/add/").status_code == 403

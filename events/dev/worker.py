@@ -12,6 +12,7 @@ then wait in the database until `make worker` runs).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -26,16 +27,22 @@ def _terminate(signum: int, frame: FrameType | None) -> NoReturn:
     raise SystemExit(128 + signum)
 
 
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM (qcluster finishes the job in hand), then SIGKILL after STOP_SECONDS."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=STOP_SECONDS)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def stop(process: subprocess.Popen, *, group: bool = False) -> None:
+    """SIGTERM (qcluster finishes the job in hand), then SIGKILL after STOP_SECONDS.
+
+    With ``group`` the SIGKILL goes to the process's whole group: qcluster forks a
+    sentinel, a pusher, a monitor and its workers, which would outlive it.
+    """
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    if group:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def main(command: list[str]) -> int:
@@ -45,7 +52,9 @@ def main(command: list[str]) -> int:
     if os.environ.get("LITHTRIX_DEV_WORKER", "").lower() in {"off", "0", "no", "false"}:
         return subprocess.call(command)  # noqa: S603 - the developer's own command
     signal.signal(signal.SIGTERM, _terminate)
-    worker = subprocess.Popen([sys.executable, "manage.py", "qcluster"])
+    # Its own process group: a Ctrl-C meant for the dev server reaches the cluster
+    # only through stop(), which lets it finish the job in hand, then ends the group.
+    worker = subprocess.Popen([sys.executable, "manage.py", "qcluster"], start_new_session=True)
     child = None
     try:
         child = subprocess.Popen(command)  # noqa: S603 - the developer's own command
@@ -55,7 +64,7 @@ def main(command: list[str]) -> int:
     finally:
         if child is not None:
             stop(child)
-        stop(worker)
+        stop(worker, group=True)
 
 
 if __name__ == "__main__":

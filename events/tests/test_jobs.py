@@ -110,6 +110,10 @@ def test_migrate_syncs_the_declared_periodic_jobs(settings):
     )
     assert periodic()["periodic:event_sweep"] == ("events.tasks.event_sweep", 5)
     assert periodic()["periodic:owner_email_retry"] == ("mail.tasks.owner_emails_retry", 1)
+    assert periodic()["periodic:stripe_reconcile"] == (
+        "billing.payments.reconciliation.stripe_reconcile",
+        60,
+    )
     assert {s.schedule_type for s in Schedule.objects.all()} == {Schedule.MINUTES}
 
 

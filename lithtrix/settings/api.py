@@ -136,6 +136,7 @@ SPECTACULAR_SETTINGS = {
         "lithtrix.openapi.add_plain_view_operations",
         "lithtrix.openapi.document_errors_and_headers",
         "lithtrix.openapi.link_new_keys",
+        "webhooks.payloads.add_event_schemas",
         "lithtrix.openapi.group_and_order",
     ],
     # Operations in the schema's order (lithtrix.openapi.group_and_order); the

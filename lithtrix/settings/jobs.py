@@ -38,6 +38,10 @@ LITHTRIX_JOB_TRIES = int(os.environ.get("LITHTRIX_JOB_TRIES", "8"))
 LITHTRIX_JOB_BACKOFF_SECONDS = int(os.environ.get("LITHTRIX_JOB_BACKOFF_SECONDS", "60"))
 LITHTRIX_JOB_BACKOFF_MAX_SECONDS = int(os.environ.get("LITHTRIX_JOB_BACKOFF_MAX_SECONDS", "3600"))
 
+# How often every agent whose tier depends on Stripe is re-read from it and repaired
+# (billing.payments.reconciliation).
+LITHTRIX_RECONCILE_MINUTES = int(os.environ.get("LITHTRIX_RECONCILE_MINUTES", "60"))
+
 # Periodic jobs, the one list: name -> {"func": dotted path, "minutes": interval}.
 # After every migrate, events.apps syncs them into django-q2's Schedule table
 # (created or updated by name; ones no longer listed are deleted).
@@ -52,4 +56,8 @@ LITHTRIX_PERIODIC_JOBS: dict[str, dict] = {
     "webhook_deliveries_resume": {"func": "webhooks.tasks.deliveries_resume", "minutes": 1},
     # Owner e-mails whose retry is due (mail.services.owner_emails_due_enqueue).
     "owner_email_retry": {"func": "mail.tasks.owner_emails_retry", "minutes": 1},
+    "stripe_reconcile": {
+        "func": "billing.payments.reconciliation.stripe_reconcile",
+        "minutes": LITHTRIX_RECONCILE_MINUTES,
+    },
 }

@@ -16,15 +16,27 @@ from webhooks.models import WebhookDelivery, WebhookEndpoint
 WEBHOOK = "/v1/webhook"
 DELIVERIES = "/v1/webhook/deliveries"
 EVENT_DATA: dict[str, dict[str, Any]] = {
-    "key.leaked": {"key_prefix": "ltx_AbCd1234", "source": "github"},
-    "key.revoked_by_support": {"key_prefix": "ltx_AbCd1234"},
-    "key.reissued_by_support": {"key_prefix": "ltx_AbCd1234"},
+    # The shapes the project records (webhooks/payloads.py documents them).
+    "key.leaked": {
+        "prefix": "ltx_AbCd1234",
+        "url": "https://github.com/octo/repo/blob/abc/config.py#L3",
+        "source": "content",
+    },
+    "key.revoked_by_support": {"prefix": "ltx_AbCd1234"},
+    "key.reissued_by_support": {"prefix": "ltx_Zy98XwVu", "revoked": ["ltx_AbCd1234"]},
     "usage.near_limit": {"calls_total": 240, "call_limit": 300},
     "usage.limit_reached": {"calls_total": 300, "call_limit": 300},
-    "billing.tier_changed": {"from": "free", "to": "pro", "reason": "payment_method_set"},
-    "billing.cancel_scheduled": {"cancel_at": "2027-01-03T10:00:00Z"},
-    "billing.payment_failed": {"next": "retry"},
-    "agent.deleted": {},
+    "billing.tier_changed": {"from": "free", "to": "pro", "reason": "setup"},
+    "billing.cancel_scheduled": {"cancel_at": "2027-01-03T10:00:00+00:00"},
+    "billing.payment_failed": {
+        "invoice_id": "in_1",
+        "amount_due": 2000,
+        "currency": "usd",
+        "attempt_count": 1,
+        "next_payment_attempt": None,
+        "next": "subscription_ends_unless_card_updated",
+    },
+    "agent.deleted": {"agent_name": "my-agent", "source": "agent"},
 }
 
 

@@ -17,8 +17,7 @@ import urllib.request
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from billing.payments import services as payments
-from billing.payments import webhooks
+from billing.payments import provisioning, stripe_events
 from lithtrix.errors import ApiError
 
 LOCAL_ENDPOINT_ID = "we_localstripe"
@@ -41,18 +40,18 @@ class Command(BaseCommand):
             )
         if not settings.STRIPE_API_BASE:
             raise CommandError("STRIPE_API_BASE must point at the localstripe server.")
-        payments.local_stripe_account_ensure(secret_key=key)
+        provisioning.local_stripe_account_ensure(secret_key=key)
         self.stdout.write("dj-stripe Account and APIKey rows ready for localstripe.")
         if pro_plan:
             try:
-                plan_id = payments.local_pro_plan_ensure(plan_id=pro_plan)
+                plan_id = provisioning.local_pro_plan_ensure(plan_id=pro_plan)
             except ApiError as exc:
                 raise CommandError(f"Stripe: {exc.message}") from exc
             self.stdout.write(f"Pro plan {plan_id} on localstripe (STRIPE_PRO_PRICE_ID={plan_id}).")
         if webhook_url:
             secret = f"whsec_{secrets.token_hex(16)}"
             body = json.dumps(
-                {"url": webhook_url, "secret": secret, "events": webhooks.WEBHOOK_EVENTS}
+                {"url": webhook_url, "secret": secret, "events": stripe_events.WEBHOOK_EVENTS}
             )
             request = urllib.request.Request(  # noqa: S310 - the configured local server
                 f"{settings.STRIPE_API_BASE.rstrip('/')}/_config/webhooks/lithtrix",
@@ -62,9 +61,9 @@ class Command(BaseCommand):
             )
             with urllib.request.urlopen(request, timeout=5):  # noqa: S310
                 pass
-            payments.webhook_endpoint_register(
+            provisioning.webhook_endpoint_register(
                 url=webhook_url, secret=secret, endpoint_id=LOCAL_ENDPOINT_ID, livemode=False
             )
             self.stdout.write(
-                f"localstripe sends {json.dumps(webhooks.WEBHOOK_EVENTS)} to {webhook_url}"
+                f"localstripe sends {json.dumps(stripe_events.WEBHOOK_EVENTS)} to {webhook_url}"
             )

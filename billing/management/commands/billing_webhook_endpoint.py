@@ -12,8 +12,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 from django.urls import reverse
 
-from billing.payments import services as payments
-from billing.payments import webhooks
+from billing.payments import provisioning, stripe_events
 from lithtrix.errors import ApiError
 
 
@@ -34,7 +33,7 @@ class Command(BaseCommand):
             raise CommandError("--base-url must start with https:// (or http:// for local use).")
         url = base_url.rstrip("/") + reverse("billing-webhook")
         try:
-            endpoint = payments.webhook_endpoint_register(
+            endpoint = provisioning.webhook_endpoint_register(
                 url=url, secret=secret, endpoint_id=endpoint_id
             )
         except ApiError as exc:
@@ -42,6 +41,7 @@ class Command(BaseCommand):
         djstripe_url = base_url.rstrip("/") + reverse(
             "djstripe:djstripe_webhook_by_uuid", kwargs={"uuid": endpoint.djstripe_uuid}
         )
-        self.stdout.write(f"Webhook endpoint {endpoint.id} ({', '.join(webhooks.WEBHOOK_EVENTS)})")
+        events = ", ".join(stripe_events.WEBHOOK_EVENTS)
+        self.stdout.write(f"Webhook endpoint {endpoint.id} ({events})")
         self.stdout.write(f"URL: {url}")
         self.stdout.write(f"Also accepted (dj-stripe's URL for this endpoint): {djstripe_url}")

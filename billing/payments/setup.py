@@ -1,0 +1,188 @@
+"""The agent's upgrade to Pro: POST /v1/billing/setup.
+
+Stripe is reached only through billing.payments.stripe_client; dj-stripe's tables mirror
+what Stripe answered. Services never import DRF.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import Agent, AgentEvent, Tier
+from billing.payments import locks, records, stripe_calls, stripe_client
+from billing.payments.mirror import (
+    customer_known,
+    mirror,
+    stripe_id,
+)
+from lithtrix.errors import PaymentFailedError
+
+logger = logging.getLogger("billing.payments.setup")
+
+
+def billing_setup(*, agent: Agent, payment_method_id: str) -> Agent:
+    """Attach ``payment_method_id`` to the agent's Stripe Customer and make the agent Pro.
+
+    Guarantees:
+    - Stripe is called first, with no database transaction or row lock open, all
+      within one deadline (STRIPE_REQUEST_DEADLINE_SECONDS, retries included).
+      Then one short durable transaction records the customer link, the tier and
+      the audit rows. A decline (PaymentFailedError), a provider failure or the
+      deadline (PaymentProviderError) leaves the agent exactly as it was; dj-stripe's
+      mirror rows may already show what Stripe holds (they mirror Stripe, not us).
+    - Concurrent billing requests of one agent run one after the other (the
+      agent's billing lock, never its row): 409 BILLING_IN_PROGRESS after a few
+      seconds of waiting. Metering is never blocked.
+    - One Stripe Customer per agent: reused once linked; created with an idempotency
+      key derived from the agent id, so a retried request gets the same customer.
+    - One Pro subscription per agent (when STRIPE_PRO_PRICE_ID is set): Stripe's list
+      of the customer's subscriptions is checked first, so calling setup again,
+      also after a lost response, never creates a second; a pending cancellation
+      is withdrawn (the subscription resumes).
+    - Called again as Pro, it makes the new payment method the invoice default.
+    """
+    stripe_client.require_configured()
+    with locks.agent_billing_lock(agent.pk):
+        current, facts, subscription, resumed = _setup_on_stripe(
+            agent=agent, payment_method_id=payment_method_id
+        )
+        _setup_record(agent=current, facts=facts, subscription=subscription, resumed=resumed)
+    customer_id = facts["stripe_customer_id"]
+    agent.tier = Tier.PRO
+    agent.stripe_customer_id = customer_id
+    logger.info("agent %s upgraded to pro (customer %s)", agent.pk, customer_id)
+    return agent
+
+
+def _setup_on_stripe(*, agent: Agent, payment_method_id: str) -> tuple[Any, ...]:
+    """Setup's Stripe calls and the mirror, within the request deadline; no transaction."""
+    with stripe_client.deadline():
+        current = Agent.objects.get(pk=agent.pk)
+        agent_id = str(current.pk)
+        customer_id = current.stripe_customer_id
+        replaced = None
+        if customer_id and not customer_known(customer_id):
+            # Deleted in Stripe's dashboard, or a local Stripe restarted empty.
+            replaced, customer_id = customer_id, None
+        if not customer_id:
+            # A new key after a lost customer: the old one would answer the lost one.
+            suffix = f"-after-{replaced}" if replaced else ""
+            customer_id = stripe_calls.customer_create(
+                agent_id=agent_id,
+                agent_name=current.agent_name,
+                idempotency_key=f"lithtrix-customer-{agent_id}{suffix}",
+            ).id
+        payment_method = stripe_calls.payment_method_attach(
+            payment_method_id=payment_method_id,
+            customer_id=customer_id,
+            idempotency_key=f"lithtrix-attach-{customer_id}-{payment_method_id}",
+        )
+        customer = stripe_calls.customer_set_default_payment_method(
+            customer_id=customer_id, payment_method_id=payment_method.id
+        )
+        subscription, resumed = _pro_subscription_ensure(
+            agent_id=agent_id, customer_id=customer_id, payment_method_id=payment_method.id
+        )
+        # dj-stripe may fetch related objects while mirroring: Stripe errors there are ours too.
+        mirror(customer=customer, payment_method=payment_method, subscription=subscription)
+    facts = {
+        "stripe_customer_id": customer_id,
+        "payment_method_id": payment_method.id,
+        "subscription_id": subscription.id if subscription is not None else None,
+    }
+    if replaced:
+        facts["replaced_customer_id"] = replaced
+    return current, facts, subscription, resumed
+
+
+def _setup_record(*, agent: Agent, facts: dict, subscription: Any, resumed: bool) -> None:
+    """Setup's one short transaction: customer link, audit rows, tier."""
+    current = agent
+    customer_id = facts["stripe_customer_id"]
+    with transaction.atomic(durable=True):
+        Agent.objects.filter(pk=current.pk).exclude(stripe_customer_id=customer_id).update(
+            stripe_customer_id=customer_id, updated_at=timezone.now()
+        )
+        AgentEvent.objects.create(
+            agent=current,
+            kind=AgentEvent.Kind.PAYMENT_METHOD_SET,
+            reason="Payment method attached through POST /v1/billing/setup.",
+            data=facts,
+        )
+        if resumed:
+            AgentEvent.objects.create(
+                agent=current,
+                kind=AgentEvent.Kind.SUBSCRIPTION_RESUMED,
+                reason=f"Pending cancellation of {subscription.id} withdrawn by billing setup.",
+                data=facts,
+            )
+        records.tier_change(
+            agent=current,
+            tier=Tier.PRO,
+            reason="Upgraded through billing setup.",
+            event_reason="setup",
+            data=facts,
+        )
+
+
+def _pro_subscription_ensure(
+    *, agent_id: str, customer_id: str, payment_method_id: str
+) -> tuple[Any, bool]:
+    """(The live Pro subscription of the customer, else a new one; None without a price,
+    whether a pending cancellation was withdrawn).
+
+    A subscription behind on payment (past_due, unpaid) has its open invoice paid
+    with the new payment method: Stripe does not retry an unpaid one by itself.
+    """
+    price_id = settings.STRIPE_PRO_PRICE_ID
+    if not price_id:
+        return None, False
+    existing = stripe_calls.subscriptions_of(customer_id=customer_id)
+    for subscription in existing:
+        if subscription["status"] in stripe_client.ENDED_STATUSES:
+            continue
+        resumed = False
+        # stripe-python 15's objects are not dicts: no .get (absent fields: `in`).
+        pending = [
+            subscription[name]
+            for name in ("cancel_at_period_end", "cancel_at")
+            if name in subscription
+        ]
+        if any(pending):
+            subscription = stripe_calls.subscription_cancel_at_period_end(
+                subscription_id=subscription["id"], cancel=False
+            )
+            resumed = True
+        if subscription["status"] in stripe_client.ENTITLED_STATUSES - {"past_due"}:
+            return subscription, resumed
+        return _subscription_settle(subscription, payment_method_id=payment_method_id), resumed
+    # The key changes only when a subscription ends, so a retry of this very
+    # request reuses the subscription it created, and a re-subscription after a
+    # cancellation is not answered with the cancelled one.
+    created = stripe_calls.subscription_create(
+        customer_id=customer_id,
+        price_id=price_id,
+        agent_id=agent_id,
+        idempotency_key=f"lithtrix-pro-{customer_id}-{len(existing)}",
+    )
+    return created, False
+
+
+def _subscription_settle(subscription: Any, *, payment_method_id: str) -> Any:
+    """Pay the latest open invoice of a subscription behind on payment; its state after."""
+    invoice_id = stripe_id(subscription["latest_invoice"])
+    if invoice_id:
+        invoice = stripe_calls.invoice_retrieve(invoice_id=invoice_id)
+        if invoice["status"] == "open":
+            stripe_calls.invoice_pay(invoice_id=invoice_id, payment_method_id=payment_method_id)
+    subscription = stripe_calls.subscription_retrieve(subscription_id=subscription["id"])
+    if subscription["status"] not in stripe_client.ENTITLED_STATUSES:
+        raise PaymentFailedError(
+            "The Pro subscription could not be brought up to date with this payment method."
+        )
+    return subscription
