@@ -13,6 +13,7 @@ then wait in the database until `make worker` runs).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from types import FrameType
 from typing import NoReturn
 
 STOP_SECONDS = 10
+PR_SET_PDEATHSIG = 1
 
 
 def _terminate(signum: int, frame: FrameType | None) -> NoReturn:
@@ -45,6 +47,13 @@ def stop(process: subprocess.Popen, *, group: bool = False) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
+def _die_with_parent() -> None:
+    # Linux's PR_SET_PDEATHSIG: the cluster gets SIGTERM when this wrapper dies, even
+    # by SIGKILL, so no make run leaves a worker behind.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def main(command: list[str]) -> int:
     if not command:
         print(__doc__, file=sys.stderr)
@@ -54,7 +63,11 @@ def main(command: list[str]) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     # Its own process group: a Ctrl-C meant for the dev server reaches the cluster
     # only through stop(), which lets it finish the job in hand, then ends the group.
-    worker = subprocess.Popen([sys.executable, "manage.py", "qcluster"], start_new_session=True)
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"],
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
     child = None
     try:
         child = subprocess.Popen(command)  # noqa: S603 - the developer's own command
@@ -62,6 +75,9 @@ def main(command: list[str]) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
+        # A second SIGTERM (make's whole group gets one, then devstripe sends its own)
+        # must not cut the stop short and orphan the cluster.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if child is not None:
             stop(child)
         stop(worker, group=True)
