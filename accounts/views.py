@@ -13,15 +13,15 @@ from accounts.serializers import (
 from accounts.services import agent_delete, agent_register
 from idempotency.views import IdempotentViewSetMixin, idempotent
 from keys.requests import request_agent
-from lithtrix.errors import (
+from lithtrix.core.exceptions import (
     AgentAlreadyExistsError,
     BillingInProgressError,
     BillingUnavailableError,
     PaymentProviderError,
     ValidationError,
 )
-from lithtrix.http import client_ip
-from lithtrix.openapi import EXAMPLE_AGENT_ID, EXAMPLE_API_KEY, errors
+from lithtrix.core.http import client_ip
+from lithtrix.core.openapi import EXAMPLE_AGENT_ID, EXAMPLE_API_KEY, errors
 
 REGISTERED_MESSAGE = "Store this key securely. It cannot be retrieved again."
 

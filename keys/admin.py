@@ -7,8 +7,8 @@ from django.contrib import admin, messages
 from keys.crypto import DISPLAY_PREFIX_LENGTH, KEY_PREFIX
 from keys.models import ApiKey, KeyEvent
 from keys.services import api_key_revoke
-from lithtrix.admin import BULK_LIMIT, LargeTableAdmin, parse_uuid, search_by_agent_id
-from lithtrix.http import client_ip
+from lithtrix.core.admin import BULK_LIMIT, LargeTableAdmin, parse_uuid, search_by_agent_id
+from lithtrix.core.http import client_ip
 
 
 @admin.register(ApiKey)

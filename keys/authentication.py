@@ -12,13 +12,12 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
 from accounts.models import Agent
-from billing.metering import ratelimit
 from keys import hints, selectors
 from keys.crypto import hash_key, is_well_formed
 from keys.models import ApiKey
-from lithtrix import metrics
-from lithtrix.errors import ApiError, InvalidApiKeyError
-from lithtrix.http import bearer_token
+from lithtrix.core import metrics, ratelimit
+from lithtrix.core.exceptions import ApiError, InvalidApiKeyError
+from lithtrix.core.http import bearer_token
 
 # --- failed authentications per client IP -------------------------------------
 #

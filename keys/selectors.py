@@ -11,7 +11,7 @@ from django.utils import timezone
 from accounts.models import Agent
 from keys.crypto import hash_key
 from keys.models import ApiKey
-from lithtrix import db
+from lithtrix.core import db
 
 
 def working_keys_condition(now: datetime.datetime) -> Q:
@@ -104,7 +104,7 @@ def _working_api_key_with_agent_postgresql(
     hashed_key: str, now: datetime.datetime
 ) -> ApiKey | None:
     # Every authenticated request runs this: the SQL is built once, prepared once per
-    # connection (lithtrix.db), and the rows become models directly (psycopg already
+    # connection (lithtrix.core.db), and the rows become models directly (psycopg already
     # returns Python's UUIDs and aware datetimes), which costs a third of what the
     # same query through the ORM costs.
     sql, key_fields, agent_fields = _lookup_sql()

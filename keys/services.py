@@ -17,7 +17,7 @@ from events.services import event_record
 from keys.crypto import DISPLAY_PREFIX_LENGTH, generate_key, hash_key, is_well_formed
 from keys.models import ApiKey, KeyEvent
 from keys.selectors import working_keys_condition
-from lithtrix.errors import InvalidApiKeyError
+from lithtrix.core.exceptions import InvalidApiKeyError
 
 # Longest overlap of a rotation, as Stripe's key roll: 7 days.
 MAX_ROTATION_OVERLAP_SECONDS = 7 * 24 * 3600

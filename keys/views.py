@@ -26,10 +26,10 @@ from keys.services import (
     api_key_rotate,
     api_keys_report_leaked,
 )
-from lithtrix.errors import InvalidApiKeyError, ValidationError
-from lithtrix.http import client_ip
-from lithtrix.openapi import EXAMPLE_API_KEY, EXAMPLE_ROTATED_KEY, errors
-from lithtrix.parsers import json_loads_bounded
+from lithtrix.core.exceptions import InvalidApiKeyError, ValidationError
+from lithtrix.core.http import client_ip
+from lithtrix.core.openapi import EXAMPLE_API_KEY, EXAMPLE_ROTATED_KEY, errors
+from lithtrix.core.parsers import json_loads_bounded
 
 EXAMPLE_PREFIX = EXAMPLE_API_KEY[:DISPLAY_PREFIX_LENGTH]
 EXAMPLE_ROTATED_PREFIX = EXAMPLE_ROTATED_KEY[:DISPLAY_PREFIX_LENGTH]

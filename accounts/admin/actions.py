@@ -20,9 +20,9 @@ from accounts.services import agent_delete, agent_reset_usage, agent_set_tier
 from keys.crypto import DISPLAY_PREFIX_LENGTH
 from keys.models import ApiKey
 from keys.services import api_key_reissue, api_key_revoke
-from lithtrix.admin import staff_user
-from lithtrix.errors import ApiError
-from lithtrix.http import client_ip
+from lithtrix.core.admin import staff_user
+from lithtrix.core.exceptions import ApiError
+from lithtrix.core.http import client_ip
 
 
 class AgentActionsMixin(admin.ModelAdmin):

@@ -8,18 +8,14 @@ from dataclasses import dataclass
 from django.http import HttpRequest
 
 from accounts.models import Agent, Tier
-from billing.metering.ratelimit import (
-    RateLimitState,
-    RequestNotes,
-    forget_decision,
-    limit_agent,
-)
 from billing.metering.services import MeterResult, meter_call
 from billing.metering.tiers import tier_limits
 from keys import hints
 from keys.authentication import authenticate_key_hash, presented_key_hash
-from lithtrix import metrics
-from lithtrix.errors import ApiError, OverLimitError, RateLimitExceededError
+from lithtrix.core import metrics
+from lithtrix.core.exceptions import ApiError, OverLimitError, RateLimitExceededError
+from lithtrix.core.notes import RateLimitState, RequestNotes
+from lithtrix.core.ratelimit import forget_decision, limit_agent
 
 UPGRADE_URL = "/v1/billing/setup"
 

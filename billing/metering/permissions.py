@@ -8,8 +8,8 @@ from rest_framework.views import APIView
 
 from accounts.models import Agent
 from billing.metering.meter import meter_request
-from lithtrix.errors import InvalidApiKeyError
-from lithtrix.http import django_request
+from lithtrix.core.exceptions import InvalidApiKeyError
+from lithtrix.core.http import django_request
 
 
 class Metered(BasePermission):

@@ -18,7 +18,7 @@ from events.models import Event
 from events.services import event_dispatch_enqueue
 from keys.models import ApiKey
 from keys.selectors import working_key_sql
-from lithtrix import db
+from lithtrix.core import db
 
 
 @dataclass(frozen=True)

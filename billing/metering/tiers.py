@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db.models import Q
 
 from accounts.models import Tier
-from billing.metering.ratelimit import agent_scope, throttle_rate
+from lithtrix.core.ratelimit import agent_scope, throttle_rate
 
 
 @dataclass(frozen=True)

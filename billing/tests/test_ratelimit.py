@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from accounts.services import agent_set_tier
-from billing.metering.ratelimit import ip_bucket, parse_rate, window_end
 from billing.tests.helpers import assert_envelope, rate_headers
+from lithtrix.core.ratelimit import ip_bucket, parse_rate, window_end
 
 # Every endpoint that takes a key, with the method that reaches its view.
 AUTHENTICATED = [

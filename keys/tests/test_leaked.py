@@ -13,7 +13,7 @@ from events.models import Event
 from keys import secret_scanning
 from keys.crypto import generate_key
 from keys.models import ApiKey, KeyEvent
-from lithtrix.parsers import MAX_JSON_DEPTH
+from lithtrix.core.parsers import MAX_JSON_DEPTH
 from testing.assertions import assert_envelope
 from testing.jobs import queued_dispatches
 

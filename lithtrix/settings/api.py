@@ -17,7 +17,7 @@ LITHTRIX_AUTH_SEEN_VALID_SECONDS = int(
 
 # Networks of our own proxies (nginx, the metering gateway, a load balancer), comma
 # separated. X-Forwarded-For is believed only from a peer in them, and only past
-# their own hops (lithtrix/http.py); empty: the client IP is REMOTE_ADDR.
+# their own hops (lithtrix/core/http.py); empty: the client IP is REMOTE_ADDR.
 LITHTRIX_TRUSTED_PROXIES = env_list("LITHTRIX_TRUSTED_PROXIES", "")
 try:
     for _network in LITHTRIX_TRUSTED_PROXIES:
@@ -57,7 +57,7 @@ LITHTRIX_SECRET_SCANNING_KEYS_FILE = os.environ.get("LITHTRIX_SECRET_SCANNING_KE
 
 # Every rate limit, by DRF throttle scope ("N/period": s, m, h, d or a multiple,
 # 100/5m). Per agent by tier (agent_free, agent_pro); every other scope per client
-# IP, an IPv6 client by its /64 (billing/metering/ratelimit.py).
+# IP, an IPv6 client by its /64 (lithtrix/core/ratelimit.py).
 THROTTLE_RATES = {
     "agent_free": os.environ.get("LITHTRIX_FREE_RATE", "60/m"),
     "agent_pro": os.environ.get("LITHTRIX_PRO_RATE", "600/m"),
@@ -79,13 +79,13 @@ RATELIMIT_FAIL_OPEN = True
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["keys.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["lithtrix.parsers.BoundedJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["lithtrix.core.parsers.BoundedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "EXCEPTION_HANDLER": "lithtrix.errors.api_exception_handler",
+    "EXCEPTION_HANDLER": "lithtrix.core.responses.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
     # Per agent (rate by tier) or per client IP in the view's throttle_scope; views
     # opt out with throttle_classes = [].
-    "DEFAULT_THROTTLE_CLASSES": ["billing.metering.ratelimit.ScopedRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["lithtrix.core.ratelimit.ScopedRateThrottle"],
     "DEFAULT_THROTTLE_RATES": THROTTLE_RATES,
     "DEFAULT_SCHEMA_CLASS": "lithtrix.openapi.LithtrixAutoSchema",
 }

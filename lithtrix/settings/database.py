@@ -24,7 +24,7 @@ if _default["ENGINE"] == "django.db.backends.sqlite3":
 elif _default["ENGINE"] == "django.db.backends.postgresql":
     # Django's backend, with a health check that needs no SELECT 1 per request.
     # Code that asks which database this is reads connection.vendor ("postgresql").
-    _default["ENGINE"] = "lithtrix.postgresql"
+    _default["ENGINE"] = "lithtrix.core.postgresql"
     # An unreachable database fails a request within seconds (503), not after the
     # operating system's TCP timeout.
     _default.setdefault("OPTIONS", {})["connect_timeout"] = int(
@@ -43,10 +43,10 @@ if DATABASE_POOLING not in ("", "pgbouncer"):
 
     raise ImproperlyConfigured("DATABASE_POOLING must be empty or 'pgbouncer'.")
 
-if _default["ENGINE"] == "lithtrix.postgresql":
-    # The hot path's fixed statements (lithtrix.db) are prepared once per connection,
+if _default["ENGINE"] == "lithtrix.core.postgresql":
+    # The hot path's fixed statements (lithtrix.core.db) are prepared once per connection,
     # unless DJANGO_DB_PREPARED_STATEMENTS is off or PgBouncer pools the connections
-    # (prepare_threshold None: lithtrix.db then binds without preparing). Django's own
+    # (prepare_threshold None: lithtrix.core.db then binds without preparing). Django's own
     # queries are never prepared either way.
     _prepare = env_bool("DJANGO_DB_PREPARED_STATEMENTS", default=True)
     _default["OPTIONS"]["prepare_threshold"] = (

@@ -85,7 +85,7 @@ def use_redis(settings, url: str) -> None:
 
     settings.CACHES = {
         "default": {
-            "BACKEND": "billing.metering.cache.RedisCache",
+            "BACKEND": "lithtrix.core.cache.RedisCache",
             "LOCATION": url,
             "OPTIONS": {**REDIS_OPTIONS, "retry": Retry(NoBackoff(), 0)},
         }

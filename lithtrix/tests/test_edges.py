@@ -9,8 +9,8 @@ import logging
 import pytest
 from django.test import Client, RequestFactory
 
-from lithtrix.errors import csrf_failure_view
-from lithtrix.parsers import MAX_JSON_DEPTH, json_depth_exceeds
+from lithtrix.core.parsers import MAX_JSON_DEPTH, json_depth_exceeds
+from lithtrix.core.responses import csrf_failure_view
 from testing.assertions import assert_envelope
 
 METHODS = ["get", "post", "put", "patch", "delete", "options"]

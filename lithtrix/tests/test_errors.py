@@ -123,7 +123,8 @@ def test_an_error_inside_an_atomic_request_marks_it_for_rollback(monkeypatch):
     from django.db import connection, transaction
 
     from accounts.models import Agent
-    from lithtrix.errors import NotFoundError, api_exception_handler
+    from lithtrix.core.exceptions import NotFoundError
+    from lithtrix.core.responses import api_exception_handler
 
     # ATOMIC_REQUESTS: the view's writes share the request's transaction.
     monkeypatch.setitem(connection.settings_dict, "ATOMIC_REQUESTS", True)

@@ -6,8 +6,8 @@ import pytest
 
 from accounts.views import MeViewSet
 from lithtrix import plain
-from lithtrix.logs import JsonFormatter, scrub
-from lithtrix.middleware import RequestIdLogFilter
+from lithtrix.core.logs import JsonFormatter, scrub
+from lithtrix.core.request_id import RequestIdLogFilter
 
 CARD = "4242424242424242"
 STRIPE_SECRET = "sk_test_4eC39HqLyjWDarjtT1zdp7dc"

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from lithtrix.metrics import observe_stripe_call
+from lithtrix.core.metrics import observe_stripe_call
 from lithtrix.tests.test_deploy_settings import PRODUCTION, run_manage
 from testing.assertions import assert_envelope
 

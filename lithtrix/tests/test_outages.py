@@ -12,6 +12,7 @@ import redis
 from django.db import OperationalError
 
 from accounts.models import Agent
+from lithtrix.core import probes
 from lithtrix.tests.faults import use_redis
 from testing.assertions import assert_envelope
 
@@ -187,7 +188,7 @@ def test_readyz_names_the_database(client, monkeypatch):
     def refuse():
         raise OperationalError("connection refused")
 
-    monkeypatch.setitem(__import__("lithtrix.health").health.READINESS_CHECKS, "database", refuse)
+    monkeypatch.setitem(probes.READINESS_CHECKS, "database", refuse)
     body = readyz_envelope(client.get("/readyz"))
     assert body["checks"] == {"database": "unavailable", "cache": "ok"}
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics, and GET /metrics to scrape them.
+"""Prometheus metrics (GET /metrics, lithtrix.core.probes, serves them).
 
 The names an operator alerts on (see README, "Monitoring"):
 
@@ -24,17 +24,12 @@ This module imports nothing from the apps: they call it.
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import os
 import time
 from collections.abc import Callable, Iterator
-from functools import cache
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
     Counter,
@@ -44,8 +39,6 @@ from prometheus_client import (
 from prometheus_client import multiprocess as prometheus_multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-
-from lithtrix.http import bearer_token, client_ip
 
 # prometheus_client opens its files there as the metrics below are declared, in every
 # process that imports this (manage.py's commands too, before gunicorn's on_starting
@@ -193,27 +186,6 @@ def _method(request: HttpRequest) -> str:
 # --- GET /metrics -------------------------------------------------------------
 
 
-@cache
-def _allowed_networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    return tuple(
-        ipaddress.ip_network(item.strip(), strict=False)
-        for item in value.split(",")
-        if item.strip()
-    )
-
-
-def _client_allowed(request: HttpRequest) -> bool:
-    ip = client_ip(request)
-    if not ip:
-        return False
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    networks = _allowed_networks(settings.LITHTRIX_METRICS_ALLOWED_NETWORKS)
-    return any(address in network for network in networks)
-
-
 def exposition() -> bytes:
     """Every metric in Prometheus' text format; all processes' in multiprocess mode."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -222,31 +194,3 @@ def exposition() -> bytes:
         registry.register(JOB_QUEUE)
         return generate_latest(registry)
     return generate_latest(REGISTRY)
-
-
-def metrics_view(request: HttpRequest) -> HttpResponse:
-    """GET /metrics: to allowed networks, or with ``Authorization: Bearer <token>``.
-
-    A wrong token is 403; a client that is neither allowed nor presents a token is
-    told nothing is here (404).
-    """
-    from lithtrix.errors import (
-        NotFoundError,
-        PermissionDeniedError,
-        api_error_response,
-        refuse_method,
-    )
-
-    token = bearer_token(request.META.get("HTTP_AUTHORIZATION", ""))
-    expected = settings.LITHTRIX_METRICS_TOKEN
-    if token is not None:
-        if not (expected and hmac.compare_digest(token.encode(), expected.encode())):
-            return api_error_response(PermissionDeniedError(), request)
-    elif not _client_allowed(request):
-        return api_error_response(NotFoundError(), request)
-    refused = refuse_method(request, ("GET", "HEAD"))
-    if refused is not None:
-        return refused
-    response = HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
-    response["Cache-Control"] = "no-store"
-    return response

@@ -37,20 +37,20 @@ import re
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from django.conf import settings
 from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
 from django_ratelimit.core import get_usage
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
-from lithtrix import metrics, outages
-from lithtrix.errors import RateLimitExceededError, ServiceUnavailableError
-from lithtrix.http import client_ip, django_request
+from lithtrix.core import metrics, outages
+from lithtrix.core.exceptions import ServiceUnavailableError
+from lithtrix.core.http import client_ip, django_request
+from lithtrix.core.notes import RateLimitState, RequestNotes
 
 if TYPE_CHECKING:  # rest_framework.views loads the throttle classes: this module
     from rest_framework.request import Request
@@ -63,7 +63,6 @@ IPV6_PREFIX = 64
 # A window's counter outlives the window a little: a request counted in its last
 # second still finds it.
 _EXPIRY_MARGIN = 1
-_NOTES_ATTR = "lithtrix_notes"
 
 T = TypeVar("T")
 
@@ -105,56 +104,6 @@ def agent_scope(tier: str) -> str:
 
 def clock() -> float:
     return time.time()  # tests replace this with a controllable clock
-
-
-@dataclass(frozen=True)
-class RateLimitState:
-    limit: int
-    remaining: int
-    reset: int  # whole seconds until the window resets, >= 1
-    limited: bool
-
-    def headers(self) -> dict[str, str]:
-        return {
-            "RateLimit-Limit": str(self.limit),
-            "RateLimit-Remaining": str(self.remaining),
-            "RateLimit-Reset": str(self.reset),
-        }
-
-    def exceeded(self, message: str | None = None) -> RateLimitExceededError:
-        """The 429 for this window: Retry-After and the limit that refused."""
-        return RateLimitExceededError(
-            message, headers={"Retry-After": str(self.reset), **self.headers()}
-        )
-
-
-@dataclass
-class RequestNotes:
-    """What this project notes on one request, in one typed object.
-
-    ``rate_limit`` is None when no limit was decided, or when the count could not
-    be made and the limit failed open; ``calls_remaining`` is a Free agent's
-    lifetime calls left after its metered call (X-Calls-Remaining).
-    """
-
-    rate_limit_decided: bool = False
-    rate_limit: RateLimitState | None = None
-    calls_remaining: int | None = None
-
-    @staticmethod
-    def of(request: HttpRequest) -> RequestNotes:
-        """The request's notes (DRF's Request or Django's), made on first use."""
-        request = django_request(request)
-        notes = request.__dict__.get(_NOTES_ATTR)
-        if notes is None:
-            notes = RequestNotes()
-            setattr(request, _NOTES_ATTR, notes)
-        return notes
-
-    @staticmethod
-    def peek(request: HttpRequest) -> RequestNotes | None:
-        """The request's notes if anything was noted (the Django request)."""
-        return request.__dict__.get(_NOTES_ATTR)
 
 
 def window_end(bucket: str, period: int, now: int) -> int:
@@ -386,23 +335,3 @@ class ScopedRateThrottle(BaseThrottle):
 
     def wait(self) -> float | None:
         return self.state.reset if self.state is not None else None
-
-
-class RateLimitHeadersMiddleware:
-    """Adds RateLimit-* to every answer of a request whose rate limit was decided,
-    and X-Calls-Remaining to a Free agent's metered 200."""
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        response = self.get_response(request)
-        notes = RequestNotes.peek(request)
-        if notes is None:
-            return response
-        if notes.rate_limit is not None:
-            for name, value in notes.rate_limit.headers().items():
-                response[name] = value
-        if notes.calls_remaining is not None and response.status_code == 200:
-            response["X-Calls-Remaining"] = str(notes.calls_remaining)
-        return response
