@@ -22,6 +22,7 @@ REQUIRED = {
     "DJANGO_SECRET_KEY": "python3 -c 'import secrets; print(secrets.token_urlsafe(50))'",
     "DATABASE_URL": "postgres://user@host:5432/name",
     "REDIS_URL": "redis://host:6379/0, the rate limits every process shares",
+    "EMAIL_URL": "smtp+tls://user:password@host:587, owner e-mail (or console:)",
 }
 
 
@@ -32,7 +33,9 @@ def is_on(environ: Mapping[str, str], name: str) -> bool:
 
 def missing(environ: Mapping[str, str]) -> list[str]:
     """The required settings that are unset (DJANGO_DEBUG excuses the secret and Redis)."""
-    excused = {"DJANGO_SECRET_KEY", "REDIS_URL"} if is_on(environ, "DJANGO_DEBUG") else set()
+    excused = (
+        {"DJANGO_SECRET_KEY", "REDIS_URL", "EMAIL_URL"} if is_on(environ, "DJANGO_DEBUG") else set()
+    )
     if is_on(environ, "LITHTRIX_SINGLE_PROCESS"):
         excused.add("REDIS_URL")
     return [name for name in REQUIRED if name not in excused and not environ.get(name)]

@@ -28,7 +28,7 @@ class LithtrixAdminSite(admin.AdminSite):
     enable_nav_sidebar = False
     # The index and the side bar lead with what support looks at most: these apps
     # in this order (others follow, by name), each app's main page first.
-    app_order = ("accounts", "keys", "billing", "events", "djstripe")
+    app_order = ("accounts", "keys", "billing", "events", "mail", "djstripe")
     lead_models = ("accounts.agent", "keys.apikey")
     app_names = {"djstripe": "Stripe (read-only mirror)"}
 

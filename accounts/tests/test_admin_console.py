@@ -31,7 +31,7 @@ def test_index_leads_with_usage_then_agents_and_keys(support_client):
     response = support_client.get("/admin/")
 
     labels = [app["app_label"] for app in response.context["app_list"]]
-    assert labels == ["accounts", "keys", "billing", "events", "djstripe"]
+    assert labels == ["accounts", "keys", "billing", "events", "mail", "djstripe"]
     html = response.content.decode()
     assert html.index('id="usage-summary"') < html.index('class="app-accounts')
 

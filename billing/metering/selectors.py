@@ -15,6 +15,7 @@ from django.utils import timezone
 from accounts.models import Agent, Tier
 from billing.metering.tiers import over_limit_condition, tier_limits
 from billing.models import DailyUsage
+from lithtrix.core.replica import read_from_replica
 
 USAGE_DAYS = 7
 
@@ -40,16 +41,20 @@ def _fresh(agent: Agent) -> Agent:
 
 def usage_summary(*, agent: Agent, today: datetime.date | None = None) -> UsageSummary:
     """Lifetime, this UTC month's and the last 7 UTC days' metered calls (oldest day first)."""
+    # calls_total is the counter metering just moved: the primary's. The daily rows
+    # are history, read from the replica (they may trail by its lag).
     agent = _fresh(agent)
     today = today or timezone.now().date()
     first_day = today - datetime.timedelta(days=USAGE_DAYS - 1)
     month_start = today.replace(day=1)
-    rows = DailyUsage.objects.filter(agent=agent)
-    calls_this_month = (
-        rows.filter(date__gte=month_start, date__lte=today).aggregate(total=Sum("calls"))["total"]
-        or 0
-    )
-    by_date = dict(rows.filter(date__gte=first_day, date__lte=today).values_list("date", "calls"))
+
+    def history(using: str) -> tuple[int, dict[datetime.date, int]]:
+        rows = DailyUsage.objects.using(using).filter(agent_id=agent.pk)
+        month = rows.filter(date__gte=month_start, date__lte=today).aggregate(total=Sum("calls"))
+        days = rows.filter(date__gte=first_day, date__lte=today).values_list("date", "calls")
+        return month["total"] or 0, dict(days)
+
+    calls_this_month, by_date = read_from_replica(history)
     call_limit = tier_limits(agent.tier).call_limit
     return UsageSummary(
         calls_total=agent.calls_total,
@@ -87,18 +92,27 @@ class UsageOverview:
 
 def usage_overview() -> UsageOverview:
     """Live agents per tier, over-limit agents, metered and refused calls,
-    registrations, and deleted agents apart (five queries).
+    registrations, and deleted agents apart (five queries, on the replica if any).
 
     Each query is an index or index range scan: (tier, calls_total) for the first
     two, DailyUsage.date and Agent.created_at for the others; tombstones are few.
     """
-    live = Agent.objects.filter(deleted_at__isnull=True)
+    return read_from_replica(_usage_overview)
+
+
+def _usage_overview(using: str) -> UsageOverview:
+    agents = Agent.objects.using(using)
+    live = agents.filter(deleted_at__isnull=True)
     counts = dict(live.order_by().values_list("tier").annotate(n=Count("*")))
     today = utc_today()
-    calls = DailyUsage.objects.filter(date__gte=today - datetime.timedelta(days=6)).aggregate(
-        week=Sum("calls"),
-        today=Sum("calls", filter=Q(date=today)),
-        refused_today=Sum("refused", filter=Q(date=today)),
+    calls = (
+        DailyUsage.objects.using(using)
+        .filter(date__gte=today - datetime.timedelta(days=6))
+        .aggregate(
+            week=Sum("calls"),
+            today=Sum("calls", filter=Q(date=today)),
+            refused_today=Sum("refused", filter=Q(date=today)),
+        )
     )
     return UsageOverview(
         agents_by_tier={tier: counts.get(tier, 0) for tier in Tier.values},
@@ -109,7 +123,7 @@ def usage_overview() -> UsageOverview:
         registrations_last_7_days=live.filter(
             created_at__gte=timezone.now() - datetime.timedelta(days=7)
         ).count(),
-        deleted=Agent.objects.filter(deleted_at__isnull=False).count(),
+        deleted=agents.filter(deleted_at__isnull=False).count(),
     )
 
 

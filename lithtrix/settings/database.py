@@ -1,5 +1,6 @@
 """The database: DATABASE_URL (SQLite file by default)."""
 
+import copy
 import os
 
 import dj_database_url
@@ -56,3 +57,29 @@ if _default["ENGINE"] == "lithtrix.core.postgresql":
         _default["DISABLE_SERVER_SIDE_CURSORS"] = True
 
 DATABASES = {"default": _default}
+
+# DATABASE_REPLICA_URL: a streaming replica of the same database, for the reads that
+# may lag (lithtrix.core.replica says which). Same options as the primary, but a short
+# connect timeout: a replica that is down costs a read that long once, then the
+# primary answers (libpq waits at least 2 s whatever is asked).
+DATABASE_REPLICA_URL = os.environ.get("DATABASE_REPLICA_URL", "").strip()
+if DATABASE_REPLICA_URL:
+    _parsed = dj_database_url.parse(DATABASE_REPLICA_URL)
+    _replica = copy.deepcopy(_default)
+    for _where in ("NAME", "USER", "PASSWORD", "HOST", "PORT"):
+        _replica[_where] = _parsed.get(_where, "")  # type: ignore[typeddict-item]
+    _replica["OPTIONS"] = {**_default.get("OPTIONS", {}), **_parsed.get("OPTIONS", {})}
+    if _replica["ENGINE"] != "lithtrix.core.postgresql":
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured("DATABASE_REPLICA_URL needs a PostgreSQL DATABASE_URL.")
+    _replica["OPTIONS"]["connect_timeout"] = int(
+        os.environ.get("LITHTRIX_DB_REPLICA_CONNECT_TIMEOUT_SECONDS", "2")
+    )
+    # Tests never create a database on a read-only standby: the replica alias reads
+    # the test database.
+    _replica["TEST"] = {"MIRROR": "default"}
+    DATABASES["replica"] = _replica
+
+# Writes and migrations on the primary only; reads choose with .using().
+DATABASE_ROUTERS = ["lithtrix.core.replica.PrimaryRouter"]

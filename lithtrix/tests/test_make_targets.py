@@ -33,7 +33,7 @@ def test_serve_names_every_missing_setting_at_once_before_touching_anything(
     assert done.returncode != 0
     assert "Traceback" not in done.stderr and "KeyError" not in done.stderr
     message = done.stderr.split("make serve: cannot start", 1)[1]
-    for name in ("DJANGO_SECRET_KEY", "DATABASE_URL", "REDIS_URL"):
+    for name in ("DJANGO_SECRET_KEY", "DATABASE_URL", "REDIS_URL", "EMAIL_URL"):
         assert f"{name} is not set" in message
 
 
@@ -46,6 +46,7 @@ def test_serve_reports_a_refused_value_in_one_line_and_creates_nothing(tmp_path:
         DATABASE_URL=f"sqlite:///{database}",
         DJANGO_SECRET_KEY="x" * 50,
         REDIS_URL="redis://127.0.0.1:1/0",
+        EMAIL_URL="console:",
         DATABASE_POOLING="bogus",
     )
 
