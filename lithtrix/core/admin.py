@@ -13,6 +13,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from lithtrix.core.paginators import LargeTablePaginator
+from lithtrix.core.replica import replica_alias
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -86,6 +87,14 @@ class ReadOnlyAdminMixin:
 
 
 class LargeTableChangeList(ChangeList):
+    def get_queryset(self, request, exclude_parameters=None):
+        queryset = super().get_queryset(request, exclude_parameters)
+        # A page of a list may lag the primary by the replica's lag; an action (POST)
+        # reads the rows it changes from the primary.
+        if request.method in ("GET", "HEAD"):
+            queryset = queryset.using(replica_alias())
+        return queryset
+
     def get_ordering_field(self, field_name):
         # Headers outside sortable_by have no link, but ?o= could still name them;
         # an ordering no index serves would sort the whole table.
