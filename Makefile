@@ -87,6 +87,7 @@ check: dev-venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	DJANGO_DEBUG=on $(BIN)/python manage.py makemigrations --check --dry-run
 	DJANGO_DEBUG=on $(BIN)/python manage.py check
 

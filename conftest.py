@@ -37,9 +37,9 @@ def _clear_cache() -> None:
     # Rate-limit counters live in the cache; every test starts with none (and no key
     # hints: keys.hints), and with
     # no process-local memory of earlier tests' failures (breaker, blocked addresses).
-    from billing.metering.ratelimit import reset_breaker
     from keys.authentication import reset_failure_limits
-    from lithtrix.outages import reset
+    from lithtrix.core.outages import reset
+    from lithtrix.core.ratelimit import reset_breaker
 
     cache.clear()
     hints.clear()
@@ -131,5 +131,19 @@ def ratelimit_clock(monkeypatch):
     """
     # A whole minute starts here for no agent in particular; tests move it on purpose.
     clock = SimpleNamespace(now=1_900_000_000.0)
-    monkeypatch.setattr("billing.metering.ratelimit.clock", lambda: clock.now)
+    monkeypatch.setattr("lithtrix.core.ratelimit.clock", lambda: clock.now)
+    # django-ratelimit (the per-IP scopes) reads time.time() through its module.
+    monkeypatch.setattr("django_ratelimit.core.time", SimpleNamespace(time=lambda: clock.now))
     return clock
+
+
+@pytest.fixture
+def throttle_rates(settings):
+    """Set some throttle scopes' rates for one test: ``throttle_rates(register="1/m")``."""
+
+    def set_rates(**rates: str) -> None:
+        rest_framework = settings.REST_FRAMEWORK
+        merged = {**rest_framework["DEFAULT_THROTTLE_RATES"], **rates}
+        settings.REST_FRAMEWORK = {**rest_framework, "DEFAULT_THROTTLE_RATES": merged}
+
+    return set_rates

@@ -25,14 +25,14 @@ class TierForm(ReasonForm):
 
 
 class ReissueKeyForm(ReasonForm):
-    # The agent's active keys when the page was shown: a second submission (double
+    # The agent's working keys when the page was shown: a second submission (double
     # click, reload of the new-key page) finds them changed and does nothing, instead
     # of revoking the key just handed out.
-    active_keys = forms.CharField(widget=forms.HiddenInput, required=False)
+    working_keys = forms.CharField(widget=forms.HiddenInput, required=False)
 
-    def clean_active_keys(self) -> list[int]:
+    def clean_working_keys(self) -> list[int]:
         """ "3,7" -> [3, 7]: what keys.services.api_key_reissue expects to find active."""
-        value = self.cleaned_data["active_keys"]
+        value = self.cleaned_data["working_keys"]
         try:
             return [int(pk) for pk in value.split(",") if pk.strip()]
         except ValueError:

@@ -2,7 +2,7 @@ from django.core.validators import RegexValidator
 from rest_framework import serializers
 
 from accounts.models import Tier
-from lithtrix.serializers import StrictCharField
+from lithtrix.core.serializers import StrictCharField
 
 
 class AgentRegisterSerializer(serializers.Serializer):

@@ -13,7 +13,7 @@ from accounts.signals import agent_deletion_requested
 from events.services import event_record
 from keys.models import KeyEvent
 from keys.services import api_key_issue, api_keys_revoke_all
-from lithtrix.errors import AgentAlreadyExistsError
+from lithtrix.core.exceptions import AgentAlreadyExistsError
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,15 @@ from accounts.serializers import (
 from accounts.services import agent_delete, agent_register
 from idempotency.views import IdempotentViewSetMixin, idempotent
 from keys.requests import request_agent
-from lithtrix.errors import (
+from lithtrix.core.exceptions import (
     AgentAlreadyExistsError,
     BillingInProgressError,
     BillingUnavailableError,
     PaymentProviderError,
     ValidationError,
 )
-from lithtrix.http import client_ip
-from lithtrix.openapi import EXAMPLE_AGENT_ID, EXAMPLE_API_KEY, errors
+from lithtrix.core.http import client_ip
+from lithtrix.core.openapi import EXAMPLE_AGENT_ID, EXAMPLE_API_KEY, errors
 
 REGISTERED_MESSAGE = "Store this key securely. It cannot be retrieved again."
 
@@ -31,6 +31,7 @@ class RegisterViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
 
     authentication_classes: list = []
     permission_classes: list = []
+    throttle_scope = "register"
 
     @extend_schema(
         summary="Register an agent and get its first API key (shown once)",

@@ -221,8 +221,13 @@ class CpuClocks:
     def _now(self) -> tuple[float, float, float]:
         from django.core.cache import cache
 
-        fields = Path(f"/proc/{self.backend_pid}/stat").read_text().rsplit(")", 1)[1].split()
-        db = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        try:
+            stat = Path(f"/proc/{self.backend_pid}/stat").read_text()
+        except OSError:  # PostgreSQL on another machine or in another container
+            db = float("nan")
+        else:
+            fields = stat.rsplit(")", 1)[1].split()
+            db = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
         info = cache._cache.get_client().info("cpu")  # type: ignore[attr-defined]
         redis_cpu = float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
         return time.process_time(), db, redis_cpu

@@ -7,7 +7,12 @@ from django.apps import apps
 from django.contrib import admin
 
 from billing.models import DailyUsage, StripeEventReceipt
-from lithtrix.admin import LargeTableAdmin, PlainTitlesAdmin, ReadOnlyAdminMixin, search_by_agent_id
+from lithtrix.core.admin import (
+    LargeTableAdmin,
+    PlainTitlesAdmin,
+    ReadOnlyAdminMixin,
+    search_by_agent_id,
+)
 
 
 @admin.register(DailyUsage)

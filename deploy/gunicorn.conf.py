@@ -46,8 +46,8 @@ accesslog = None
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "lithtrix.middleware.RequestIdLogFilter"}},
-    "formatters": {"json": {"()": "lithtrix.logs.JsonFormatter"}},
+    "filters": {"request_id": {"()": "lithtrix.core.request_id.RequestIdLogFilter"}},
+    "formatters": {"json": {"()": "lithtrix.core.logs.JsonFormatter"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from events.models import Event
-from lithtrix.admin import LargeTableAdmin, search_by_agent_id
+from lithtrix.core.admin import LargeTableAdmin, search_by_agent_id
 
 
 @admin.register(Event)

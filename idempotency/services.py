@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from idempotency import crypto
 from idempotency.models import IdempotencyRecord
-from lithtrix.errors import (
+from lithtrix.core.exceptions import (
     IdempotencyKeyInUseError,
     IdempotencyKeyReusedError,
     RateLimitExceededError,

@@ -24,7 +24,6 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework.request import Request
 
 from accounts.models import Agent
-from billing.metering.ratelimit import forget_decision
 from idempotency import crypto
 from idempotency.models import IdempotencyRecord
 from idempotency.services import (
@@ -40,15 +39,15 @@ from idempotency.services import (
 )
 from keys.authentication import presented_key_hash
 from keys.selectors import key_agent_id_by_hash
-from lithtrix.errors import (
+from lithtrix.core.exceptions import (
     ApiError,
     InvalidApiKeyError,
     RateLimitExceededError,
     ValidationError,
-    api_error_response,
-    to_api_error,
 )
-from lithtrix.http import client_ip
+from lithtrix.core.http import client_ip
+from lithtrix.core.ratelimit import forget_decision
+from lithtrix.core.responses import api_error_response, to_api_error
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"

@@ -7,13 +7,13 @@ from django.contrib import admin, messages
 from keys.crypto import DISPLAY_PREFIX_LENGTH, KEY_PREFIX
 from keys.models import ApiKey, KeyEvent
 from keys.services import api_key_revoke
-from lithtrix.admin import BULK_LIMIT, LargeTableAdmin, parse_uuid, search_by_agent_id
-from lithtrix.http import client_ip
+from lithtrix.core.admin import BULK_LIMIT, LargeTableAdmin, parse_uuid, search_by_agent_id
+from lithtrix.core.http import client_ip
 
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(LargeTableAdmin):
-    list_display = ("prefix", "agent", "created_at", "revoked_at", "active")
+    list_display = ("prefix", "agent", "created_at", "revoked_at", "working")
     list_select_related = ("agent",)
     ordering = ("-id",)
     sortable_by = ()
@@ -31,9 +31,9 @@ class ApiKeyAdmin(LargeTableAdmin):
             return queryset.none(), False
         return search_by_agent_id(queryset, term)
 
-    @admin.display(description="active", boolean=True)
-    def active(self, api_key: ApiKey) -> bool:
-        return api_key.is_active
+    @admin.display(description="working", boolean=True)
+    def working(self, api_key: ApiKey) -> bool:
+        return api_key.is_working
 
     def has_revoke_apikey_permission(self, request) -> bool:
         return request.user.has_perm("keys.revoke_apikey")

@@ -12,19 +12,18 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
 from accounts.models import Agent
-from billing.metering import ratelimit
 from keys import hints, selectors
 from keys.crypto import hash_key, is_well_formed
 from keys.models import ApiKey
-from lithtrix import metrics
-from lithtrix.errors import ApiError, InvalidApiKeyError, RateLimitExceededError
-from lithtrix.http import client_ip
+from lithtrix.core import metrics, ratelimit
+from lithtrix.core.exceptions import ApiError, InvalidApiKeyError
+from lithtrix.core.http import bearer_token
 
 # --- failed authentications per client IP -------------------------------------
 #
 # A well-formed junk key costs a database query to refuse. Failures are counted
-# per client IP (shared cache, only on failure: a valid key costs no extra round
-# trip). Past LITHTRIX_AUTH_FAILURE_RATE the address is blocked until its window
+# per client IP (django-ratelimit on the shared cache, only on failure: a valid key
+# costs no extra round trip). Past the auth_failures rate the address is blocked until its window
 # ends, and while blocked a key is looked up only if it authenticated recently
 # (anywhere: a marker in the shared cache, written once per key per process and
 # hour, read only while blocked). Others get 429 without a query.
@@ -35,7 +34,7 @@ from lithtrix.http import client_ip
 # address that is flooding junk waits for that address's window to end (429 with
 # Retry-After, at most one window) - it is never locked out for longer.
 
-AUTH_FAILURE_GROUP = "auth_failures"
+AUTH_FAILURE_SCOPE = "auth_failures"
 _SEEN_VALID_LOCALLY_SECONDS = 3600
 _MAX_TRACKED = 100_000  # entries per process in each map below, then it starts over
 
@@ -84,25 +83,15 @@ def _blocked_for(bucket: str) -> float:
     return left
 
 
-def _count_failure(bucket: str) -> None:
+def _count_failure(request: HttpRequest, bucket: str) -> None:
     try:
-        state = ratelimit.count_in_bucket(
-            AUTH_FAILURE_GROUP, bucket, settings.LITHTRIX_AUTH_FAILURE_RATE
-        )
+        state = ratelimit.count_client(request, AUTH_FAILURE_SCOPE)
     except Exception:
         return  # the cache is down: failures go uncounted (fail open, logged by the guard)
-    if state.limited:
+    if state is not None and state.limited:
         if len(_blocked_until) >= _MAX_TRACKED:
             _blocked_until.clear()
         _blocked_until[bucket] = ratelimit.clock() + state.reset
-
-
-def bearer_token(header: str) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header, else None."""
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    return token.strip() or None
 
 
 def presented_key_hash(header: str) -> str:
@@ -114,42 +103,33 @@ def presented_key_hash(header: str) -> str:
     return hash_key(token)
 
 
-def authenticate_key(header: str, *, ip: str | None = None) -> tuple[Agent, ApiKey]:
-    """Agent and key for an Authorization header value, or InvalidApiKeyError.
+def authenticate_key_hash(
+    hashed_key: str, *, request: HttpRequest | Request
+) -> tuple[Agent, ApiKey]:
+    """Agent and key for a presented key's hash (``presented_key_hash``), or
+    InvalidApiKeyError.
 
     Missing, malformed, unknown, rotated and revoked keys are indistinguishable to
-    the caller. A key without the ltx_ shape costs no database query; any other
-    costs one indexed query, unless ``ip`` (the client's address) is blocked for
-    failing too often: then RateLimitExceededError (429) without a query, for a
-    key not seen valid recently.
+    the caller. The lookup costs one indexed query, unless the request's client
+    address is blocked for failing too often: then RateLimitExceededError (429)
+    without a query, for a key not seen valid recently.
     """
-    return authenticate_key_hash(presented_key_hash(header), ip=ip)
-
-
-def authenticate_key_hash(hashed_key: str, *, ip: str | None = None) -> tuple[Agent, ApiKey]:
-    """authenticate_key for a presented key's hash (``presented_key_hash``)."""
-    bucket = ratelimit.ip_bucket(ip) if ip is not None else None
+    bucket = ratelimit.client_network(AUTH_FAILURE_SCOPE, request)
     digest = hashed_key[:32]
-    if bucket is not None:
-        blocked = _blocked_for(bucket)
-        if blocked and not _seen_valid(digest):
-            metrics.RATE_LIMIT_REFUSALS.labels(bucket=AUTH_FAILURE_GROUP).inc()
-            reset = str(max(1, round(blocked)))
-            limit, _period = ratelimit.parse_rate(settings.LITHTRIX_AUTH_FAILURE_RATE)
-            raise RateLimitExceededError(
-                "Too many failed authentications from this address. See Retry-After header.",
-                # The limit that refused, like every other 429.
-                headers={
-                    "Retry-After": reset,
-                    "RateLimit-Limit": str(limit),
-                    "RateLimit-Remaining": "0",
-                    "RateLimit-Reset": reset,
-                },
-            )
-    api_key = selectors.active_api_key_with_agent_by_hash(hashed_key=hashed_key)
+    blocked = _blocked_for(bucket)
+    if blocked and not _seen_valid(digest):
+        metrics.RATE_LIMIT_REFUSALS.labels(bucket=AUTH_FAILURE_SCOPE).inc()
+        limit, _period = ratelimit.parse_rate(ratelimit.throttle_rate(AUTH_FAILURE_SCOPE))
+        # The limit that refused, like every other 429.
+        state = ratelimit.RateLimitState(
+            limit=limit, remaining=0, reset=max(1, round(blocked)), limited=True
+        )
+        raise state.exceeded(
+            "Too many failed authentications from this address. See Retry-After header."
+        )
+    api_key = selectors.working_api_key_with_agent_by_hash(hashed_key=hashed_key)
     if api_key is None:
-        if bucket is not None:
-            _count_failure(bucket)
+        _count_failure(request, bucket)
         raise InvalidApiKeyError()
     _remember_valid(digest)
     return api_key.agent, api_key
@@ -169,7 +149,7 @@ def authenticate_request(request: HttpRequest | Request) -> tuple[Agent, ApiKey]
     """
     hashed_key = presented_key_hash(request.META.get("HTTP_AUTHORIZATION", ""))
     try:
-        agent, api_key = authenticate_key_hash(hashed_key, ip=client_ip(request) or "unknown")
+        agent, api_key = authenticate_key_hash(hashed_key, request=request)
     except ApiError:
         if hints.enabled():
             hints.forget(hashed_key)

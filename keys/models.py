@@ -30,14 +30,14 @@ class ApiKey(models.Model):
         return f"{self.prefix}…"
 
     @property
-    def is_active(self) -> bool:
+    def is_working(self) -> bool:
         return self.revoked_at is None and (
             self.expires_at is None or self.expires_at > timezone.now()
         )
 
     @property
     def is_current(self) -> bool:
-        return self.is_active and self.expires_at is None
+        return self.is_working and self.expires_at is None
 
 
 class KeyEvent(models.Model):

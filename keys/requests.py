@@ -11,7 +11,7 @@ from rest_framework.request import Request
 
 from accounts.models import Agent
 from keys.models import ApiKey
-from lithtrix.errors import InvalidApiKeyError
+from lithtrix.core.exceptions import InvalidApiKeyError
 
 
 def request_agent(request: Request) -> Agent:

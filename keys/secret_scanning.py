@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
 
-from lithtrix.errors import ServiceUnavailableError, ValidationError
+from lithtrix.core.exceptions import ServiceUnavailableError, ValidationError
 
 logger = logging.getLogger(__name__)
 

@@ -11,28 +11,30 @@ from django.utils import timezone
 from accounts.models import Agent
 from keys.crypto import hash_key
 from keys.models import ApiKey
-from lithtrix import db
+from lithtrix.core import db
 
 
 def working_keys_condition(now: datetime.datetime) -> Q:
-    """A key that still authenticates: not revoked, not past its overlap expiry."""
+    """A working key (one that still authenticates): not revoked, not past its overlap
+    expiry. The same condition as SQL is working_key_sql (test_selectors holds the two
+    to the same keys)."""
     return Q(revoked_at__isnull=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
 
 
-def active_api_key_with_agent(*, key: str) -> ApiKey | None:
+def working_api_key_with_agent(*, key: str) -> ApiKey | None:
     """The working key matching ``key``, with its (not deleted) agent, in one indexed query.
 
     Revocation, an overlap's expiry and the agent's deletion are all checked by that
     one query: a key is refused the moment its expiry passes.
     """
-    return active_api_key_with_agent_by_hash(hashed_key=hash_key(key))
+    return working_api_key_with_agent_by_hash(hashed_key=hash_key(key))
 
 
-def active_api_key_with_agent_by_hash(*, hashed_key: str) -> ApiKey | None:
+def working_api_key_with_agent_by_hash(*, hashed_key: str) -> ApiKey | None:
     """The same, for a key already hashed (keys.crypto.hash_key)."""
     now = timezone.now()
     if connection.vendor == "postgresql":
-        return _active_api_key_with_agent_postgresql(hashed_key, now)
+        return _working_api_key_with_agent_postgresql(hashed_key, now)
     return (
         ApiKey.objects.select_related("agent")
         .filter(working_keys_condition(now), hashed_key=hashed_key, agent__deleted_at__isnull=True)
@@ -52,7 +54,7 @@ def agent_working_keys(*, agent: Agent) -> QuerySet[ApiKey]:
     )
 
 
-def live_key_condition(key: str, agent: str) -> str:
+def working_key_sql(key: str, agent: str) -> str:
     """SQL: the key row ``key`` (hashed_key bound as ``%(hashed_key)s``) still
     authenticates as a row of agent ``agent`` joined to it: not revoked, not past its
     overlap expiry (``%(now)s``, the application's clock, which also wrote
@@ -88,7 +90,7 @@ def _lookup_sql() -> tuple[str, list[str], list[str]]:
         f"SELECT {columns} FROM {qn(ApiKey._meta.db_table)} k "  # noqa: S608 - names from models
         f"JOIN {qn(Agent._meta.db_table)} a ON a.{qn(Agent._meta.pk.column)} = "
         f"k.{qn(ApiKey._meta.get_field('agent').column)} "
-        f"WHERE {live_key_condition('k', 'a')}"
+        f"WHERE {working_key_sql('k', 'a')}"
     )
     return sql, [_column(f) for f in key_fields], [_column(f) for f in agent_fields]
 
@@ -98,9 +100,11 @@ def _column(field: Field) -> str:
     return field.attname
 
 
-def _active_api_key_with_agent_postgresql(hashed_key: str, now: datetime.datetime) -> ApiKey | None:
+def _working_api_key_with_agent_postgresql(
+    hashed_key: str, now: datetime.datetime
+) -> ApiKey | None:
     # Every authenticated request runs this: the SQL is built once, prepared once per
-    # connection (lithtrix.db), and the rows become models directly (psycopg already
+    # connection (lithtrix.core.db), and the rows become models directly (psycopg already
     # returns Python's UUIDs and aware datetimes), which costs a third of what the
     # same query through the ORM costs.
     sql, key_fields, agent_fields = _lookup_sql()

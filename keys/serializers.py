@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from keys.services import MAX_ROTATION_OVERLAP_SECONDS
-from lithtrix.serializers import StrictCharField
+from lithtrix.core.serializers import StrictCharField
 
 
 class StrictIntegerField(serializers.IntegerField):

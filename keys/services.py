@@ -17,7 +17,7 @@ from events.services import event_record
 from keys.crypto import DISPLAY_PREFIX_LENGTH, generate_key, hash_key, is_well_formed
 from keys.models import ApiKey, KeyEvent
 from keys.selectors import working_keys_condition
-from lithtrix.errors import InvalidApiKeyError
+from lithtrix.core.exceptions import InvalidApiKeyError
 
 # Longest overlap of a rotation, as Stripe's key roll: 7 days.
 MAX_ROTATION_OVERLAP_SECONDS = 7 * 24 * 3600
@@ -190,29 +190,30 @@ def api_key_reissue(
     actor: User | None,
     reason: str = "",
     ip: str | None = None,
-    expected_active_keys: Collection[int] | None = None,
+    expected_working_keys: Collection[int] | None = None,
 ) -> str | None:
-    """Revoke every active key of ``agent`` and issue a new one (support, for a lost key).
+    """Revoke every working key of ``agent`` and issue a new one (support, for a lost key).
 
     The owner is told (key.reissued_by_support, one event for the whole reissue).
 
-    ``expected_active_keys``: the ids of the active keys the caller was shown. When
-    the agent's active keys are no longer exactly those, nothing is done and None is
+    ``expected_working_keys``: the ids of the working keys the caller was shown. When
+    the agent's working keys are no longer exactly those, nothing is done and None is
     returned: of two submissions of one support page (a double click, a reload of
     the new-key page), however close, the second does not revoke the key just
     handed out. The agent's row lock makes check-then-reissue one step, even for an
-    agent with no active key left (FOR NO KEY UPDATE: key inserts elsewhere, which
+    agent with no working key left (FOR NO KEY UPDATE: key inserts elsewhere, which
     take a KEY SHARE lock on the agent, are not blocked by it).
     """
     Agent.objects.select_for_update(no_key=True).filter(pk=agent.pk).first()
-    active = list(
+    unrevoked = list(
         ApiKey.objects.select_for_update()
         .filter(agent=agent, revoked_at__isnull=True)
         .order_by("pk")
     )
-    if expected_active_keys is not None and {k.pk for k in active} != set(expected_active_keys):
+    shown = expected_working_keys
+    if shown is not None and {k.pk for k in unrevoked} != set(shown):
         return None
-    for api_key in active:
+    for api_key in unrevoked:
         _revoke_where(
             Q(revoked_at__isnull=True), api_key=api_key, actor=actor, reason=reason, ip=ip
         )
@@ -220,7 +221,7 @@ def api_key_reissue(
     event_record(
         agent=agent,
         type="key.reissued_by_support",
-        data={"prefix": key[:DISPLAY_PREFIX_LENGTH], "revoked": [k.prefix for k in active]},
+        data={"prefix": key[:DISPLAY_PREFIX_LENGTH], "revoked": [k.prefix for k in unrevoked]},
     )
     return key
 

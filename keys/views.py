@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import BaseThrottle
 
-from billing.metering.ratelimit import rate_limit
 from idempotency.views import IdempotentViewSetMixin, idempotent
 from keys import secret_scanning
 from keys.crypto import DISPLAY_PREFIX_LENGTH
@@ -29,10 +26,10 @@ from keys.services import (
     api_key_rotate,
     api_keys_report_leaked,
 )
-from lithtrix.errors import InvalidApiKeyError, ValidationError
-from lithtrix.http import client_ip
-from lithtrix.openapi import EXAMPLE_API_KEY, EXAMPLE_ROTATED_KEY, errors
-from lithtrix.parsers import json_loads_bounded
+from lithtrix.core.exceptions import InvalidApiKeyError, ValidationError
+from lithtrix.core.http import client_ip
+from lithtrix.core.openapi import EXAMPLE_API_KEY, EXAMPLE_ROTATED_KEY, errors
+from lithtrix.core.parsers import json_loads_bounded
 
 EXAMPLE_PREFIX = EXAMPLE_API_KEY[:DISPLAY_PREFIX_LENGTH]
 EXAMPLE_ROTATED_PREFIX = EXAMPLE_ROTATED_KEY[:DISPLAY_PREFIX_LENGTH]
@@ -158,24 +155,12 @@ class KeyViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
         return Response(KeyRevokedSerializer({"revoked": api_key.prefix}).data)
 
 
-class SecretScanningThrottle(BaseThrottle):
-    """Per client IP, at its own (generous) rate: scanners report in bursts."""
-
-    GROUP = "lithtrix.secret_scanning"
-
-    def allow_request(self, request, view) -> bool:
-        rate_limit(
-            request, agent=None, group=self.GROUP, rate=settings.LITHTRIX_SECRET_SCANNING_RATE
-        )
-        return True
-
-
 class LeakedKeysViewSet(viewsets.ViewSet):
     """POST /v1/keys/leaked — GitHub's secret-scanning partner endpoint."""
 
     authentication_classes: list = []
     permission_classes: list = []
-    throttle_classes = [SecretScanningThrottle]
+    throttle_scope = "secret_scanning"  # its own (generous) rate: scanners report in bursts
 
     # For GitHub, not for agents: left out of the API description (as Stripe's
     # webhook is); the README documents the protocol and the key pattern.

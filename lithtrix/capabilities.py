@@ -14,8 +14,9 @@ from django.conf import settings
 from rest_framework import serializers
 
 from accounts.models import Tier
-from billing.metering.ratelimit import parse_rate
 from billing.metering.tiers import tier_limits
+from lithtrix.core.ratelimit import parse_rate
+from lithtrix.openapi import SCHEMA_LOCK, _is_keyed
 
 SERVICE = "lithtrix"
 
@@ -34,8 +35,6 @@ def _tier_document(tier: str) -> dict[str, Any]:
 @functools.cache
 def _endpoints() -> tuple[dict[str, Any], ...]:
     from drf_spectacular.generators import SchemaGenerator
-
-    from lithtrix.openapi import SCHEMA_LOCK, _is_keyed
 
     with SCHEMA_LOCK:
         schema = SchemaGenerator().get_schema(request=None, public=True)

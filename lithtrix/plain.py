@@ -5,7 +5,7 @@ own; DRF's dispatch (request wrapping, negotiation, authenticator, permission an
 throttle objects, the renderer) costs more than the answer itself. ``plain_get``
 answers the common GET or HEAD (JSON accepted, no ``?format=``) itself, with the
 same authentication (keys.authentication.authenticate_request), the same rate
-limit (billing.metering.ratelimit.rate_limit, whose RateLimit-* headers
+limit (lithtrix.core.ratelimit.limit_agent, whose RateLimit-* headers
 RateLimitHeadersMiddleware adds), the same envelope and the same headers; every
 other request (DELETE, OPTIONS, an Accept DRF would refuse with 406, ...) goes to
 the DRF view unchanged. lithtrix/tests/test_plain.py holds the two to the same
@@ -26,9 +26,10 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.settings import api_settings
 
 from accounts.models import Agent
-from billing.metering.ratelimit import rate_limit
 from keys.authentication import authenticate_request
-from lithtrix.errors import ApiError, api_error_response
+from lithtrix.core.exceptions import ApiError
+from lithtrix.core.ratelimit import limit_agent
+from lithtrix.core.responses import api_error_response
 
 # Media ranges that DRF's content negotiation matches to its JSONRenderer. Anything
 # else (including the spellings DRF would also accept) is left to DRF.
@@ -72,7 +73,7 @@ def plain_get(
             # As DRF's authentication does: the request's user is the agent (the
             # access log names it).
             request.user = agent  # type: ignore[assignment]
-            rate_limit(request, agent=agent)
+            limit_agent(request, agent_id=agent.pk, tier=agent.tier)
         except ApiError as error:
             response: HttpResponse = api_error_response(error, request)
         else:

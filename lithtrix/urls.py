@@ -11,7 +11,7 @@ from billing.payments.views import BillingCancelViewSet, BillingConfigViewSet, B
 from billing.payments.webhooks import stripe_webhook_view
 from billing.views import BillingViewSet
 from keys.views import KeyViewSet, LeakedKeysViewSet
-from lithtrix import errors, health, metrics
+from lithtrix.core import probes, responses
 from lithtrix.plain import plain_get
 from lithtrix.views import ApiDocsView, CapabilitiesViewSet, OpenApiSchemaView
 from mail.views import unsubscribe
@@ -60,11 +60,11 @@ service = [
     path("v1/capabilities", CapabilitiesViewSet.as_view({"get": "retrieve"}), name="capabilities"),
     path("v1/openapi.json", OpenApiSchemaView.as_view(), name="openapi-schema"),
     path("v1/docs", ApiDocsView.as_view(), name="docs"),
-    path("healthz", health.healthz, name="healthz"),
-    path("readyz", health.readyz, name="readyz"),
-    # Answered by lithtrix.middleware.ProbeMiddleware before the Host check; routed
+    path("healthz", probes.healthz, name="healthz"),
+    path("readyz", probes.readyz, name="readyz"),
+    # Answered by lithtrix.core.middleware.ProbeMiddleware before the Host check; routed
     # here too so the URL resolves like any other.
-    path("metrics", metrics.metrics_view, name="metrics"),
+    path("metrics", probes.metrics_view, name="metrics"),
 ]
 
 urlpatterns = [
@@ -77,10 +77,10 @@ urlpatterns = [
     # Django's technical 404 page would answer here when DEBUG is on; the API never
     # answers with HTML, so unknown /v1 paths get the envelope in every mode, and
     # for every method (CSRF-exempt: there is nothing here to protect).
-    re_path(r"^v1(?:/.*)?$", csrf_exempt(errors.not_found_view), name="unrouted"),
+    re_path(r"^v1(?:/.*)?$", csrf_exempt(responses.not_found_view), name="unrouted"),
 ]
 
-handler400 = errors.bad_request_view
-handler403 = errors.permission_denied_view
-handler404 = errors.not_found_view
-handler500 = errors.server_error_view
+handler400 = responses.bad_request_view
+handler403 = responses.permission_denied_view
+handler404 = responses.not_found_view
+handler500 = responses.server_error_view

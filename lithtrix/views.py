@@ -14,10 +14,8 @@ from rest_framework import viewsets
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
-from billing.metering.ratelimit import rate_limit
 from lithtrix.capabilities import (
     CapabilitiesSerializer,
     capabilities_document,
@@ -79,14 +77,6 @@ class CapabilitiesViewSet(viewsets.ViewSet):
         return Response(capabilities_document())
 
 
-class OpenApiRateThrottle(BaseThrottle):
-    """Per client IP, in a bucket of its own (LITHTRIX_OPENAPI_RATE)."""
-
-    def allow_request(self, request, view) -> bool:
-        rate_limit(request, agent=None, group="openapi", rate=settings.LITHTRIX_OPENAPI_RATE)
-        return True
-
-
 # The rendered schema per URLconf: built on the first request of each process
 # (about 100 ms and 140 kB), then served as bytes.
 _rendered_schemas: dict[str, tuple[bytes, dict[str, str]]] = {}
@@ -124,7 +114,7 @@ class DocumentView(APIView):
 class OpenApiSchemaView(DocumentView, SpectacularJSONAPIView):
     """GET /v1/openapi.json: the OpenAPI 3 schema, built once per process."""
 
-    throttle_classes = [OpenApiRateThrottle]
+    throttle_scope = "openapi"
 
     @extend_schema(**SCHEMA_KWARGS)  # as drf-spectacular's own view declares it
     def get(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:

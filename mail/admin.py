@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from lithtrix.admin import LargeTableAdmin
+from lithtrix.core.admin import LargeTableAdmin
 from mail.models import EmailSuppression, OwnerEmail, address_digest
 
 

@@ -29,7 +29,7 @@ from django_q.tasks import async_task
 from accounts.models import Agent
 from events.jobs import backoff_seconds
 from events.models import Event
-from lithtrix.errors import ValidationError
+from lithtrix.core.exceptions import ValidationError
 from mail.models import EmailSuppression, OwnerEmail, OwnerEmailDailyCount, address_digest
 from mail.selectors import is_unsubscribed
 

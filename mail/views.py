@@ -6,7 +6,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 
-from lithtrix.errors import ApiError, MethodNotAllowedError, api_error_response
+from lithtrix.core.exceptions import ApiError, MethodNotAllowedError
+from lithtrix.core.responses import api_error_response
 from mail.services import email_unsubscribe, unsubscribe_token_address
 
 

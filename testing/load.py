@@ -10,7 +10,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import requests
@@ -88,30 +88,6 @@ def timed_call(
         return None
     calls.record(response.status_code, time.perf_counter() - started, response.content)
     return response
-
-
-@contextlib.contextmanager
-def calling_in_background(
-    call: Callable[[], None], *, threads: int = 1, pause: float = 0.0
-) -> Iterator[threading.Event]:
-    """Run ``call`` in a loop on ``threads`` threads until the block ends."""
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.is_set():
-            call()
-            if pause:
-                stop.wait(pause)
-
-    workers = [threading.Thread(target=loop, daemon=True) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    try:
-        yield stop
-    finally:
-        stop.set()
-        for worker in workers:
-            worker.join(timeout=30)
 
 
 @dataclass

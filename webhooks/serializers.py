@@ -6,7 +6,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from events.models import Event
-from lithtrix.serializers import StrictCharField
+from lithtrix.core.serializers import StrictCharField
 from webhooks.addresses import AddressRefused, resolve
 from webhooks.models import WebhookDelivery
 

@@ -9,8 +9,8 @@ from rest_framework.response import Response
 
 from idempotency.views import IdempotentViewSetMixin, idempotent
 from keys.requests import request_agent
-from lithtrix.errors import NotFoundError, ValidationError
-from lithtrix.openapi import errors
+from lithtrix.core.exceptions import NotFoundError, ValidationError
+from lithtrix.core.openapi import errors
 from webhooks.selectors import webhook_deliveries_recent, webhook_of
 from webhooks.serializers import (
     EVENT_TYPES,

@@ -9,7 +9,7 @@ Every support action calls the service the API uses (keys.services,
 accounts.services), with the staff user as the audit row's actor. Viewing needs
 only the view permission; each action needs its own permission (see Agent.Meta).
 Pages stay fast on millions of agents: indexed filters and searches, no query per
-row, and no full COUNT(*) (lithtrix.admin.LargeTableAdmin). The console may read
+row, and no full COUNT(*) (lithtrix.core.admin.LargeTableAdmin). The console may read
 billing and keys; accounts' own models, services and selectors never read billing.
 """
 

@@ -20,9 +20,9 @@ from accounts.services import agent_delete, agent_reset_usage, agent_set_tier
 from keys.crypto import DISPLAY_PREFIX_LENGTH
 from keys.models import ApiKey
 from keys.services import api_key_reissue, api_key_revoke
-from lithtrix.admin import staff_user
-from lithtrix.errors import ApiError
-from lithtrix.http import client_ip
+from lithtrix.core.admin import staff_user
+from lithtrix.core.exceptions import ApiError
+from lithtrix.core.http import client_ip
 
 
 class AgentActionsMixin(admin.ModelAdmin):
@@ -91,7 +91,7 @@ class AgentActionsMixin(admin.ModelAdmin):
         agent = self._agent_for_action(request, object_id, "accounts.reissue_key")
         form = ReissueKeyForm(
             request.POST if request.method == "POST" else None,
-            initial={"active_keys": self._active_keys(agent)},
+            initial={"working_keys": self._working_keys(agent)},
         )
         if not (request.method == "POST" and form.is_valid()):
             return self._confirm_page(
@@ -100,7 +100,7 @@ class AgentActionsMixin(admin.ModelAdmin):
                 form,
                 title="Reissue API key",
                 button="Revoke the current key and issue a new one",
-                intro="Every active key of this agent stops working now. The new key is shown "
+                intro="Every working key of this agent is revoked now. The new key is shown "
                 "once, on the next page; hand it to the agent's owner over a safe channel.",
             )
         new_key = api_key_reissue(
@@ -108,7 +108,7 @@ class AgentActionsMixin(admin.ModelAdmin):
             actor=staff_user(request),
             reason=form.cleaned_data["reason"],
             ip=client_ip(request),
-            expected_active_keys=form.cleaned_data["active_keys"],
+            expected_working_keys=form.cleaned_data["working_keys"],
         )
         if new_key is None:
             return self._refused(
@@ -132,8 +132,8 @@ class AgentActionsMixin(admin.ModelAdmin):
         return response
 
     @staticmethod
-    def _active_keys(agent: Agent) -> str:
-        """The agent's active key ids, as the reissue form carries them."""
+    def _working_keys(agent: Agent) -> str:
+        """The agent's working key ids, as the reissue form carries them."""
         active = ApiKey.objects.filter(agent=agent, revoked_at__isnull=True).order_by("pk")
         return ",".join(str(pk) for pk in active.values_list("pk", flat=True))
 

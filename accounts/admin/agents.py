@@ -26,7 +26,7 @@ from billing.metering.tiers import over_limit_condition, tier_limits
 from billing.models import DailyUsage
 from keys.crypto import DISPLAY_PREFIX_LENGTH, KEY_PREFIX
 from keys.models import ApiKey, KeyEvent
-from lithtrix.admin import LargeTableAdmin, parse_uuid
+from lithtrix.core.admin import LargeTableAdmin, parse_uuid
 from webhooks.selectors import webhook_deliveries_recent, webhook_of
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from django.template.response import TemplateResponse
 from accounts.forms import ReasonForm
 from accounts.models import Agent, Tier
 from accounts.services import agent_reset_usage, agent_set_tier
-from lithtrix.admin import BULK_LIMIT, staff_user
+from lithtrix.core.admin import BULK_LIMIT, staff_user
 
 
 class AgentBulkActionsMixin(admin.ModelAdmin):

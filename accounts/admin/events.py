@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from accounts.models import AgentEvent
-from lithtrix.admin import LargeTableAdmin, search_by_agent_id
+from lithtrix.core.admin import LargeTableAdmin, search_by_agent_id
 
 
 def agent_event_by(event: AgentEvent) -> str:

@@ -4,7 +4,7 @@ index (templates/admin/index.html)."""
 from django import template
 
 from billing.metering.selectors import UsageOverview, usage_overview
-from lithtrix.replica import replica_configured, replica_lag
+from lithtrix.core.replica import replica_configured, replica_lag
 
 register = template.Library()
 

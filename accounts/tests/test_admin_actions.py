@@ -17,11 +17,11 @@ from accounts.tests.conftest import agent_url, set_calls
 from events.models import Event
 from keys.crypto import hash_key, is_well_formed
 from keys.models import ApiKey, KeyEvent
-from keys.selectors import active_api_key_with_agent
+from keys.selectors import working_api_key_with_agent
 from testing.jobs import queued_dispatches
 
 
-def active_keys(agent) -> str:
+def working_keys(agent) -> str:
     """The reissue form's hidden field, as the confirmation page fills it in."""
     ids = ApiKey.objects.filter(agent=agent, revoked_at__isnull=True).order_by("pk")
     return ",".join(str(pk) for pk in ids.values_list("pk", flat=True))
@@ -43,7 +43,7 @@ def test_reissue_key_revokes_the_old_key_and_shows_the_new_one_once(
     caplog.set_level(logging.DEBUG)
     response = admin_client.post(
         agent_url(registered.agent, "reissue-key"),
-        {"reason": "owner lost the key", "active_keys": active_keys(registered.agent)},
+        {"reason": "owner lost the key", "working_keys": working_keys(registered.agent)},
     )
 
     assert response.status_code == 200
@@ -59,8 +59,8 @@ def test_reissue_key_revokes_the_old_key_and_shows_the_new_one_once(
         ApiKey.objects.get(hashed_key=hash_key(new_key)),
     )
     assert old.revoked_at is not None and new.revoked_at is None
-    assert active_api_key_with_agent(key=registered.api_key) is None
-    found = active_api_key_with_agent(key=new_key)
+    assert working_api_key_with_agent(key=registered.api_key) is None
+    found = working_api_key_with_agent(key=new_key)
     assert found is not None and found.agent == registered.agent
     # The API agrees.
     assert api_client.get("/v1/me", HTTP_AUTHORIZATION=f"Bearer {new_key}").status_code == 200
@@ -88,7 +88,7 @@ def test_reissue_key_revokes_the_old_key_and_shows_the_new_one_once(
 def test_reissue_key_submitted_twice_reissues_once(admin_client, registered):
     url = agent_url(registered.agent, "reissue-key")
     form = admin_client.get(url).context["form"]
-    data = {"reason": "lost", "active_keys": form["active_keys"].value()}
+    data = {"reason": "lost", "working_keys": form["working_keys"].value()}
 
     first = admin_client.post(url, data)
     second = admin_client.post(url, data, follow=True)  # double click, or a reload
@@ -297,7 +297,7 @@ def test_bulk_actions_refuse_more_than_the_limit(admin_client, make_agent, monke
 def test_reissue_key_submitted_twice_at_once_reissues_once(admin_user, make_agent):
     registered = make_agent()
     url = agent_url(registered.agent, "reissue-key")
-    data = {"reason": "lost", "active_keys": active_keys(registered.agent)}
+    data = {"reason": "lost", "working_keys": working_keys(registered.agent)}
     clients = [Client() for _ in range(2)]
     for client in clients:
         client.force_login(admin_user)
@@ -345,7 +345,7 @@ def test_admin_reissue_key_tells_the_owner(admin_client, registered):
 
     admin_client.post(
         agent_url(registered.agent, "reissue-key"),
-        {"reason": "lost", "active_keys": active_keys(registered.agent)},
+        {"reason": "lost", "working_keys": working_keys(registered.agent)},
     )
 
     [(kind, data)] = events_of(registered.agent)

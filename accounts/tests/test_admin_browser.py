@@ -18,6 +18,9 @@ from billing.metering.services import meter_call
 from keys.crypto import hash_key, is_well_formed
 from keys.models import ApiKey
 
+# Servers or Python in subprocesses, or a browser: seconds each, not milliseconds.
+pytestmark = pytest.mark.slow
+
 ARTIFACTS = Path(settings.BASE_DIR) / "artifacts"
 
 

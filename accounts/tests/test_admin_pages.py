@@ -18,7 +18,7 @@ from billing.metering.services import meter_call
 from billing.models import DailyUsage
 from keys.models import ApiKey
 from keys.services import api_key_reissue
-from lithtrix.paginators import LargeTablePaginator
+from lithtrix.core.paginators import LargeTablePaginator
 
 
 def listed_names(response) -> list[str]:

@@ -19,7 +19,7 @@ def action_posts(agent: Agent) -> dict[str, tuple[str, dict]]:
     return {
         "accounts.reissue_key": (
             agent_url(agent, "reissue-key"),
-            {"reason": "x", "active_keys": str(key.pk)},
+            {"reason": "x", "working_keys": str(key.pk)},
         ),
         "keys.revoke_apikey": (agent_url(agent, f"keys/{key.pk}/revoke"), {"reason": "x"}),
         "accounts.change_tier": (agent_url(agent, "set-tier"), {"tier": "pro", "reason": "x"}),

@@ -10,7 +10,7 @@ from accounts.signals import agent_deletion_requested
 from billing.models import DailyUsage
 from events.models import Event
 from keys.models import ApiKey, KeyEvent
-from lithtrix.errors import PaymentProviderError
+from lithtrix.core.exceptions import PaymentProviderError
 from testing.assertions import assert_envelope
 from testing.jobs import queued_dispatches
 

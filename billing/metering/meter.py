@@ -8,19 +8,14 @@ from dataclasses import dataclass
 from django.http import HttpRequest
 
 from accounts.models import Agent, Tier
-from billing.metering.ratelimit import (
-    CALLS_REMAINING_ATTR,
-    RateLimitState,
-    forget_decision,
-    rate_limit,
-)
 from billing.metering.services import MeterResult, meter_call
 from billing.metering.tiers import tier_limits
 from keys import hints
 from keys.authentication import authenticate_key_hash, presented_key_hash
-from lithtrix import metrics
-from lithtrix.errors import ApiError, OverLimitError, RateLimitExceededError
-from lithtrix.http import client_ip
+from lithtrix.core import metrics
+from lithtrix.core.exceptions import ApiError, OverLimitError, RateLimitExceededError
+from lithtrix.core.notes import RateLimitState, RequestNotes
+from lithtrix.core.ratelimit import forget_decision, limit_agent
 
 UPGRADE_URL = "/v1/billing/setup"
 
@@ -33,7 +28,7 @@ def meter_request(
     Raises RateLimitExceededError (429) or OverLimitError (402); in both cases the
     call is not counted against the lifetime cap.
     """
-    state = rate_limit(request, agent=agent)
+    state = limit_agent(request, agent_id=agent.pk, tier=agent.tier)
     result = meter_call(agent_id=agent.pk)
     metrics.METERED_CALLS.labels(outcome="allowed" if result.allowed else "over_limit").inc()
     if not result.allowed:
@@ -46,8 +41,7 @@ def _note_calls_remaining(request: HttpRequest, tier: str, result: MeterResult) 
     limit = tier_limits(Tier.FREE).call_limit
     if tier == Tier.FREE and limit is not None and result.calls_total is not None:
         # X-Calls-Remaining on the 200 (RateLimitHeadersMiddleware); Pro has no cap.
-        remaining = max(0, limit - result.calls_total)
-        setattr(getattr(request, "_request", request), CALLS_REMAINING_ATTR, remaining)
+        RequestNotes.of(request).calls_remaining = max(0, limit - result.calls_total)
 
 
 @dataclass(frozen=True)
@@ -72,7 +66,7 @@ def meter_presented_key(request: HttpRequest, *, authorization: str) -> MeteredC
     hint = hints.get(hashed_key) if hints.enabled() else None
     if hint is not None:
         try:
-            state = rate_limit(request, agent=Agent(id=hint.agent_id, tier=hint.tier))
+            state = limit_agent(request, agent_id=hint.agent_id, tier=hint.tier)
         except RateLimitExceededError:
             pass  # the full lookup first: an invalid key gets 401, not 429
         else:
@@ -83,7 +77,7 @@ def meter_presented_key(request: HttpRequest, *, authorization: str) -> MeteredC
                 return MeteredCall(hint.agent_id, hint.tier, result, state)
         hints.forget(hashed_key)
     try:
-        agent, _api_key = authenticate_key_hash(hashed_key, ip=client_ip(request) or "unknown")
+        agent, _api_key = authenticate_key_hash(hashed_key, request=request)
     except ApiError:
         if hint is not None:
             # Counted for the hinted agent; the refusal carries no agent's limit.

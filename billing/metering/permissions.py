@@ -8,7 +8,8 @@ from rest_framework.views import APIView
 
 from accounts.models import Agent
 from billing.metering.meter import meter_request
-from lithtrix.errors import InvalidApiKeyError
+from lithtrix.core.exceptions import InvalidApiKeyError
+from lithtrix.core.http import django_request
 
 
 class Metered(BasePermission):
@@ -33,7 +34,7 @@ class Metered(BasePermission):
         # An OPTIONS request (the view's description, not a call to it) is not
         # metered; DRF's metadata also checks permissions with the request cloned
         # as POST/PUT, hence the method of the request as it arrived.
-        if getattr(request, "_request", request).method == "OPTIONS":
+        if django_request(request).method == "OPTIONS":
             return True
         method = request.method.lower()
         if method not in view.http_method_names or not hasattr(view, method):

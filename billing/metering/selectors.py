@@ -15,7 +15,7 @@ from django.utils import timezone
 from accounts.models import Agent, Tier
 from billing.metering.tiers import over_limit_condition, tier_limits
 from billing.models import DailyUsage
-from lithtrix.replica import read_from_replica
+from lithtrix.core.replica import read_from_replica
 
 USAGE_DAYS = 7
 

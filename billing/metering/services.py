@@ -17,8 +17,8 @@ from billing.models import DailyUsage
 from events.models import Event
 from events.services import event_dispatch_enqueue
 from keys.models import ApiKey
-from keys.selectors import live_key_condition
-from lithtrix import db
+from keys.selectors import working_key_sql
+from lithtrix.core import db
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ WITH metered AS (
 
 # The same, for a caller that skipped the key lookup (a key hint, keys.hints): the
 # UPDATE also requires the presented key to still authenticate (the lookup's own
-# condition, keys.selectors.live_key_condition) and the agent to be on the tier the
+# condition, keys.selectors.working_key_sql) and the agent to be on the tier the
 # caller rate-limited it as. A call that does not match is not counted and changes
 # nothing; the caller then decides 401, 402 or a tier change with the full lookup.
 _METER_WITH_KEY_SQL_POSTGRESQL = """
@@ -86,7 +86,7 @@ WITH metered AS (
     UPDATE {agent} a
        SET calls_total = a.calls_total + 1, last_call_at = %(now)s
       FROM {key} k
-     WHERE a.id = %(agent_id)s AND k.agent_id = a.id AND {live_key}
+     WHERE a.id = %(agent_id)s AND k.agent_id = a.id AND {working_key}
        AND a.tier = %(tier)s AND (a.tier <> %(free)s OR a.calls_total < %(free_limit)s)
  RETURNING a.id, a.calls_total, a.tier
 {tail}"""
@@ -128,7 +128,7 @@ def _postgresql_sql(*, with_key: bool) -> str:
     tail = _METER_TAIL_POSTGRESQL.format(**names)
     if with_key:
         return _METER_WITH_KEY_SQL_POSTGRESQL.format(
-            **names, tail=tail, live_key=live_key_condition("k", "a")
+            **names, tail=tail, working_key=working_key_sql("k", "a")
         )
     return _METER_SQL_POSTGRESQL.format(**names, tail=tail)
 

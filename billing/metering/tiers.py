@@ -11,20 +11,20 @@ from django.conf import settings
 from django.db.models import Q
 
 from accounts.models import Tier
+from lithtrix.core.ratelimit import agent_scope, throttle_rate
 
 
 @dataclass(frozen=True)
 class TierLimits:
     call_limit: int | None  # lifetime metered calls; None = unlimited
-    rate: str  # django-ratelimit rate, e.g. "60/m"
+    rate: str  # its throttle scope's rate (agent_free, agent_pro), e.g. "60/m"
 
 
 def tier_limits(tier: str) -> TierLimits:
+    rate = throttle_rate(agent_scope(tier))
     if tier == Tier.PRO:
-        return TierLimits(call_limit=None, rate=settings.LITHTRIX_PRO_RATE)
-    return TierLimits(
-        call_limit=settings.LITHTRIX_FREE_CALL_LIMIT, rate=settings.LITHTRIX_FREE_RATE
-    )
+        return TierLimits(call_limit=None, rate=rate)
+    return TierLimits(call_limit=settings.LITHTRIX_FREE_CALL_LIMIT, rate=rate)
 
 
 def over_limit_condition() -> Q:

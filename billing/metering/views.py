@@ -9,8 +9,8 @@ from billing.metering import selectors
 from billing.metering.meter import meter_presented_key
 from billing.metering.serializers import UsageSerializer
 from keys.requests import request_agent
-from lithtrix.errors import ApiError, api_error_response
-from lithtrix.responses import json_response
+from lithtrix.core.exceptions import ApiError
+from lithtrix.core.responses import api_error_response, json_response
 
 
 class UsageViewSet(viewsets.ViewSet):

@@ -21,7 +21,7 @@ from billing.payments.mirror import (
     stripe_missing,
 )
 from billing.payments.selectors import subscription_cancel_at
-from lithtrix.errors import PaymentProviderError
+from lithtrix.core.exceptions import PaymentProviderError
 
 logger = logging.getLogger("billing.payments.cancel")
 

@@ -38,7 +38,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from billing.models import BillingLease
-from lithtrix.errors import BillingInProgressError
+from lithtrix.core.exceptions import BillingInProgressError
 
 logger = logging.getLogger("billing.payments.locks")
 

@@ -12,7 +12,7 @@ import stripe
 from djstripe import models as djstripe_models
 
 from billing.payments import stripe_calls, stripe_client
-from lithtrix.errors import PaymentProviderError
+from lithtrix.core.exceptions import PaymentProviderError
 
 
 def stripe_id(value: Any) -> str | None:

@@ -15,7 +15,7 @@ from djstripe import models as djstripe_models
 
 from billing.payments import stripe_calls, stripe_client
 from billing.payments.stripe_events import WEBHOOK_EVENTS
-from lithtrix.errors import PaymentProviderError, ValidationError
+from lithtrix.core.exceptions import PaymentProviderError, ValidationError
 
 
 @transaction.atomic

@@ -25,8 +25,8 @@ from django_q.tasks import async_task
 from accounts.models import Agent, Tier
 from billing.payments import records, stripe_calls, stripe_client
 from billing.payments.mirror import customer_known, mirror, stripe_missing
-from lithtrix import metrics
-from lithtrix.errors import PaymentProviderError
+from lithtrix.core import metrics
+from lithtrix.core.exceptions import PaymentProviderError
 
 logger = logging.getLogger("billing.payments.reconciliation")
 

@@ -1,7 +1,7 @@
 from django.core.validators import RegexValidator
 from rest_framework import serializers
 
-from lithtrix.serializers import StrictCharField
+from lithtrix.core.serializers import StrictCharField
 
 
 class BillingSetupSerializer(serializers.Serializer):

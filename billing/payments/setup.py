@@ -20,7 +20,7 @@ from billing.payments.mirror import (
     mirror,
     stripe_id,
 )
-from lithtrix.errors import PaymentFailedError
+from lithtrix.core.exceptions import PaymentFailedError
 
 logger = logging.getLogger("billing.payments.setup")
 

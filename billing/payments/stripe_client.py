@@ -33,8 +33,8 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from lithtrix import metrics
-from lithtrix.errors import (
+from lithtrix.core import metrics
+from lithtrix.core.exceptions import (
     BillingUnavailableError,
     PaymentFailedError,
     PaymentProviderError,

@@ -19,8 +19,9 @@ from billing.payments.serializers import (
 from billing.payments.setup import billing_setup
 from idempotency.views import IdempotentViewSetMixin, idempotent
 from keys.requests import request_agent
-from lithtrix import errors, openapi
-from lithtrix.errors import BillingInProgressError
+from lithtrix.core import exceptions as errors
+from lithtrix.core import openapi
+from lithtrix.core.exceptions import BillingInProgressError
 
 UPGRADED_MESSAGE = "Upgrade successful. Your account is now on the Pro tier."
 CANCEL_MESSAGES = {
@@ -35,6 +36,7 @@ class BillingConfigViewSet(viewsets.ViewSet):
 
     authentication_classes: list = []
     permission_classes: list = []
+    throttle_scope = "billing_config"
 
     @extend_schema(
         summary="The Stripe publishable key, to create a PaymentMethod client-side",

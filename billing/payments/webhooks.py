@@ -20,9 +20,10 @@ from django.views.decorators.csrf import csrf_exempt
 from djstripe.models import WebhookEndpoint
 
 from billing.payments import stripe_events
-from lithtrix import errors
-from lithtrix.parsers import json_depth_exceeds
-from lithtrix.responses import json_response
+from lithtrix.core import exceptions as errors
+from lithtrix.core import responses
+from lithtrix.core.parsers import json_depth_exceeds
+from lithtrix.core.responses import json_response
 
 logger = logging.getLogger("billing.payments.webhooks")
 
@@ -68,7 +69,7 @@ def event_of(payload: bytes) -> dict | None:
 
 
 def _refusal(request: HttpRequest, error: errors.ApiError) -> HttpResponse:
-    return errors.api_error_response(error, request)
+    return responses.api_error_response(error, request)
 
 
 def _receive(

@@ -171,11 +171,14 @@ def test_rate_limit_is_decided_before_the_cap(api_client, registered, ratelimit_
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_http_calls_through_the_threaded_server_stop_at_the_cap(
-    live_server, registered, settings
+    live_server,
+    registered,
+    settings,
+    throttle_rates,
 ):
     # Real HTTP requests, each served by its own server thread and database
     # connection (SQLite: a file, BEGIN IMMEDIATE; PostgreSQL: row locks).
-    settings.LITHTRIX_FREE_RATE = "1000/m"  # this test is about the cap
+    throttle_rates(agent_free="1000/m")  # this test is about the cap
     set_calls_total(registered.agent, 290)
     calls = 64
     barrier = threading.Barrier(calls)

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from billing.models import BillingLease
 from billing.payments.locks import agent_billing_lock, lease_seconds
-from lithtrix.errors import BillingInProgressError
+from lithtrix.core.exceptions import BillingInProgressError
 
 MARGIN = 1.0
 

@@ -1,4 +1,4 @@
-"""billing.metering.cache.RedisCache: the rate-limit counters' one-round-trip count."""
+"""lithtrix.core.cache.RedisCache: the rate-limit counters' one-round-trip count."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from django.core.cache import caches
 
 @pytest.fixture
 def redis_cache(redis_url):
-    from billing.metering.cache import RedisCache
+    from lithtrix.core.cache import RedisCache
 
     cache = caches["default"]
     assert isinstance(cache, RedisCache)

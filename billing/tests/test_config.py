@@ -21,8 +21,8 @@ def test_config_only_answers_get(local_stripe, api_client):
     assert response.json()["error_code"] == "METHOD_NOT_ALLOWED"
 
 
-def test_config_is_rate_limited_per_client_ip(local_stripe, settings, api_client):
-    settings.LITHTRIX_REGISTER_RATE = "2/m"
+def test_config_is_rate_limited_per_client_ip(local_stripe, settings, api_client, throttle_rates):
+    throttle_rates(billing_config="2/m")
 
     statuses = [api_client.get("/v1/billing/config").status_code for _ in range(3)]
 

@@ -22,7 +22,7 @@ from billing.tests.conftest import TEST_SECRET_KEY
 from billing.tests.helpers import run_jobs
 from billing.tests.test_cancel import stripe_subscriptions
 from billing.tests.test_setup import setup
-from lithtrix.errors import PaymentProviderError
+from lithtrix.core.exceptions import PaymentProviderError
 from testing.assertions import wait_for
 
 

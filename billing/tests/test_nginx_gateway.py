@@ -15,6 +15,9 @@ from keys.crypto import generate_key
 from testing.nginx import start_nginx
 from testing.servers import free_port, session_from
 
+# Servers or Python in subprocesses, or a browser: seconds each, not milliseconds.
+pytestmark = pytest.mark.slow
+
 
 class _ProductApi(BaseHTTPRequestHandler):
     """Stands for any product API: says what reached it."""
@@ -132,9 +135,14 @@ def test_over_the_cap_is_402_with_the_upgrade_url(gateway, registered, api_clien
 
 @pytest.mark.django_db(transaction=True)
 def test_rate_limited_call_is_429_with_retry_after(
-    gateway, registered, api_client, settings, ratelimit_clock
+    gateway,
+    registered,
+    api_client,
+    settings,
+    ratelimit_clock,
+    throttle_rates,
 ):
-    settings.LITHTRIX_FREE_RATE = "2/m"
+    throttle_rates(agent_free="2/m")
     auth = {"Authorization": f"Bearer {registered.api_key}"}
     for _ in range(2):
         assert requests.get(gateway + "/search", headers=auth, timeout=10).status_code == 200
@@ -173,11 +181,15 @@ def test_a_pro_agents_call_reaches_the_product_without_calls_remaining(gateway, 
 
 @pytest.mark.django_db(transaction=True)
 def test_junk_keys_from_one_client_do_not_lock_out_the_others(
-    gateway, registered, settings, ratelimit_clock
+    gateway,
+    registered,
+    settings,
+    ratelimit_clock,
+    throttle_rates,
 ):
     """The gateway tells Lithtrix who its client is: the failed-authentication limit
     is per client, not one bucket for everyone behind the gateway."""
-    settings.LITHTRIX_AUTH_FAILURE_RATE = "5/m"
+    throttle_rates(auth_failures="5/m")
     settings.LITHTRIX_TRUSTED_PROXIES = ["127.0.0.1"]
     spammer, other = session_from("127.0.0.2"), session_from("127.0.0.3")
     junk = [f"Bearer {generate_key().key}" for _ in range(20)]

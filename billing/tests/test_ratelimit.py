@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from accounts.services import agent_set_tier
-from billing.metering.ratelimit import ip_bucket, parse_rate, window_end
 from billing.tests.helpers import assert_envelope, rate_headers
+from lithtrix.core.ratelimit import ip_bucket, parse_rate, window_end
 
 # Every endpoint that takes a key, with the method that reaches its view.
 AUTHENTICATED = [
@@ -65,16 +65,20 @@ def test_pro_agent_passes_600_within_the_minute(api_client, registered, ratelimi
 
 
 @pytest.mark.django_db
-def test_rates_come_from_settings(api_client, registered, ratelimit_clock, settings):
-    settings.LITHTRIX_FREE_RATE = "2/m"
+def test_rates_come_from_settings(
+    api_client, registered, ratelimit_clock, settings, throttle_rates
+):
+    throttle_rates(agent_free="2/m")
     assert api_client.get("/v1/me", **registered.auth).status_code == 200
     assert api_client.get("/v1/billing", **registered.auth).status_code == 200
     assert api_client.get("/v1/usage", **registered.auth).status_code == 429
 
 
 @pytest.mark.django_db
-def test_agents_have_their_own_buckets(api_client, make_agent, ratelimit_clock, settings):
-    settings.LITHTRIX_FREE_RATE = "1/m"
+def test_agents_have_their_own_buckets(
+    api_client, make_agent, ratelimit_clock, settings, throttle_rates
+):
+    throttle_rates(agent_free="1/m")
     first, second = make_agent(), make_agent()
     assert api_client.get("/v1/me", **first.auth).status_code == 200
     assert api_client.get("/v1/me", **first.auth).status_code == 429
@@ -97,9 +101,15 @@ def test_all_authenticated_endpoints_share_the_agents_bucket(
 @pytest.mark.django_db
 @pytest.mark.parametrize(("method", "path"), AUTHENTICATED)
 def test_every_authenticated_answer_carries_the_headers(
-    api_client, registered, ratelimit_clock, settings, method, path
+    api_client,
+    registered,
+    ratelimit_clock,
+    settings,
+    method,
+    path,
+    throttle_rates,
 ):
-    settings.LITHTRIX_FREE_RATE = "1/m"
+    throttle_rates(agent_free="1/m")
     allowed = getattr(api_client, method)(path, **registered.auth)
     if path == "/v1/keys/rotate":
         registered.api_key = allowed.json()["api_key"]
@@ -120,8 +130,10 @@ def test_validation_errors_carry_the_headers_too(api_client, registered, ratelim
 
 
 @pytest.mark.django_db
-def test_bad_key_is_401_and_uses_no_bucket(api_client, registered, ratelimit_clock, settings):
-    settings.LITHTRIX_FREE_RATE = "1/m"
+def test_bad_key_is_401_and_uses_no_bucket(
+    api_client, registered, ratelimit_clock, settings, throttle_rates
+):
+    throttle_rates(agent_free="1/m")
     response = api_client.get("/v1/me", HTTP_AUTHORIZATION="Bearer ltx_wrong")
     assert_envelope(response, 401, "INVALID_API_KEY")
     assert "RateLimit-Limit" not in response
@@ -141,8 +153,10 @@ def register(client, n: int, **extra):
 
 
 @pytest.mark.django_db
-def test_registration_is_limited_per_client_ip(api_client, ratelimit_clock, settings):
-    settings.LITHTRIX_REGISTER_RATE = "3/m"
+def test_registration_is_limited_per_client_ip(
+    api_client, ratelimit_clock, settings, throttle_rates
+):
+    throttle_rates(register="3/m")
     statuses = [register(api_client, n).status_code for n in range(3)]
     assert statuses == [201, 201, 201]
 
@@ -162,15 +176,19 @@ def test_default_registration_rate_is_ten_a_minute(api_client, ratelimit_clock):
 
 
 @pytest.mark.django_db
-def test_forwarded_for_is_not_trusted_by_default(api_client, ratelimit_clock, settings):
-    settings.LITHTRIX_REGISTER_RATE = "1/m"
+def test_forwarded_for_is_not_trusted_by_default(
+    api_client, ratelimit_clock, settings, throttle_rates
+):
+    throttle_rates(register="1/m")
     assert register(api_client, 0, HTTP_X_FORWARDED_FOR="198.51.100.1").status_code == 201
     assert register(api_client, 1, HTTP_X_FORWARDED_FOR="198.51.100.2").status_code == 429
 
 
 @pytest.mark.django_db
-def test_a_trusted_proxy_forwards_the_client_address(api_client, ratelimit_clock, settings):
-    settings.LITHTRIX_REGISTER_RATE = "1/m"
+def test_a_trusted_proxy_forwards_the_client_address(
+    api_client, ratelimit_clock, settings, throttle_rates
+):
+    throttle_rates(register="1/m")
     settings.LITHTRIX_TRUSTED_PROXIES = ["127.0.0.1"]
     assert register(api_client, 0, HTTP_X_FORWARDED_FOR="198.51.100.1").status_code == 201
     assert register(api_client, 1, HTTP_X_FORWARDED_FOR="198.51.100.2").status_code == 201
@@ -179,9 +197,12 @@ def test_a_trusted_proxy_forwards_the_client_address(api_client, ratelimit_clock
 
 @pytest.mark.django_db
 def test_forwarded_for_from_a_peer_that_is_not_a_proxy_is_ignored(
-    api_client, ratelimit_clock, settings
+    api_client,
+    ratelimit_clock,
+    settings,
+    throttle_rates,
 ):
-    settings.LITHTRIX_REGISTER_RATE = "3/m"
+    throttle_rates(register="3/m")
     settings.LITHTRIX_TRUSTED_PROXIES = ["127.0.0.1"]
     statuses = [
         register(
@@ -194,9 +215,13 @@ def test_forwarded_for_from_a_peer_that_is_not_a_proxy_is_ignored(
 
 @pytest.mark.django_db
 def test_registration_and_agent_buckets_are_separate(
-    api_client, registered, ratelimit_clock, settings
+    api_client,
+    registered,
+    ratelimit_clock,
+    settings,
+    throttle_rates,
 ):
-    settings.LITHTRIX_REGISTER_RATE = "1/m"
+    throttle_rates(register="1/m")
     assert register(api_client, 0).status_code == 201
     assert register(api_client, 1).status_code == 429
     assert api_client.get("/v1/me", **registered.auth).status_code == 200
@@ -204,9 +229,9 @@ def test_registration_and_agent_buckets_are_separate(
 
 @pytest.mark.django_db
 @pytest.mark.urls("billing.tests.urls")
-def test_a_view_can_opt_out_of_rate_limits(api_client, ratelimit_clock, settings):
+def test_a_view_can_opt_out_of_rate_limits(api_client, ratelimit_clock, settings, throttle_rates):
     # As Stripe's webhook does: throttle_classes = [].
-    settings.LITHTRIX_REGISTER_RATE = "1/m"
+    throttle_rates(register="1/m")
     for _ in range(3):
         response = api_client.post("/v1/test/unlimited", {}, format="json")
         assert response.status_code == 200
@@ -214,8 +239,8 @@ def test_a_view_can_opt_out_of_rate_limits(api_client, ratelimit_clock, settings
 
 
 @pytest.mark.django_db
-def test_ipv6_clients_are_limited_per_64_prefix(api_client, settings):
-    settings.LITHTRIX_REGISTER_RATE = "1/m"
+def test_ipv6_clients_are_limited_per_64_prefix(api_client, settings, throttle_rates):
+    throttle_rates(register="1/m")
     assert register(api_client, 0, REMOTE_ADDR="2001:db8:1:2::1").status_code == 201
     assert register(api_client, 1, REMOTE_ADDR="2001:db8:1:2:ffff::9").status_code == 429
     assert register(api_client, 2, REMOTE_ADDR="2001:db8:1:3::1").status_code == 201

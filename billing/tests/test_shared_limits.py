@@ -17,6 +17,9 @@ from django.db import connection
 
 from testing.servers import database_url, start_runserver
 
+# Servers or Python in subprocesses, or a browser: seconds each, not milliseconds.
+pytestmark = pytest.mark.slow
+
 BASE_DIR = Path(settings.BASE_DIR)
 
 

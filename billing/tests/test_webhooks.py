@@ -334,8 +334,8 @@ def test_event_for_a_customer_of_no_agent_is_accepted_and_ignored(
     assert not AgentEvent.objects.filter(kind=AgentEvent.Kind.SUBSCRIPTION_ENDED).exists()
 
 
-def test_webhook_is_not_rate_limited(settings, endpoint, api_client):
-    settings.LITHTRIX_REGISTER_RATE = "1/m"
+def test_webhook_is_not_rate_limited(settings, endpoint, api_client, throttle_rates):
+    throttle_rates(register="1/m")
     payload = stripe_event("customer.subscription.deleted", recorded("subscription"))
 
     statuses = [

@@ -39,4 +39,4 @@ urlpatterns = [
     *project_urlpatterns,
 ]
 
-handler403 = "lithtrix.errors.permission_denied_view"
+handler403 = "lithtrix.core.responses.permission_denied_view"

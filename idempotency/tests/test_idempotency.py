@@ -245,8 +245,8 @@ def test_5xx_answers_are_not_kept(api_client, monkeypatch):
 
 
 @pytest.mark.django_db
-def test_429_answers_are_not_kept(api_client, settings):
-    settings.LITHTRIX_REGISTER_RATE = "1/m"
+def test_429_answers_are_not_kept(api_client, settings, throttle_rates):
+    throttle_rates(register="1/m")
     key = new_key()
     register(api_client, new_key(), {"agent_name": "first", "owner_identifier": "o"})
     limited = register(api_client, key)
@@ -255,7 +255,7 @@ def test_429_answers_are_not_kept(api_client, settings):
     assert IdempotencyRecord.objects.count() == 1
     assert not IdempotencyRecord.objects.filter(key_hash=crypto.key_hash(key)).exists()
 
-    settings.LITHTRIX_REGISTER_RATE = "10/m"
+    throttle_rates(register="10/m")
     response = register(api_client, key)
     assert response.status_code == 201
     assert "Idempotent-Replayed" not in response
@@ -550,9 +550,11 @@ def test_an_agent_holds_at_most_the_bound_of_keys(api_client, registered, clock,
 
 
 @pytest.mark.django_db
-def test_an_address_holds_at_most_the_bound_of_keys_for_register(api_client, settings):
+def test_an_address_holds_at_most_the_bound_of_keys_for_register(
+    api_client, settings, throttle_rates
+):
     settings.LITHTRIX_IDEMPOTENCY_MAX_KEYS = 2
-    settings.LITHTRIX_REGISTER_RATE = "100/m"
+    throttle_rates(register="100/m")
     for n in range(2):
         pair = {"agent_name": f"bot-{n}", "owner_identifier": "o"}
         assert register(api_client, new_key(), pair, REMOTE_ADDR="198.51.100.1").status_code == 201
@@ -569,9 +571,9 @@ def test_an_address_holds_at_most_the_bound_of_keys_for_register(api_client, set
 
 @pytest.mark.requires_postgres
 @pytest.mark.django_db(transaction=True)
-def test_keys_claimed_at_once_never_exceed_the_bound(settings):
+def test_keys_claimed_at_once_never_exceed_the_bound(settings, throttle_rates):
     settings.LITHTRIX_IDEMPOTENCY_MAX_KEYS = 3
-    settings.LITHTRIX_REGISTER_RATE = "100/m"
+    throttle_rates(register="100/m")
     threads_count = 8
     barrier = threading.Barrier(threads_count)
     statuses: list[int] = []

@@ -1,6 +1,9 @@
 import math
 
+import pytest
+
 from keys.crypto import ALPHABET, RANDOM_LENGTH, generate_key, hash_key, is_well_formed
+from lithtrix.core.openapi import EXAMPLE_API_KEY, EXAMPLE_ROTATED_KEY
 
 
 def test_generated_keys_are_well_formed_and_unique():
@@ -30,3 +33,9 @@ def test_every_single_character_typo_is_detected():
                 continue
             typo = "ltx_" + body[:position] + replacement + body[position + 1 :]
             assert not is_well_formed(typo), typo
+
+
+@pytest.mark.parametrize("example", [EXAMPLE_API_KEY, EXAMPLE_ROTATED_KEY])
+def test_the_documented_example_keys_are_well_formed(example):
+    # The OpenAPI examples are literals in lithtrix.core (which imports no app).
+    assert is_well_formed(example)

@@ -3,8 +3,6 @@ and never locks out a key that has authenticated recently."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
 from keys.crypto import generate_key
@@ -14,10 +12,8 @@ ATTACKER = {"REMOTE_ADDR": "198.51.100.66"}
 
 
 @pytest.fixture
-def clock(monkeypatch):
-    clock = SimpleNamespace(now=1_900_000_000.0)
-    monkeypatch.setattr("billing.metering.ratelimit.clock", lambda: clock.now)
-    return clock
+def clock(ratelimit_clock):
+    return ratelimit_clock
 
 
 def junk() -> dict[str, str]:
@@ -25,9 +21,9 @@ def junk() -> dict[str, str]:
 
 
 @pytest.fixture
-def flooded(api_client, settings, clock):
+def flooded(api_client, settings, clock, throttle_rates):
     """The attacker's address has used up its 3 failures a minute."""
-    settings.LITHTRIX_AUTH_FAILURE_RATE = "3/m"
+    throttle_rates(auth_failures="3/m")
     statuses = [api_client.get("/v1/me", **junk()).status_code for _ in range(4)]
     assert statuses == [401] * 4  # the 4th is counted over the limit and blocks
     return api_client
@@ -48,10 +44,14 @@ def test_past_the_limit_junk_keys_get_429_without_a_query(
 
 @pytest.mark.django_db
 def test_a_key_seen_valid_recently_still_authenticates_from_the_blocked_address(
-    api_client, registered, settings, clock
+    api_client,
+    registered,
+    settings,
+    clock,
+    throttle_rates,
 ):
     assert api_client.get("/v1/me", **registered.auth).status_code == 200  # seen valid
-    settings.LITHTRIX_AUTH_FAILURE_RATE = "3/m"
+    throttle_rates(auth_failures="3/m")
     for _ in range(4):
         api_client.get("/v1/me", **junk())
     assert api_client.get("/v1/me", **junk()).status_code == 429
@@ -63,13 +63,17 @@ def test_a_key_seen_valid_recently_still_authenticates_from_the_blocked_address(
 
 @pytest.mark.django_db
 def test_the_marker_is_shared_so_another_process_also_lets_the_key_through(
-    api_client, registered, settings, clock
+    api_client,
+    registered,
+    settings,
+    clock,
+    throttle_rates,
 ):
     from keys import authentication
 
     assert api_client.get("/v1/me", **registered.auth).status_code == 200
     authentication._seen_valid_until.clear()  # as a process that never saw the key
-    settings.LITHTRIX_AUTH_FAILURE_RATE = "1/m"
+    throttle_rates(auth_failures="1/m")
     for _ in range(2):
         api_client.get("/v1/me", **junk())
 
@@ -95,15 +99,17 @@ def test_other_addresses_are_unaffected(flooded, registered):
 
 
 @pytest.mark.django_db
-def test_authorize_counts_failures_too(api_client, settings, clock):
-    settings.LITHTRIX_AUTH_FAILURE_RATE = "2/m"
+def test_authorize_counts_failures_too(api_client, settings, clock, throttle_rates):
+    throttle_rates(auth_failures="2/m")
     statuses = [api_client.get("/v1/authorize", **junk()).status_code for _ in range(4)]
     assert statuses == [401, 401, 401, 429]
 
 
 @pytest.mark.django_db
-def test_malformed_keys_cost_nothing_and_are_not_counted(api_client, settings, clock):
-    settings.LITHTRIX_AUTH_FAILURE_RATE = "1/m"
+def test_malformed_keys_cost_nothing_and_are_not_counted(
+    api_client, settings, clock, throttle_rates
+):
+    throttle_rates(auth_failures="1/m")
     for _ in range(5):
         response = api_client.get("/v1/me", HTTP_AUTHORIZATION="Bearer ltx_short", **ATTACKER)
         assert_envelope(response, 401, "INVALID_API_KEY")

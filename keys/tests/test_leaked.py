@@ -13,7 +13,7 @@ from events.models import Event
 from keys import secret_scanning
 from keys.crypto import generate_key
 from keys.models import ApiKey, KeyEvent
-from lithtrix.parsers import MAX_JSON_DEPTH
+from lithtrix.core.parsers import MAX_JSON_DEPTH
 from testing.assertions import assert_envelope
 from testing.jobs import queued_dispatches
 
@@ -244,9 +244,11 @@ def test_keys_source_unreachable_is_503(api_client, registered, settings, closed
 
 
 @pytest.mark.django_db
-def test_leaked_has_its_own_rate_limit_per_ip(api_client, github_key, settings, ratelimit_clock):
+def test_leaked_has_its_own_rate_limit_per_ip(
+    api_client, github_key, settings, ratelimit_clock, throttle_rates
+):
     # A frozen rate-limit clock: the window must not roll over between the requests.
-    settings.LITHTRIX_SECRET_SCANNING_RATE = "2/m"
+    throttle_rates(secret_scanning="2/m")
     body = report("x")
     statuses = [post(api_client, body, signed(github_key, body)).status_code for _ in range(3)]
     assert statuses == [200, 200, 429]

@@ -274,11 +274,13 @@ def test_a_rotation_without_overlap_ends_nothing_else(api_client, registered, se
 
 @pytest.mark.requires_postgres
 @pytest.mark.django_db(transaction=True)
-def test_parallel_rotations_never_leave_more_than_the_bound_working(make_agent, settings):
+def test_parallel_rotations_never_leave_more_than_the_bound_working(
+    make_agent, settings, throttle_rates
+):
     from rest_framework.test import APIClient
 
     settings.LITHTRIX_MAX_WORKING_KEYS = 3
-    settings.LITHTRIX_FREE_RATE = "1000/m"
+    throttle_rates(agent_free="1000/m")
     registered = make_agent(name="fleet")
     current = [registered.api_key]
     lock = threading.Lock()

@@ -24,7 +24,7 @@ def test_reissue_with_the_keys_shown_revokes_them_and_issues_one(registered, adm
     shown = active_ids(registered.agent)
 
     new_key = api_key_reissue(
-        agent=registered.agent, actor=admin_user, reason="lost", expected_active_keys=shown
+        agent=registered.agent, actor=admin_user, reason="lost", expected_working_keys=shown
     )
 
     assert new_key is not None
@@ -37,7 +37,7 @@ def test_reissue_with_the_keys_shown_revokes_them_and_issues_one(registered, adm
 def test_reissue_from_a_stale_page_does_nothing(registered, admin_user, change):
     shown = active_ids(registered.agent)
     if change == "reissued":
-        api_key_reissue(agent=registered.agent, actor=admin_user, expected_active_keys=shown)
+        api_key_reissue(agent=registered.agent, actor=admin_user, expected_working_keys=shown)
     else:
         api_key_revoke(api_key=ApiKey.objects.get(agent=registered.agent), actor=admin_user)
 
@@ -46,7 +46,7 @@ def test_reissue_from_a_stale_page_does_nothing(registered, admin_user, change):
 
     before = state()
 
-    again = api_key_reissue(agent=registered.agent, actor=admin_user, expected_active_keys=shown)
+    again = api_key_reissue(agent=registered.agent, actor=admin_user, expected_working_keys=shown)
 
     assert again is None
     assert (
@@ -84,7 +84,7 @@ def test_reissue_tells_the_owner_once_for_all_its_keys(registered, admin_user):
 
 @pytest.mark.django_db
 def test_a_stale_reissue_tells_nothing(registered, admin_user):
-    api_key_reissue(agent=registered.agent, actor=admin_user, expected_active_keys=[0])
+    api_key_reissue(agent=registered.agent, actor=admin_user, expected_working_keys=[0])
 
     assert events_of(registered.agent) == []
 

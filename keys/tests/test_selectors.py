@@ -1,9 +1,12 @@
+from datetime import timedelta
+
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from accounts.models import Agent
 from keys.models import ApiKey
-from keys.selectors import active_api_key_with_agent
+from keys.selectors import working_api_key_with_agent, working_key_sql, working_keys_condition
 
 
 def model_state(instance):
@@ -17,7 +20,7 @@ def test_lookup_returns_the_same_key_and_agent_as_the_orm(registered, django_ass
     )
 
     with django_assert_num_queries(1):
-        found = active_api_key_with_agent(key=registered.api_key)
+        found = working_api_key_with_agent(key=registered.api_key)
         assert found is not None
         agent = found.agent  # already loaded: no second query
 
@@ -33,12 +36,43 @@ def test_lookup_refuses_revoked_and_unknown_keys(registered, make_agent):
     other = make_agent()
     ApiKey.objects.filter(agent=registered.agent).update(revoked_at=timezone.now())
 
-    assert active_api_key_with_agent(key=registered.api_key) is None
+    assert working_api_key_with_agent(key=registered.api_key) is None
     assert (
-        active_api_key_with_agent(
+        working_api_key_with_agent(
             key=other.api_key[:-1] + ("x" if other.api_key[-1] != "x" else "y")
         )
         is None
     )
-    found = active_api_key_with_agent(key=other.api_key)
+    found = working_api_key_with_agent(key=other.api_key)
     assert found is not None and found.agent == other.agent
+
+
+@pytest.mark.django_db
+def test_the_sql_and_orm_forms_of_a_working_key_agree(make_agent):
+    # The hot statements need the condition as SQL (prepared, keys.selectors.
+    # working_key_sql); querysets need it as a Q (working_keys_condition). Every
+    # key state, through both: the same keys.
+    now = timezone.now()
+    agents = {name: make_agent() for name in ("plain", "revoked", "expired", "overlap", "deleted")}
+    keys = {name: ApiKey.objects.get(agent=made.agent) for name, made in agents.items()}
+    ApiKey.objects.filter(pk=keys["revoked"].pk).update(revoked_at=now)
+    ApiKey.objects.filter(pk=keys["expired"].pk).update(expires_at=now - timedelta(seconds=1))
+    ApiKey.objects.filter(pk=keys["overlap"].pk).update(expires_at=now + timedelta(hours=1))
+    Agent.objects.filter(pk=agents["deleted"].agent.pk).update(deleted_at=now)
+
+    by_orm = set(
+        ApiKey.objects.filter(working_keys_condition(now), agent__deleted_at__isnull=True)
+        .filter(pk__in=[key.pk for key in keys.values()])
+        .values_list("pk", flat=True)
+    )
+    by_sql = set()
+    sql = (
+        f"SELECT k.id FROM {ApiKey._meta.db_table} k JOIN {Agent._meta.db_table} a "  # noqa: S608
+        f"ON a.id = k.agent_id WHERE {working_key_sql('k', 'a')}"
+    )
+    with connection.cursor() as cursor:
+        for key in keys.values():
+            cursor.execute(sql, {"hashed_key": key.hashed_key, "now": now})
+            by_sql |= {row[0] for row in cursor.fetchall()}
+
+    assert by_orm == by_sql == {keys["plain"].pk, keys["overlap"].pk}

@@ -8,7 +8,7 @@ the rest, with nothing to repeat:
   each success answer (``EXAMPLE_API_KEY`` is an ``ltx_`` key of the real shape,
   ``pm_card_visa`` a payment method; never "string").
 - **Errors**: ``responses={..., **errors(AgentAlreadyExistsError, ...)}`` names the
-  ``lithtrix.errors.ApiError`` classes only this operation raises (an instance, e.g.
+  ``lithtrix.core.exceptions.ApiError`` classes only this operation raises (an instance, e.g.
   ``ValidationError(details={...})``, also gives its body as the example). The
   post-processing hook adds what every operation shares:
 
@@ -43,8 +43,7 @@ the rest, with nothing to repeat:
 
 # declarations: what views use; paths and hooks: what the schema generator runs
 # (SPECTACULAR_SETTINGS). The names below are the public surface.
-from lithtrix.openapi.declarations import (  # noqa: F401
-    EXAMPLE_AGENT_ID,
+from lithtrix.core.openapi import (  # noqa: F401
     EXAMPLE_API_KEY,
     EXAMPLE_PAYMENT_METHOD,
     EXAMPLE_ROTATED_KEY,

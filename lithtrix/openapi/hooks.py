@@ -8,15 +8,16 @@ from typing import Any
 
 from drf_spectacular.drainage import warn
 
-from lithtrix import errors as api_errors
-from lithtrix.openapi.declarations import (
+from billing.metering.meter import UPGRADE_URL
+from idempotency.views import IdempotencyPolicy, validate_key
+from lithtrix.core import exceptions as api_errors
+from lithtrix.core.openapi import (
     _DECLARED,
     ENVELOPE_REF,
     ERROR_ENVELOPE_SCHEMA,
     HEADERS,
     RATE_LIMIT_HEADERS,
     _all_error_classes,
-    _shared_errors,
 )
 
 # --- Errors and headers --------------------------------------------------------------
@@ -230,7 +231,6 @@ def link_new_keys(
 
 def _idempotency_key_example(min_length: int) -> dict[str, Any]:
     """The VALIDATION_ERROR of a malformed Idempotency-Key (idempotency.views.validate_key)."""
-    from idempotency.views import IdempotencyPolicy, validate_key
 
     try:
         validate_key("x" * max(min_length - 1, 0), IdempotencyPolicy(min_key_length=min_length))
@@ -262,3 +262,18 @@ def _add_idempotency_parameter(operation: dict[str, Any], min_length: int) -> No
             ),
         }
     )
+
+
+def _shared_errors() -> dict[str, list[api_errors.ApiError]]:
+    return {
+        "400": [api_errors.ValidationError()],
+        "401": [api_errors.InvalidApiKeyError()],
+        "402": [api_errors.OverLimitError(extra={"upgrade_url": UPGRADE_URL})],
+        "413": [api_errors.PayloadTooLargeError()],
+        "415": [api_errors.UnsupportedMediaTypeError()],
+        "409": [api_errors.IdempotencyKeyInUseError()],
+        "422": [api_errors.IdempotencyKeyReusedError()],
+        "429": [api_errors.RateLimitExceededError()],
+        "500": [api_errors.InternalError()],
+        "503": [api_errors.ServiceUnavailableError()],
+    }

@@ -8,11 +8,7 @@ from typing import Any
 
 from django.urls import Resolver404, resolve
 
-from lithtrix.openapi.declarations import (
-    EXAMPLE_AGENT_ID,
-    SECURITY_SCHEME_NAME,
-    _header,
-)
+from lithtrix.core.openapi import EXAMPLE_AGENT_ID, SECURITY_SCHEME_NAME, _header
 
 # --- /v1/authorize (a plain Django view) ---------------------------------------
 

@@ -26,7 +26,7 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]
 AXES_HANDLER = "lithtrix.admin_lockout.AdminLoginHandler"
 AXES_RESET_ON_SUCCESS = True
 # The client address as the rate limits see it (LITHTRIX_TRUSTED_PROXIES).
-AXES_CLIENT_IP_CALLABLE = "lithtrix.http.client_ip"
+AXES_CLIENT_IP_CALLABLE = "lithtrix.core.http.client_ip"
 # Lockouts go to the log as one WARNING line (axes' own logger), not as a traceback.
 AXES_VERBOSE = False
 

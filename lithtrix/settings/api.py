@@ -9,23 +9,15 @@ from lithtrix.settings.env import env_list
 
 # --- Tiers and limits (see billing/metering/tiers.py) ----------------------------
 LITHTRIX_FREE_CALL_LIMIT = int(os.environ.get("LITHTRIX_FREE_CALL_LIMIT", "300"))
-LITHTRIX_FREE_RATE = os.environ.get("LITHTRIX_FREE_RATE", "60/m")
-LITHTRIX_PRO_RATE = os.environ.get("LITHTRIX_PRO_RATE", "600/m")
-LITHTRIX_REGISTER_RATE = os.environ.get("LITHTRIX_REGISTER_RATE", "10/m")
-# GET /v1/openapi.json, per client IP (its own bucket: reading the docs does not
-# use up registrations).
-LITHTRIX_OPENAPI_RATE = os.environ.get("LITHTRIX_OPENAPI_RATE", "30/m")
-# Failed key authentications per client IP; past it, keys this service has not
-# seen authenticate recently get 429 without a database query (keys/authentication.py).
-LITHTRIX_AUTH_FAILURE_RATE = os.environ.get("LITHTRIX_AUTH_FAILURE_RATE", "30/m")
-# A key that authenticated within this many seconds is never refused by that limit.
+# A key that authenticated within this many seconds is never refused by the
+# auth_failures limit (THROTTLE_RATES below).
 LITHTRIX_AUTH_SEEN_VALID_SECONDS = int(
     os.environ.get("LITHTRIX_AUTH_SEEN_VALID_SECONDS", str(7 * 24 * 3600))
 )
 
 # Networks of our own proxies (nginx, the metering gateway, a load balancer), comma
 # separated. X-Forwarded-For is believed only from a peer in them, and only past
-# their own hops (lithtrix/http.py); empty: the client IP is REMOTE_ADDR.
+# their own hops (lithtrix/core/http.py); empty: the client IP is REMOTE_ADDR.
 LITHTRIX_TRUSTED_PROXIES = env_list("LITHTRIX_TRUSTED_PROXIES", "")
 try:
     for _network in LITHTRIX_TRUSTED_PROXIES:
@@ -62,18 +54,39 @@ LITHTRIX_SECRET_SCANNING_KEYS_URL = os.environ.get(
     "https://api.github.com/meta/public_keys/secret_scanning",
 )
 LITHTRIX_SECRET_SCANNING_KEYS_FILE = os.environ.get("LITHTRIX_SECRET_SCANNING_KEYS_FILE", "")
-# Per client IP; scanners report in bursts.
-LITHTRIX_SECRET_SCANNING_RATE = os.environ.get("LITHTRIX_SECRET_SCANNING_RATE", "600/m")
+
+# Every rate limit, by DRF throttle scope ("N/period": s, m, h, d or a multiple,
+# 100/5m). Per agent by tier (agent_free, agent_pro); every other scope per client
+# IP, an IPv6 client by its /64 (lithtrix/core/ratelimit.py).
+THROTTLE_RATES = {
+    "agent_free": os.environ.get("LITHTRIX_FREE_RATE", "60/m"),
+    "agent_pro": os.environ.get("LITHTRIX_PRO_RATE", "600/m"),
+    "register": os.environ.get("LITHTRIX_REGISTER_RATE", "10/m"),
+    # Reading the docs or the billing config does not use up registrations.
+    "openapi": os.environ.get("LITHTRIX_OPENAPI_RATE", "30/m"),
+    "billing_config": os.environ.get("LITHTRIX_BILLING_CONFIG_RATE", "30/m"),
+    # Scanners report in bursts.
+    "secret_scanning": os.environ.get("LITHTRIX_SECRET_SCANNING_RATE", "600/m"),
+    # Failed key authentications; past it, keys this service has not seen
+    # authenticate recently get 429 without a database query (keys/authentication.py).
+    "auth_failures": os.environ.get("LITHTRIX_AUTH_FAILURE_RATE", "30/m"),
+}
+# django-ratelimit (the per-IP scopes): the count is None only when its key expired
+# between its two cache calls; then the request goes on uncounted. Cache errors
+# reach ratelimit.py, which fails open or closed (LITHTRIX_RATE_LIMIT_ON_FAILURE).
+RATELIMIT_FAIL_OPEN = True
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["keys.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["lithtrix.parsers.BoundedJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["lithtrix.core.parsers.BoundedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "EXCEPTION_HANDLER": "lithtrix.errors.api_exception_handler",
+    "EXCEPTION_HANDLER": "lithtrix.core.responses.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
-    # Per agent (rate by tier) or per client IP; views opt out with throttle_classes = [].
-    "DEFAULT_THROTTLE_CLASSES": ["billing.metering.ratelimit.RateLimitThrottle"],
+    # Per agent (rate by tier) or per client IP in the view's throttle_scope; views
+    # opt out with throttle_classes = [].
+    "DEFAULT_THROTTLE_CLASSES": ["lithtrix.core.ratelimit.ScopedRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": THROTTLE_RATES,
     "DEFAULT_SCHEMA_CLASS": "lithtrix.openapi.LithtrixAutoSchema",
 }
 

@@ -19,8 +19,8 @@ LITHTRIX_CACHE_TIMEOUT_SECONDS = float(os.environ.get("LITHTRIX_CACHE_TIMEOUT_SE
 if REDIS_URL:
     CACHES = {
         "default": {
-            # Django's RedisCache with a one-round-trip counter (billing/metering/cache.py).
-            "BACKEND": "billing.metering.cache.RedisCache",
+            # Django's RedisCache with a one-round-trip counter (lithtrix/core/cache.py).
+            "BACKEND": "lithtrix.core.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": LITHTRIX_CACHE_PREFIX,
             "OPTIONS": {
@@ -35,7 +35,7 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
-# Rate-limit counters (billing/metering/ratelimit.py) must be shared by every server
+# Rate-limit counters (lithtrix/core/ratelimit.py) must be shared by every server
 # process. A process-local cache is right only where one process serves: the debug
 # dev server, or a deployment that says so (the test suite does).
 LITHTRIX_SINGLE_PROCESS = env_bool("LITHTRIX_SINGLE_PROCESS")

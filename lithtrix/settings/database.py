@@ -25,7 +25,7 @@ if _default["ENGINE"] == "django.db.backends.sqlite3":
 elif _default["ENGINE"] == "django.db.backends.postgresql":
     # Django's backend, with a health check that needs no SELECT 1 per request.
     # Code that asks which database this is reads connection.vendor ("postgresql").
-    _default["ENGINE"] = "lithtrix.postgresql"
+    _default["ENGINE"] = "lithtrix.core.postgresql"
     # An unreachable database fails a request within seconds (503), not after the
     # operating system's TCP timeout.
     _default.setdefault("OPTIONS", {})["connect_timeout"] = int(
@@ -44,10 +44,10 @@ if DATABASE_POOLING not in ("", "pgbouncer"):
 
     raise ImproperlyConfigured("DATABASE_POOLING must be empty or 'pgbouncer'.")
 
-if _default["ENGINE"] == "lithtrix.postgresql":
-    # The hot path's fixed statements (lithtrix.db) are prepared once per connection,
+if _default["ENGINE"] == "lithtrix.core.postgresql":
+    # The hot path's fixed statements (lithtrix.core.db) are prepared once per connection,
     # unless DJANGO_DB_PREPARED_STATEMENTS is off or PgBouncer pools the connections
-    # (prepare_threshold None: lithtrix.db then binds without preparing). Django's own
+    # (prepare_threshold None: lithtrix.core.db then binds without preparing). Django's own
     # queries are never prepared either way.
     _prepare = env_bool("DJANGO_DB_PREPARED_STATEMENTS", default=True)
     _default["OPTIONS"]["prepare_threshold"] = (
@@ -59,7 +59,7 @@ if _default["ENGINE"] == "lithtrix.postgresql":
 DATABASES = {"default": _default}
 
 # DATABASE_REPLICA_URL: a streaming replica of the same database, for the reads that
-# may lag (lithtrix.replica says which). Same options as the primary, but a short
+# may lag (lithtrix.core.replica says which). Same options as the primary, but a short
 # connect timeout: a replica that is down costs a read that long once, then the
 # primary answers (libpq waits at least 2 s whatever is asked).
 DATABASE_REPLICA_URL = os.environ.get("DATABASE_REPLICA_URL", "").strip()
@@ -69,7 +69,7 @@ if DATABASE_REPLICA_URL:
     for _where in ("NAME", "USER", "PASSWORD", "HOST", "PORT"):
         _replica[_where] = _parsed.get(_where, "")  # type: ignore[typeddict-item]
     _replica["OPTIONS"] = {**_default.get("OPTIONS", {}), **_parsed.get("OPTIONS", {})}
-    if _replica["ENGINE"] != "lithtrix.postgresql":
+    if _replica["ENGINE"] != "lithtrix.core.postgresql":
         from django.core.exceptions import ImproperlyConfigured
 
         raise ImproperlyConfigured("DATABASE_REPLICA_URL needs a PostgreSQL DATABASE_URL.")
@@ -82,4 +82,4 @@ if DATABASE_REPLICA_URL:
     DATABASES["replica"] = _replica
 
 # Writes and migrations on the primary only; reads choose with .using().
-DATABASE_ROUTERS = ["lithtrix.replica.PrimaryRouter"]
+DATABASE_ROUTERS = ["lithtrix.core.replica.PrimaryRouter"]

@@ -47,14 +47,14 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # Counts and times every answer, including those the next ones give.
-    "lithtrix.metrics.MetricsMiddleware",
-    "lithtrix.middleware.RequestIdMiddleware",
+    "lithtrix.core.metrics.MetricsMiddleware",
+    "lithtrix.core.request_id.RequestIdMiddleware",
     # Cache-Control: no-store on /v1; exceptions of plain views -> the envelope.
-    "lithtrix.middleware.ApiEdgeMiddleware",
+    "lithtrix.core.middleware.ApiEdgeMiddleware",
     # /healthz, /readyz, /metrics: answered before the Host header is checked.
-    "lithtrix.middleware.ProbeMiddleware",
-    "lithtrix.middleware.HostValidationMiddleware",
-    "lithtrix.middleware.BodySizeLimitMiddleware",
+    "lithtrix.core.middleware.ProbeMiddleware",
+    "lithtrix.core.middleware.HostValidationMiddleware",
+    "lithtrix.core.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # The admin's static files, served from STATIC_ROOT (collectstatic).
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -66,7 +66,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last of Django's, as django-axes asks: refuses a locked-out admin login.
     "axes.middleware.AxesMiddleware",
-    "billing.metering.ratelimit.RateLimitHeadersMiddleware",
+    "lithtrix.core.notes.RateLimitHeadersMiddleware",
 ]
 
 AUTHENTICATION_BACKENDS = [
@@ -76,7 +76,7 @@ AUTHENTICATION_BACKENDS = [
 ]
 
 # The envelope for a CSRF failure under /v1 (Django's page for the admin).
-CSRF_FAILURE_VIEW = "lithtrix.errors.csrf_failure_view"
+CSRF_FAILURE_VIEW = "lithtrix.core.responses.csrf_failure_view"
 
 ROOT_URLCONF = "lithtrix.urls"
 WSGI_APPLICATION = "lithtrix.wsgi.application"

@@ -6,11 +6,11 @@ import os
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "lithtrix.middleware.RequestIdLogFilter"}},
+    "filters": {"request_id": {"()": "lithtrix.core.request_id.RequestIdLogFilter"}},
     "formatters": {
-        "json": {"()": "lithtrix.logs.JsonFormatter"},
+        "json": {"()": "lithtrix.core.logs.JsonFormatter"},
         "plain": {
-            "()": "lithtrix.logs.PlainFormatter",
+            "()": "lithtrix.core.logs.PlainFormatter",
             "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
         },
     },
@@ -37,7 +37,7 @@ LOGGING = {
 }
 
 # A failing dependency (database, cache) is logged at most once per this many
-# seconds per process, with the count of failures in between (lithtrix/outages.py).
+# seconds per process, with the count of failures in between (lithtrix/core/outages.py).
 LITHTRIX_OUTAGE_LOG_INTERVAL_SECONDS = float(
     os.environ.get("LITHTRIX_OUTAGE_LOG_INTERVAL_SECONDS", "60")
 )

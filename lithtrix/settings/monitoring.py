@@ -1,4 +1,4 @@
-"""GET /metrics (lithtrix/metrics.py): who may scrape it."""
+"""GET /metrics (lithtrix/core/metrics.py): who may scrape it."""
 
 import os
 

@@ -75,6 +75,23 @@ class ThrowawayRedis:
                 self.process.wait()
 
 
+REDIS_OPTIONS = {"socket_connect_timeout": 0.25, "socket_timeout": 0.25}
+
+
+def use_redis(settings, url: str) -> None:
+    """Point the Django cache at ``url`` (short timeouts, no retries), for one test."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "lithtrix.core.cache.RedisCache",
+            "LOCATION": url,
+            "OPTIONS": {**REDIS_OPTIONS, "retry": Retry(NoBackoff(), 0)},
+        }
+    }
+
+
 @pytest.fixture
 def throwaway_redis(tmp_path) -> Iterator[ThrowawayRedis]:
     server = ThrowawayRedis(tmp_path)

@@ -38,10 +38,10 @@ def test_capabilities_needs_no_key_and_describes_the_service(api_client):
 
 
 @pytest.mark.django_db
-def test_capabilities_limits_come_from_settings(api_client, settings):
+def test_capabilities_limits_come_from_settings(api_client, settings, throttle_rates):
     settings.LITHTRIX_FREE_CALL_LIMIT = 25
-    settings.LITHTRIX_FREE_RATE = "7/m"
-    settings.LITHTRIX_PRO_RATE = "1000/5m"
+    throttle_rates(agent_free="7/m")
+    throttle_rates(agent_pro="1000/5m")
 
     limits = api_client.get(CAPABILITIES).json()["limits"]
 

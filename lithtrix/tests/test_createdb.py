@@ -14,6 +14,9 @@ from psycopg import sql
 
 from testing.servers import BASE_DIR
 
+# Servers or Python in subprocesses, or a browser: seconds each, not milliseconds.
+pytestmark = pytest.mark.slow
+
 
 def _database_exists(admin_url: str, name: str) -> bool:
     with psycopg.connect(admin_url, autocommit=True) as conn:

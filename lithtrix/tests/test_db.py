@@ -1,4 +1,5 @@
-"""The PostgreSQL backend's round-trip-free health check, and lithtrix.db's prepared statements."""
+"""The PostgreSQL backend's round-trip-free health check, and lithtrix.core.db's
+prepared statements."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from django.conf import settings
 from django.db import ProgrammingError, connection
 from django.test.utils import CaptureQueriesContext
 
-from lithtrix import db
+from lithtrix.core import db
 
 pytestmark = pytest.mark.requires_postgres
 

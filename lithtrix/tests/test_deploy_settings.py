@@ -6,6 +6,9 @@ import pytest
 
 from testing.servers import BASE_DIR
 
+# Servers or Python in subprocesses, or a browser: seconds each, not milliseconds.
+pytestmark = pytest.mark.slow
+
 PRODUCTION = {
     "DJANGO_DEBUG": "off",
     "DJANGO_SECRET_KEY": "k3y-" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789" * 2,

@@ -9,8 +9,8 @@ import logging
 import pytest
 from django.test import Client, RequestFactory
 
-from lithtrix.errors import csrf_failure_view
-from lithtrix.parsers import MAX_JSON_DEPTH, json_depth_exceeds
+from lithtrix.core.parsers import MAX_JSON_DEPTH, json_depth_exceeds
+from lithtrix.core.responses import csrf_failure_view
 from testing.assertions import assert_envelope
 
 METHODS = ["get", "post", "put", "patch", "delete", "options"]
@@ -176,9 +176,11 @@ def test_openapi_document_is_built_once_per_process(api_client, monkeypatch):
 
 
 @pytest.mark.django_db
-def test_openapi_document_is_rate_limited_per_ip_in_its_own_bucket(api_client, settings):
-    settings.LITHTRIX_OPENAPI_RATE = "2/m"
-    settings.LITHTRIX_REGISTER_RATE = "1/m"
+def test_openapi_document_is_rate_limited_per_ip_in_its_own_bucket(
+    api_client, settings, throttle_rates
+):
+    throttle_rates(openapi="2/m")
+    throttle_rates(register="1/m")
     statuses = [api_client.get("/v1/openapi.json").status_code for _ in range(2)]
     refused = api_client.get("/v1/openapi.json")
 

@@ -100,6 +100,7 @@ def test_valid_json_is_parsed(test_urls, client):
     assert response.json() == {"received": {"a": [1, "b"]}}
 
 
+@pytest.mark.slow
 def test_secret_key_is_required_unless_debug():
     env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
     env["DJANGO_SETTINGS_MODULE"] = "lithtrix.settings"
@@ -122,7 +123,8 @@ def test_an_error_inside_an_atomic_request_marks_it_for_rollback(monkeypatch):
     from django.db import connection, transaction
 
     from accounts.models import Agent
-    from lithtrix.errors import NotFoundError, api_exception_handler
+    from lithtrix.core.exceptions import NotFoundError
+    from lithtrix.core.responses import api_exception_handler
 
     # ATOMIC_REQUESTS: the view's writes share the request's transaction.
     monkeypatch.setitem(connection.settings_dict, "ATOMIC_REQUESTS", True)

@@ -19,7 +19,11 @@ from lithtrix.tests.test_multiprocess_limits import server_env
 from testing.nginx import start_nginx
 from testing.servers import burst, running_gunicorn
 
-pytestmark = [pytest.mark.requires_postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.requires_postgres,
+    pytest.mark.django_db(transaction=True),
+]
 
 
 class ProductApi(BaseHTTPRequestHandler):

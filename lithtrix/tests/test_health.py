@@ -2,7 +2,7 @@ import pytest
 from django.db import connection
 from django.db.utils import OperationalError
 
-from lithtrix import health
+from lithtrix.core import probes
 
 DEAD_REDIS = {
     "default": {
@@ -81,4 +81,4 @@ def test_probes_refuse_other_methods_with_the_envelope(client, path):
 
 
 def test_readiness_checks_cover_database_and_cache():
-    assert set(health.READINESS_CHECKS) == {"database", "cache"}
+    assert set(probes.READINESS_CHECKS) == {"database", "cache"}

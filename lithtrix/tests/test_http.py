@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.test import RequestFactory
 
-from lithtrix.http import client_ip
+from lithtrix.core.http import client_ip
 
 PROXIES = ["10.0.0.0/8", "2001:db8:ff::/48"]
 

@@ -6,8 +6,8 @@ import pytest
 
 from accounts.views import MeViewSet
 from lithtrix import plain
-from lithtrix.logs import JsonFormatter, scrub
-from lithtrix.middleware import RequestIdLogFilter
+from lithtrix.core.logs import JsonFormatter, scrub
+from lithtrix.core.request_id import RequestIdLogFilter
 
 CARD = "4242424242424242"
 STRIPE_SECRET = "sk_test_4eC39HqLyjWDarjtT1zdp7dc"
@@ -84,7 +84,7 @@ def test_logs_never_contain_keys_authorization_cards_or_secrets(api_client, monk
 
     # In a DRF view (DELETE /v1/me) and in a plain one (GET /v1/me, lithtrix.plain).
     monkeypatch.setattr(MeViewSet, "destroy", lambda self, request: leak(request))
-    monkeypatch.setattr(plain, "rate_limit", lambda request, agent: leak(request))
+    monkeypatch.setattr(plain, "limit_agent", lambda request, **_: leak(request))
     crashed = [
         api_client.delete(
             "/v1/me", {"confirm": "logged"}, format="json", HTTP_AUTHORIZATION=f"Bearer {rotated}"

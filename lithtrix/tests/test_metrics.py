@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from lithtrix.metrics import observe_stripe_call
+from lithtrix.core.metrics import observe_stripe_call
 from lithtrix.tests.test_deploy_settings import PRODUCTION, run_manage
 from testing.assertions import assert_envelope
 
@@ -63,8 +63,10 @@ def test_unknown_paths_share_one_label(api_client):
 
 
 @pytest.mark.django_db
-def test_rate_limit_refusals_and_stripe_calls_are_counted(api_client, registered, settings):
-    settings.LITHTRIX_FREE_RATE = "1/m"
+def test_rate_limit_refusals_and_stripe_calls_are_counted(
+    api_client, registered, settings, throttle_rates
+):
+    throttle_rates(agent_free="1/m")
     before = scrape(api_client)
     api_client.get("/v1/me", **registered.auth)
     api_client.get("/v1/me", **registered.auth)
@@ -72,8 +74,8 @@ def test_rate_limit_refusals_and_stripe_calls_are_counted(api_client, registered
     after = scrape(api_client)
 
     assert (
-        sample(after, "lithtrix_rate_limit_refusals_total", bucket="agent")
-        - sample(before, "lithtrix_rate_limit_refusals_total", bucket="agent")
+        sample(after, "lithtrix_rate_limit_refusals_total", bucket="agent_free")
+        - sample(before, "lithtrix_rate_limit_refusals_total", bucket="agent_free")
         == 1
     )
     assert (
@@ -116,7 +118,7 @@ def test_dependency_failures_are_counted(api_client, registered, monkeypatch):
         raise OperationalError("down")
 
     before = scrape(api_client)
-    monkeypatch.setattr("keys.selectors.active_api_key_with_agent_by_hash", refuse)
+    monkeypatch.setattr("keys.selectors.working_api_key_with_agent_by_hash", refuse)
     api_client.get("/v1/me", **registered.auth)
     after = scrape(api_client)
     assert (

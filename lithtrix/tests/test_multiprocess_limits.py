@@ -16,7 +16,11 @@ from billing.models import DailyUsage
 from testing.servers import app_environment, burst, database_url, running_gunicorn
 
 WORKERS = 4
-pytestmark = [pytest.mark.requires_postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.requires_postgres,
+    pytest.mark.django_db(transaction=True),
+]
 
 
 def server_env(redis_url: str, **overrides: str) -> dict[str, str]:

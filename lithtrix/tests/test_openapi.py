@@ -286,7 +286,7 @@ def test_shared_error_codes_are_where_they_apply(schema):
 def test_errors_helper_declares_codes_for_new_endpoints():
     from drf_spectacular.utils import OpenApiResponse
 
-    from lithtrix import errors as api_errors
+    from lithtrix.core import exceptions as api_errors
     from lithtrix.openapi import errors
 
     declared = errors(

@@ -12,22 +12,9 @@ import redis
 from django.db import OperationalError
 
 from accounts.models import Agent
+from lithtrix.core import probes
+from lithtrix.tests.faults import use_redis
 from testing.assertions import assert_envelope
-
-REDIS_OPTIONS = {"socket_connect_timeout": 0.25, "socket_timeout": 0.25}
-
-
-def use_redis(settings, url: str) -> None:
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "billing.metering.cache.RedisCache",
-            "LOCATION": url,
-            "OPTIONS": {**REDIS_OPTIONS, "retry": Retry(NoBackoff(), 0)},
-        }
-    }
 
 
 def outage_lines(caplog, dependency: str) -> list[logging.LogRecord]:
@@ -160,7 +147,7 @@ def database_down(monkeypatch):
     def refuse(**kwargs):
         raise OperationalError('connection to server at "127.0.0.1" failed: Connection refused')
 
-    monkeypatch.setattr("keys.selectors.active_api_key_with_agent_by_hash", refuse)
+    monkeypatch.setattr("keys.selectors.working_api_key_with_agent_by_hash", refuse)
 
 
 @pytest.mark.django_db
@@ -201,7 +188,7 @@ def test_readyz_names_the_database(client, monkeypatch):
     def refuse():
         raise OperationalError("connection refused")
 
-    monkeypatch.setitem(__import__("lithtrix.health").health.READINESS_CHECKS, "database", refuse)
+    monkeypatch.setitem(probes.READINESS_CHECKS, "database", refuse)
     body = readyz_envelope(client.get("/readyz"))
     assert body["checks"] == {"database": "unavailable", "cache": "ok"}
 

@@ -19,7 +19,11 @@ from lithtrix.tests.faults import TcpProxy
 from lithtrix.tests.test_multiprocess_limits import all_workers_serving, server_env
 from testing.servers import running_gunicorn
 
-pytestmark = [pytest.mark.requires_postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.requires_postgres,
+    pytest.mark.django_db(transaction=True),
+]
 
 
 def raw_request(url: str, head: str, body: bytes) -> tuple[int, dict[str, str], bytes]:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lithtrix.parsers import MAX_JSON_DEPTH, json_depth_exceeds
+from lithtrix.core.parsers import MAX_JSON_DEPTH, json_depth_exceeds
 from testing.assertions import assert_envelope
 
 # A string opened and never closed, full of escaped quotes, then brackets: 64 kB

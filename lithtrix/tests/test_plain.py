@@ -85,9 +85,13 @@ def test_a_revoked_key_is_refused_by_both(api_client, registered):
 
 @pytest.mark.django_db
 def test_over_the_rate_limit_both_answer_429_with_the_same_headers(
-    api_client, registered, ratelimit_clock, settings
+    api_client,
+    registered,
+    ratelimit_clock,
+    settings,
+    throttle_rates,
 ):
-    settings.LITHTRIX_FREE_RATE = "3/m"
+    throttle_rates(agent_free="3/m")
     for _ in range(3):
         assert api_client.get(ME, **registered.auth).status_code == 200
     plain, drf = _both(api_client, "GET", **registered.auth)

@@ -70,6 +70,9 @@ import pytest
 
 from testing.servers import BASE_DIR, free_port, wait_until_up
 
+# Servers or Python in subprocesses, or a browser: seconds each, not milliseconds.
+pytestmark = pytest.mark.slow
+
 README = BASE_DIR / "README.md"
 DOCS = BASE_DIR / "docs"
 # Registrations per minute for the test's servers: the blocks, each run twice, register

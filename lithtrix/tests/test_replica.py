@@ -18,7 +18,7 @@ from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Agent
 from accounts.services import agent_register
-from lithtrix import replica
+from lithtrix.core import replica
 from testing.pg_replica import (
     PostgresMissing,
     ReplicatedPostgres,
@@ -37,7 +37,7 @@ def _alias_settings(url: str) -> dict[str, Any]:
     database: dict[str, Any] = {
         **dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
     }
-    database["ENGINE"] = "lithtrix.postgresql"
+    database["ENGINE"] = "lithtrix.core.postgresql"
     database["OPTIONS"] = {"connect_timeout": 2, "prepare_threshold": 5}
     return database
 

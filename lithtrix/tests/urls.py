@@ -10,6 +10,7 @@ from lithtrix.urls import urlpatterns as project_urlpatterns
 class BrokenViewSet(viewsets.ViewSet):
     authentication_classes: list = []
     permission_classes: list = []
+    throttle_scope = "register"
 
     def list(self, request):
         secret = "ltx_this-must-never-leak"  # noqa: F841 - shows locals don't reach the body
@@ -23,6 +24,7 @@ def broken_plain_view(request):
 class EchoViewSet(viewsets.ViewSet):
     authentication_classes: list = []
     permission_classes: list = []
+    throttle_scope = "register"
 
     def create(self, request):
         return Response({"received": request.data})
@@ -35,7 +37,7 @@ urlpatterns = [
     *project_urlpatterns,
 ]
 
-handler400 = "lithtrix.errors.bad_request_view"
-handler403 = "lithtrix.errors.permission_denied_view"
-handler404 = "lithtrix.errors.not_found_view"
-handler500 = "lithtrix.errors.server_error_view"
+handler400 = "lithtrix.core.responses.bad_request_view"
+handler403 = "lithtrix.core.responses.permission_denied_view"
+handler404 = "lithtrix.core.responses.not_found_view"
+handler500 = "lithtrix.core.responses.server_error_view"

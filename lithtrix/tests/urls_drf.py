@@ -10,7 +10,7 @@ urlpatterns = [
     *project_urlpatterns,
 ]
 
-handler400 = "lithtrix.errors.bad_request_view"
-handler403 = "lithtrix.errors.permission_denied_view"
-handler404 = "lithtrix.errors.not_found_view"
-handler500 = "lithtrix.errors.server_error_view"
+handler400 = "lithtrix.core.responses.bad_request_view"
+handler403 = "lithtrix.core.responses.permission_denied_view"
+handler404 = "lithtrix.core.responses.not_found_view"
+handler500 = "lithtrix.core.responses.server_error_view"

@@ -18,7 +18,11 @@ from testing.load import Calls, Slowloris, timed_call
 from testing.nginx import start_front, stop_nginx
 from testing.servers import free_port, running_gunicorn, session_from
 
-pytestmark = [pytest.mark.requires_postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.requires_postgres,
+    pytest.mark.django_db(transaction=True),
+]
 
 # Measured on the 2-core machine (load average 9, shared with other suites):
 # /healthz and /v1/me through nginx under 50 slowloris connections, p50 6 ms,

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from billing.payments import provisioning, stripe_events
-from lithtrix.errors import ApiError
+from lithtrix.core.exceptions import ApiError
 
 LOCAL_ENDPOINT_ID = "we_localstripe"
 

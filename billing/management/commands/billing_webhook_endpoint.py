@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.urls import reverse
 
 from billing.payments import provisioning, stripe_events
-from lithtrix.errors import ApiError
+from lithtrix.core.exceptions import ApiError
 
 
 class Command(BaseCommand):

@@ -15,7 +15,7 @@ import time
 
 from django.conf import settings
 
-from lithtrix import metrics
+from lithtrix.core import metrics
 
 logger = logging.getLogger("lithtrix.outages")
 

@@ -81,3 +81,16 @@ def parse_address(text: str) -> Address | None:
 
 def _trusted(address: Address, proxies: tuple[Network, ...]) -> bool:
     return any(address in network for network in proxies)
+
+
+def django_request(request: HttpRequest) -> HttpRequest:
+    """The Django request itself, whether given it or DRF's Request that wraps it."""
+    return getattr(request, "_request", request)
+
+
+def bearer_token(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header value, else None."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None

@@ -18,7 +18,7 @@ from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
-from lithtrix.errors import PayloadTooLargeError, ValidationError
+from lithtrix.core.exceptions import PayloadTooLargeError, ValidationError
 
 # Deepest accepted nesting of arrays and objects (documented in README, "Requests").
 MAX_JSON_DEPTH = 64

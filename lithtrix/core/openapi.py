@@ -16,8 +16,7 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 
-from keys import crypto
-from lithtrix import errors as api_errors
+from lithtrix.core import exceptions as api_errors
 
 # drf-spectacular loads its extension classes lazily and not thread-safely: two
 # threads generating a schema at once (gthread workers, the first requests of a
@@ -27,13 +26,9 @@ SCHEMA_LOCK = threading.RLock()
 SECURITY_SCHEME_NAME = "ApiKeyAuth"
 
 
-def _example_key(random_part: str) -> str:
-    """An ``ltx_`` key of the real shape, with a valid checksum (it works nowhere)."""
-    return f"{crypto.KEY_PREFIX}{random_part}{crypto._checksum(random_part)}"
-
-
-EXAMPLE_API_KEY = _example_key("h7Kq2ZpX9mWc4RtY8vNb3LsD6fGj1A")
-EXAMPLE_ROTATED_KEY = _example_key("Q3nV8xLp1TzR6kWb9YcM2dHs5JfA7u")
+# ltx_ keys of the real shape, checksum included (keys/tests/test_crypto.py checks them).
+EXAMPLE_API_KEY = "ltx_h7Kq2ZpX9mWc4RtY8vNb3LsD6fGj1A27yJ89"
+EXAMPLE_ROTATED_KEY = "ltx_Q3nV8xLp1TzR6kWb9YcM2dHs5JfA7u24JfN2"
 EXAMPLE_AGENT_ID = "3f1c9a52-7b0e-4d6a-9c2e-8a41d5b7e903"
 EXAMPLE_PAYMENT_METHOD = "pm_card_visa"
 
@@ -150,7 +145,7 @@ def errors(*specs: ErrorSpec) -> dict[int, OpenApiResponse]:
     """``responses`` entries, one per status, for the errors only this operation raises.
 
     ``extend_schema(responses={200: Serializer, **errors(PaymentFailedError,
-    PaymentProviderError)})``. Classes or instances of ``lithtrix.errors.ApiError``;
+    PaymentProviderError)})``. Classes or instances of ``lithtrix.core.exceptions.ApiError``;
     an instance's body is the example (e.g. a ValidationError with ``details``).
     """
     by_status: dict[int, list[dict[str, Any]]] = {}
@@ -180,23 +175,6 @@ def error_response(description: str) -> OpenApiResponse:
     if body is None:
         return OpenApiResponse(response=ErrorEnvelopeSerializer, description=description)
     return OpenApiResponse(response={_DECLARED: [body]}, description=description)
-
-
-def _shared_errors() -> dict[str, list[api_errors.ApiError]]:
-    from billing.metering.meter import UPGRADE_URL
-
-    return {
-        "400": [api_errors.ValidationError()],
-        "401": [api_errors.InvalidApiKeyError()],
-        "402": [api_errors.OverLimitError(extra={"upgrade_url": UPGRADE_URL})],
-        "413": [api_errors.PayloadTooLargeError()],
-        "415": [api_errors.UnsupportedMediaTypeError()],
-        "409": [api_errors.IdempotencyKeyInUseError()],
-        "422": [api_errors.IdempotencyKeyReusedError()],
-        "429": [api_errors.RateLimitExceededError()],
-        "500": [api_errors.InternalError()],
-        "503": [api_errors.ServiceUnavailableError()],
-    }
 
 
 def _header(description: str, schema: dict[str, Any]) -> dict[str, Any]:

@@ -1,11 +1,11 @@
-"""Prometheus metrics, and GET /metrics to scrape them.
+"""Prometheus metrics (GET /metrics, lithtrix.core.probes, serves them).
 
 The names an operator alerts on (see README, "Monitoring"):
 
 - lithtrix_http_requests_total{endpoint, method, status}
 - lithtrix_http_request_duration_seconds{endpoint} (histogram)
 - lithtrix_metered_calls_total{outcome="allowed"|"over_limit"}
-- lithtrix_rate_limit_refusals_total{bucket="agent"|"ip"|"openapi"|"auth_failures"}
+- lithtrix_rate_limit_refusals_total{bucket=<throttle scope>: "agent_free", "register", ...}
 - lithtrix_rate_limit_store_failures_total{action="open"|"closed"}
 - lithtrix_stripe_calls_total{outcome} and lithtrix_stripe_call_duration_seconds
 - lithtrix_dependency_failures_total{dependency="database"|"cache"}
@@ -24,17 +24,12 @@ This module imports nothing from the apps: they call it.
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import os
 import time
 from collections.abc import Callable, Iterator
-from functools import cache
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
     Counter,
@@ -191,34 +186,6 @@ def _method(request: HttpRequest) -> str:
 # --- GET /metrics -------------------------------------------------------------
 
 
-@cache
-def _allowed_networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    return tuple(
-        ipaddress.ip_network(item.strip(), strict=False)
-        for item in value.split(",")
-        if item.strip()
-    )
-
-
-def _client_allowed(request: HttpRequest) -> bool:
-    from lithtrix.http import client_ip
-
-    ip = client_ip(request)
-    if not ip:
-        return False
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    networks = _allowed_networks(settings.LITHTRIX_METRICS_ALLOWED_NETWORKS)
-    return any(address in network for network in networks)
-
-
-def _token_presented(request: HttpRequest) -> str | None:
-    scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
 def exposition() -> bytes:
     """Every metric in Prometheus' text format; all processes' in multiprocess mode."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -227,33 +194,3 @@ def exposition() -> bytes:
         registry.register(JOB_QUEUE)
         return generate_latest(registry)
     return generate_latest(REGISTRY)
-
-
-def metrics_view(request: HttpRequest) -> HttpResponse:
-    """GET /metrics: to allowed networks, or with ``Authorization: Bearer <token>``.
-
-    A wrong token is 403; a client that is neither allowed nor presents a token is
-    told nothing is here (404).
-    """
-    from lithtrix.errors import (
-        MethodNotAllowedError,
-        NotFoundError,
-        PermissionDeniedError,
-        api_error_response,
-    )
-
-    token = _token_presented(request)
-    expected = settings.LITHTRIX_METRICS_TOKEN
-    if token is not None:
-        if not (expected and hmac.compare_digest(token.encode(), expected.encode())):
-            return api_error_response(PermissionDeniedError(), request)
-    elif not _client_allowed(request):
-        return api_error_response(NotFoundError(), request)
-    if request.method not in ("GET", "HEAD"):
-        error = MethodNotAllowedError(
-            f"Method {request.method} not allowed.", headers={"Allow": "GET, HEAD"}
-        )
-        return api_error_response(error, request)
-    response = HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
-    response["Cache-Control"] = "no-store"
-    return response
