@@ -17,7 +17,6 @@ import datetime as dt
 import hashlib
 import json
 import math
-import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -43,7 +42,8 @@ KEPT_HEADERS = ("Content-Type", "WWW-Authenticate", "Location")
 LEGACY_NAMESPACE = ""
 
 
-def agent_namespace(agent_id: uuid.UUID) -> str:
+def agent_namespace(agent_id: object) -> str:
+    # Any primary key (the authenticated caller's); agents have UUIDs.
     return f"agent:{agent_id}"
 
 

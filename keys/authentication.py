@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 
 from django.conf import settings
 from django.core.cache import cache
@@ -92,6 +93,17 @@ def _count_failure(request: HttpRequest, bucket: str) -> None:
         if len(_blocked_until) >= _MAX_TRACKED:
             _blocked_until.clear()
         _blocked_until[bucket] = ratelimit.clock() + state.reset
+
+
+def spent_key_owner(header: str) -> uuid.UUID | None:
+    """The agent the key in an Authorization header value was issued to, whether or
+    not it still works; None for a malformed or unknown key (Idempotency-Key replays
+    of requests whose key they killed: LITHTRIX_IDEMPOTENCY_CREDENTIAL_OWNER)."""
+    try:
+        hashed_key = presented_key_hash(header)
+    except ApiError:
+        return None
+    return selectors.key_agent_id_by_hash(hashed_key=hashed_key)
 
 
 def presented_key_hash(header: str) -> str:

@@ -47,6 +47,9 @@ LITHTRIX_IDEMPOTENCY_TTL_HOURS = int(os.environ.get("LITHTRIX_IDEMPOTENCY_TTL_HO
 # day of rotations, billing calls or one host's registrations; it caps what a
 # flood of keys can store.
 LITHTRIX_IDEMPOTENCY_MAX_KEYS = int(os.environ.get("LITHTRIX_IDEMPOTENCY_MAX_KEYS", "1000"))
+# The function idempotency asks which agent a spent key was issued to (a rotation,
+# revocation or deletion retried with the key it killed gets its first answer back).
+LITHTRIX_IDEMPOTENCY_CREDENTIAL_OWNER = "keys.authentication.spent_key_owner"
 # Public keys that sign GitHub's secret-scanning reports (POST /v1/keys/leaked): a
 # local file (tests, offline) wins over the URL (GitHub's published list).
 LITHTRIX_SECRET_SCANNING_KEYS_URL = os.environ.get(
