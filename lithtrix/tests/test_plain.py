@@ -102,7 +102,8 @@ def test_over_the_rate_limit_both_answer_429_with_the_same_headers(
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "OPTIONS"])
-def test_other_methods_are_drfs(api_client, registered, method):
+def test_other_methods_are_drfs(api_client, registered, ratelimit_clock, method):
+    # The rate limit's clock stands still: RateLimit-Reset must not tick between the two.
     plain, drf = _both(api_client, method, **registered.auth)
     _assert_same_answer(plain, drf)
     assert plain.status_code == (200 if method == "OPTIONS" else 405)
