@@ -266,23 +266,36 @@ class Service:
 WORKERS = 4
 
 
+def drill_environment(
+    *, database_url: str, redis_url: str, stripe_port: int, **overrides: str
+) -> dict[str, str]:
+    """The app's environment on a drill's throwaway PostgreSQL and Redis, Stripe at the
+    black hole, limits out of the way, quiet access log; ``overrides`` on top."""
+    return app_environment(
+        {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "STRIPE_SECRET_KEY": "sk_test_drills",
+            "STRIPE_PUBLISHABLE_KEY": "pk_test_drills",
+            "STRIPE_API_BASE": f"http://127.0.0.1:{stripe_port}",
+            "LITHTRIX_FREE_CALL_LIMIT": "1000000",
+            "LITHTRIX_FREE_RATE": "1000000/m",
+            "LITHTRIX_ACCESS_LOG_LEVEL": "WARNING",
+            **overrides,
+        }
+    )
+
+
 @pytest.fixture
 def service(postgres, redis, black_hole, tmp_path) -> Iterator[Service]:
     """gunicorn (4 workers, deploy/gunicorn.conf.py) on the throwaway dependencies,
     Stripe at the black hole; nginx in front (service.front_url)."""
-    env = app_environment(
-        {
-            "DATABASE_URL": postgres.url,
-            "REDIS_URL": redis.url,
-            "STRIPE_SECRET_KEY": "sk_test_drills",
-            "STRIPE_PUBLISHABLE_KEY": "pk_test_drills",
-            "STRIPE_API_BASE": f"http://127.0.0.1:{black_hole.port}",
-            "LITHTRIX_FREE_CALL_LIMIT": "1000000",
-            "LITHTRIX_FREE_RATE": "1000000/m",
-            "LITHTRIX_REGISTER_RATE": "100000/m",
-            "LITHTRIX_TRUSTED_PROXIES": "127.0.0.1",
-            "LITHTRIX_ACCESS_LOG_LEVEL": "WARNING",
-        }
+    env = drill_environment(
+        database_url=postgres.url,
+        redis_url=redis.url,
+        stripe_port=black_hole.port,
+        LITHTRIX_REGISTER_RATE="100000/m",
+        LITHTRIX_TRUSTED_PROXIES="127.0.0.1",
     )
     app = start_gunicorn(workers=WORKERS, env=env, log_path=tmp_path / "gunicorn.log")
     (tmp_path / "nginx").mkdir()

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from drills.conftest import ROWS, Redis
+from drills.conftest import ROWS, Redis, drill_environment
 from testing.pg_replica import (
     PostgresMissing,
     ReplicatedPostgres,
@@ -65,19 +65,12 @@ def replicated() -> Iterator[ReplicatedPostgres]:
 
 @pytest.fixture
 def app(replicated, redis: Redis, black_hole: BlackHole, tmp_path) -> Iterator[Server]:
-    env = app_environment(
-        {
-            "DATABASE_URL": replicated.primary_url,
-            "DATABASE_REPLICA_URL": replicated.replica_url,
-            "LITHTRIX_REPLICA_RETRY_SECONDS": str(RETRY_SECONDS),
-            "REDIS_URL": redis.url,
-            "STRIPE_SECRET_KEY": "sk_test_drills",
-            "STRIPE_PUBLISHABLE_KEY": "pk_test_drills",
-            "STRIPE_API_BASE": f"http://127.0.0.1:{black_hole.port}",
-            "LITHTRIX_FREE_CALL_LIMIT": "1000000",
-            "LITHTRIX_FREE_RATE": "1000000/m",
-            "LITHTRIX_ACCESS_LOG_LEVEL": "WARNING",
-        }
+    env = drill_environment(
+        database_url=replicated.primary_url,
+        redis_url=redis.url,
+        stripe_port=black_hole.port,
+        DATABASE_REPLICA_URL=replicated.replica_url,
+        LITHTRIX_REPLICA_RETRY_SECONDS=str(RETRY_SECONDS),
     )
     server = start_gunicorn(workers=2, env=env, log_path=tmp_path / "gunicorn.log")
     try:

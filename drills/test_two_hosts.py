@@ -27,10 +27,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from drills.conftest import ROWS, Postgres
+from drills.conftest import ROWS, Postgres, drill_environment
 from testing.load import Calls, timed_call
 from testing.nginx import start_front, stop_nginx
-from testing.servers import Server, app_environment, start_gunicorn
+from testing.servers import Server, start_gunicorn
 
 WORKERS_PER_HOST = 2
 # Client threads per call: agent A's GET /v1/authorize (metered), agent B's GET
@@ -87,19 +87,12 @@ def _alive(pids: list[int]) -> list[int]:
 
 @pytest.fixture
 def hosts(postgres, redis, black_hole, tmp_path) -> Iterator[Hosts]:
-    env = app_environment(
-        {
-            "DATABASE_URL": postgres.url,
-            "REDIS_URL": redis.url,
-            "STRIPE_SECRET_KEY": "sk_test_drills",
-            "STRIPE_PUBLISHABLE_KEY": "pk_test_drills",
-            "STRIPE_API_BASE": f"http://127.0.0.1:{black_hole.port}",
-            "LITHTRIX_FREE_CALL_LIMIT": "1000000",
-            "LITHTRIX_FREE_RATE": "1000000/m",
-            "LITHTRIX_REGISTER_RATE": "100000/m",
-            "LITHTRIX_TRUSTED_PROXIES": "127.0.0.1",
-            "LITHTRIX_ACCESS_LOG_LEVEL": "WARNING",
-        }
+    env = drill_environment(
+        database_url=postgres.url,
+        redis_url=redis.url,
+        stripe_port=black_hole.port,
+        LITHTRIX_REGISTER_RATE="100000/m",
+        LITHTRIX_TRUSTED_PROXIES="127.0.0.1",
     )
     a = start_gunicorn(workers=WORKERS_PER_HOST, env=env, log_path=tmp_path / "a.log")
     try:
