@@ -32,6 +32,9 @@ from testing.load import Calls, timed_call
 from testing.nginx import start_front, stop_nginx
 from testing.servers import Server, start_gunicorn
 
+# Not yet reliable (docs/drills.md): out of make drills until it holds.
+pytestmark = pytest.mark.unsteady
+
 WORKERS_PER_HOST = 2
 # Client threads per call: agent A's GET /v1/authorize (metered), agent B's GET
 # /v1/me, agent C's POST /v1/authorize (metered, and a POST nginx must not resend).
