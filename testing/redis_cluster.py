@@ -48,8 +48,9 @@ def _port_free(port: int) -> bool:
 
 def free_cluster_ports(count: int = NODES) -> list[int]:
     """``count`` consecutive ports whose bus ports (+10000) are free as well: from
-    LITHTRIX_CLUSTER_PORTS (``low-high``) when set, else from 20000-29999."""
-    low, _, high = os.environ.get("LITHTRIX_CLUSTER_PORTS", "20000-29999").partition("-")
+    LITHTRIX_CLUSTER_PORTS (``low-high``) when set, else from 10000-22700, whose bus
+    ports stay below the kernel's ephemeral range (32768 up)."""
+    low, _, high = os.environ.get("LITHTRIX_CLUSTER_PORTS", "10000-22700").partition("-")
     first, last = int(low), int(high or low)
     starts = list(range(first, last - count + 2))
     random.shuffle(starts)
