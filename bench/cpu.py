@@ -177,8 +177,9 @@ def postmaster_pid(url: str) -> int:
 
     with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    assert row is not None
-    return parse_stat((PROC / str(row[0]) / "stat").read_text()).ppid
+        assert row is not None
+        # Read while connected: the backend exits with the connection.
+        return parse_stat((PROC / str(row[0]) / "stat").read_text()).ppid
 
 
 def redis_pid(url: str) -> int:
