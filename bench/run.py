@@ -509,6 +509,18 @@ def cpu_table(rounds: Rounds, cores: int) -> dict[str, dict[str, dict[str, float
     return table
 
 
+def stack_cpu_per_request(rounds: Rounds, name: str) -> float | None:
+    """CPU ms per request of ``name`` used by the stack's own processes (every
+    component, wrk included; not "other"), over all rounds: unlike the whole
+    machine's figure, it does not grow with other work on a shared machine."""
+    measured = [r[name] for r in rounds if r[name].cpu_by_component]
+    requests = sum(m.requests for m in measured)
+    if not requests:
+        return None
+    used = sum(one["cpu_s"] for m in measured for one in m.cpu_by_component.values())
+    return round(used / requests * 1000, 3)
+
+
 COMPONENT_ORDER = ["nginx", "gunicorn", "postgresql", "postgresql replica", "redis", "wrk"]
 SHORT = {"postgresql replica": "pg replica"}
 
@@ -780,6 +792,13 @@ def main() -> int:
         f"CPU per metered call ({AUTHORIZE}): {metered_cpu:.3f} ms of the whole machine "
         f"({1000 / metered_cpu:.0f} metered calls per CPU-second)"
     )
+    stack_cpu = stack_cpu_per_request(rounds, AUTHORIZE)
+    if stack_cpu:
+        print(
+            f"  of which the stack's own processes (nginx, gunicorn, PostgreSQL, Redis, wrk; "
+            f"all rounds): {stack_cpu:.3f} ms ({1000 / stack_cpu:.0f} metered calls per "
+            "CPU-second)"
+        )
     print_targets(checks)
     record = {
         "started_at": started_at.isoformat(timespec="seconds"),
@@ -787,6 +806,7 @@ def main() -> int:
         "shape": args.shape,
         "worker_shape": shape,
         "cpu_ms_per_metered_call": metered_cpu,
+        "stack_cpu_ms_per_metered_call": stack_cpu,
         "cpu_cores": os.cpu_count(),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
