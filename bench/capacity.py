@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-# About 20 minutes on this 2-core machine: the three 1-host runs take ~2.5 min
-# each (9 rounds x 5 endpoints x 3 s, plus start-up), the 2-host and sync runs
-# ~2.5 min, the replica run ~3 min, Redis ~1.5 min.
+# About 20 minutes on this 2-core machine: a bench run is 9 rounds x 5 endpoints
+# x 3 s of wrk, 10 s of warm-up and ~35 s of start-up (database copy, seeding,
+# servers): ~3 min, the 2-host run (6 rows) ~3.6; Redis 3 rounds x 3 targets x
+# (5 s + 1 s to connect): ~1 min.
 FULL = {
     "bench": ["--rounds", "9", "--seconds", "3", "--scale-agents", "0"],
     "redis": ["--processes", "4", "--seconds", "5", "--rounds", "3", "--pipeline", "16"],
