@@ -416,7 +416,8 @@ def print_hosts(comparison: Mapping[str, Any], served: list[int]) -> None:
         f"metered calls/s ({AUTHORIZE}): 1 host {c['one_host_rps']:.0f}, 2 hosts "
         f"{c['two_hosts_rps']:.0f}: {c['ratio']:.2f}x (rounds: "
         f"{', '.join(f'{x:.2f}' for x in c['per_round'])}); both hosts on the same cores; "
-        f"requests each host served (its access log): {', '.join(f'{n:,}' for n in served)}"
+        f"requests each host served in the run (its access log; the first one also "
+        f"serves the 1-host row): {', '.join(f'{n:,}' for n in served)}"
     )
 
 

@@ -17,6 +17,7 @@ def bench_record(name: str, authorize_ratio: float, met: bool, **extra: Any) -> 
         "results": {AUTHORIZE: {"rps": 300.0}},
         "ratios": {AUTHORIZE: {"x tok+thr": authorize_ratio}},
         "cpu_ms_per_metered_call": 7.5,
+        "stack_cpu_ms_per_metered_call": 6.0,
         "targets": [
             {"check": "GET /v1/authorize >= 1.5x Token", "value": authorize_ratio, "met": met}
         ],
@@ -84,7 +85,7 @@ def test_summary_judges_each_target_over_the_runs_and_reports_every_step():
     assert "requests per host [900, 880]" in text
     assert "largest user gunicorn; % of capacity: gunicorn 55%, postgresql 9%" in text
     assert "x Token+throttle 1.60, 1.40, 1.55" in text
-    assert "gunicorn 4 sync workers: 1.30" in text
+    assert "gunicorn 4 sync workers: 1.30, 7.500 (6.000) ms" in text
     assert "single redis-server 9,000; cluster / single 0.50x" in text
     assert "p99 23.1 ms / 3,960 B" in text
     assert text.splitlines()[-1].startswith("Citus: not run")
