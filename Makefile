@@ -113,7 +113,7 @@ docs-serve: $(BIN)/.installed-docs
 # (deploy/serve_check.py); then a missing PostgreSQL database is created
 # (deploy/createdb.py).
 WORKERS ?= 4
-.PHONY: serve worker fuzz bench profile drills
+.PHONY: serve worker fuzz bench bench-redis capacity profile drills
 serve: venv
 	@$(BIN)/python deploy/serve_check.py
 	$(BIN)/python deploy/createdb.py
@@ -143,6 +143,17 @@ drills: dev-venv
 # See docs/benchmark.md.
 bench: dev-venv
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The rate-limit counting script's scripts/s: a throwaway redis-server against a
+# throwaway Redis Cluster (never the shared Redis). See docs/benchmark.md.
+bench-redis: dev-venv
+	$(BIN)/python bench/redis_scripts.py $(REDIS_BENCH_ARGS)
+
+# The runs the capacity model is written from (3 x bench, 2 hosts, sync workers,
+# Redis scripts/s, replica lag), one after the other, then a summary: about 20
+# minutes; CAPACITY_ARGS=--short proves the sequence in about three.
+capacity: dev-venv
+	$(BIN)/python bench/capacity.py $(CAPACITY_ARGS)
 
 # The hot paths in-process under pyinstrument, with SQL and Redis round trips counted.
 profile: dev-venv

@@ -31,8 +31,9 @@ def migrations_digest() -> str:
     return digest.hexdigest()[:12]
 
 
-def migrated_database_url(database_url: str, suffix: str, env: Mapping[str, str]) -> str:
-    """``<database>_<suffix>``, dropped and created again from a migrated template."""
+def migrated_template(database_url: str, env: Mapping[str, str]) -> str:
+    """The name of the migrated template on ``database_url``'s server (migrated now
+    when missing)."""
     import psycopg
     from psycopg import sql
 
@@ -40,7 +41,6 @@ def migrated_database_url(database_url: str, suffix: str, env: Mapping[str, str]
 
     parts = urllib.parse.urlsplit(database_url)
     base = parts.path.lstrip("/") or "lithtrix"
-    name = f"{base}_{suffix}"
     template = f"{base}_tpl_{migrations_digest()}"
     admin_url = urllib.parse.urlunsplit(parts._replace(path="/postgres"))
     with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -60,6 +60,18 @@ def migrated_database_url(database_url: str, suffix: str, env: Mapping[str, str]
                     sql.Identifier(building), sql.Identifier(template)
                 )
             )
+    return template
+
+
+def migrated_database_url(database_url: str, suffix: str, env: Mapping[str, str]) -> str:
+    """``<database>_<suffix>``, dropped and created again from a migrated template."""
+    import psycopg
+    from psycopg import sql
+
+    template = migrated_template(database_url, env)
+    parts = urllib.parse.urlsplit(database_url)
+    name = f"{parts.path.lstrip('/') or 'lithtrix'}_{suffix}"
+    admin_url = urllib.parse.urlunsplit(parts._replace(path="/postgres"))
     with psycopg.connect(admin_url, autocommit=True) as conn:
         drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
         conn.execute(drop.format(sql.Identifier(name)))
@@ -69,3 +81,26 @@ def migrated_database_url(database_url: str, suffix: str, env: Mapping[str, str]
             )
         )
     return urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def copy_template(database_url: str, env: Mapping[str, str], target_url: str, bindir: Path) -> None:
+    """The migrated template of ``database_url``'s server, dumped (pg_dump, a client
+    like any other: the server is not copied) and restored into the empty database
+    at ``target_url`` on another server (the --replica bench's throwaway primary)."""
+    import subprocess
+
+    template = migrated_template(database_url, env)
+    source = urllib.parse.urlunsplit(
+        urllib.parse.urlsplit(database_url)._replace(path=f"/{template}")
+    )
+    dump = subprocess.run(  # noqa: S603
+        [str(bindir / "pg_dump"), "--no-owner", "--no-privileges", "-d", source],
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(  # noqa: S603
+        [str(bindir / "psql"), "-q", "-v", "ON_ERROR_STOP=1", "-d", target_url],
+        input=dump,
+        stdout=subprocess.DEVNULL,
+        check=True,
+    )

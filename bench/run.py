@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import re
+import resource
 import runpy
 import shutil
 import statistics
@@ -42,16 +43,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from bench.database import migrated_database_url  # noqa: E402
+from bench import cpu  # noqa: E402
+from bench.database import copy_template, migrated_database_url  # noqa: E402
+from bench.lag import LagSampler, format_summary, summarize  # noqa: E402
 from testing.nginx import start_front, stop_nginx  # noqa: E402
+from testing.pg_replica import ReplicatedPostgres, replicated_postgres  # noqa: E402
 from testing.servers import GUNICORN_CONF, app_environment, running_gunicorn  # noqa: E402
 
 LUA = BASE_DIR / "bench" / "tokens.lua"
@@ -62,6 +66,9 @@ BARE, TOKEN, THROTTLED = (
     "DRF Token + UserRateThrottle",
 )
 ME, AUTHORIZE = "GET /v1/me", "GET /v1/authorize"
+# With --hosts 2: /v1/authorize through a second nginx whose upstream is the first
+# host alone, measured beside the two-host rows in the same rounds.
+AUTHORIZE_ONE_HOST = "GET /v1/authorize, 1 host"
 # The goals, ratios within one run: in the production shape (issue "Past one
 # machine"), and the earlier ones for gunicorn alone (issue "Performance and scale").
 TARGETS = {
@@ -77,6 +84,7 @@ class Endpoint:
     name: str
     path: str
     credentials: str | None  # "agents" (Bearer ltx_), "users" (Token), or None
+    front: str = "main"  # which URL serves it: "main", or "one_host" (--hosts 2)
 
 
 # Each compared pair side by side (TokenAuthentication and /v1/me, Token + throttle
@@ -89,7 +97,12 @@ ENDPOINTS = [
     Endpoint(AUTHORIZE, "/v1/authorize", "agents"),
 ]
 # The table's order.
-TABLE_ORDER = [BARE, TOKEN, THROTTLED, ME, AUTHORIZE]
+TABLE_ORDER = [BARE, TOKEN, THROTTLED, ME, AUTHORIZE, AUTHORIZE_ONE_HOST]
+ONE_HOST = Endpoint(AUTHORIZE_ONE_HOST, "/v1/authorize", "agents", front="one_host")
+
+
+def endpoints_for(hosts: int) -> list[Endpoint]:
+    return [*ENDPOINTS, ONE_HOST] if hosts > 1 else list(ENDPOINTS)
 
 
 @dataclass(frozen=True)
@@ -103,6 +116,10 @@ class Result:
     # Redis, the kernel) per request: what a request costs, whatever share of the
     # two cores the machine happened to give the run.
     cpu_ms: float = 0.0
+    # Where that CPU went: per component (bench/cpu.py), CPU seconds during the run.
+    wall_s: float = 0.0
+    busy_s: float = 0.0
+    cpu_by_component: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def busy_cpu_seconds() -> float:
@@ -130,17 +147,39 @@ def _latency(output: str, percentile: str) -> float:
     return float(match.group(1)) * _UNITS_MS[match.group(2)]
 
 
-def run_wrk(url: str, *, seconds: int, credentials: Path | None, scheme: str) -> Result:
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_wrk(
+    url: str,
+    *,
+    seconds: int,
+    credentials: Path | None,
+    scheme: str,
+    components: cpu.Components | None = None,
+) -> Result:
     command = ["wrk", "-t2", "-c16", f"-d{seconds}s", "--latency"]
     env = dict(os.environ)
     if credentials is not None:
         command += ["-s", str(LUA)]
         env.update(BENCH_TOKENS=str(credentials), BENCH_SCHEME=scheme)
+    components = components or {}
+    before = cpu.snapshot(components) if components else None
+    # wrk is the only child this process reaps meanwhile: its CPU is the change here.
+    wrk_before = _children_cpu_seconds()
+    started = time.monotonic()
     busy_before = busy_cpu_seconds()
     output = subprocess.run(  # noqa: S603
         [*command, url], env=env, capture_output=True, text=True, check=True
     ).stdout
     busy = busy_cpu_seconds() - busy_before
+    wall = time.monotonic() - started
+    by_component: dict[str, dict[str, float]] = {}
+    if before is not None:
+        by_component = cpu.used_seconds(before, cpu.snapshot(components), components)
+        by_component["wrk"] = {"cpu_s": _children_cpu_seconds() - wrk_before}
     requests = int(_match(r"(\d+) requests in", output))
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     return Result(
@@ -150,25 +189,45 @@ def run_wrk(url: str, *, seconds: int, credentials: Path | None, scheme: str) ->
         requests=requests,
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         cpu_ms=round(busy / max(requests, 1) * 1000, 3),
+        wall_s=round(wall, 3),
+        busy_s=round(busy, 3),
+        cpu_by_component=by_component,
     )
 
 
+@dataclass
+class Stack:
+    """What wrk loads: the URL of each front (``Endpoint.front``), the root processes
+    of each component whose CPU is attributed (bench/cpu.py), and a callback told
+    which endpoint is about to be loaded (the replica lag sampler's)."""
+
+    urls: dict[str, str]
+    components: dict[str, list[int]] = field(default_factory=dict)
+    on_endpoint: Callable[[str], None] | None = None
+    nginx_logs: list[Path] = field(default_factory=list)
+    host_logs: list[Path] = field(default_factory=list)
+
+
 def measure(
-    base_url: str, endpoint: Endpoint, files: dict[str, Path], seconds: int, *, warm_up: bool
+    stack: Stack, endpoint: Endpoint, files: dict[str, Path], seconds: int, *, warm_up: bool
 ) -> Result:
     credentials = files.get(endpoint.credentials) if endpoint.credentials else None
     scheme = "Token" if endpoint.credentials == "users" else "Bearer"
-    url = base_url + endpoint.path
+    url = stack.urls[endpoint.front] + endpoint.path
+    if stack.on_endpoint is not None:
+        stack.on_endpoint(endpoint.name)
     if warm_up:
         run_wrk(url, seconds=2, credentials=credentials, scheme=scheme)
-    return run_wrk(url, seconds=seconds, credentials=credentials, scheme=scheme)
+    return run_wrk(
+        url, seconds=seconds, credentials=credentials, scheme=scheme, components=stack.components
+    )
 
 
 Rounds = list[dict[str, Result]]
 
 
 def measure_rounds(
-    base_url: str, endpoints: list[Endpoint], files: dict[str, Path], seconds: int, rounds: int
+    stack: Stack, endpoints: list[Endpoint], files: dict[str, Path], seconds: int, rounds: int
 ) -> tuple[dict[str, Result], Rounds]:
     """Each endpoint ``rounds`` times, interleaved, so that a burst of outside load
     hits all of them alike; per endpoint, the round with the median req/s is kept.
@@ -180,9 +239,7 @@ def measure_rounds(
     all_rounds: Rounds = []
     for number in range(rounds):
         order = endpoints if number % 2 == 0 else endpoints[::-1]
-        measured = {
-            e.name: measure(base_url, e, files, seconds, warm_up=number == 0) for e in order
-        }
+        measured = {e.name: measure(stack, e, files, seconds, warm_up=number == 0) for e in order}
         all_rounds.append({e.name: measured[e.name] for e in endpoints})
     medians = {
         e.name: sorted((r[e.name] for r in all_rounds), key=lambda r: r.rps)[rounds // 2]
@@ -340,24 +397,174 @@ def gunicorn_defaults() -> dict[str, Any]:
     return {key: conf[key] for key in ("workers", "worker_class", "threads")}
 
 
+def hosts_comparison(results: Mapping[str, Result], rounds: Rounds) -> dict[str, Any]:
+    """Metered calls/s through two hosts and through the first alone, in the same
+    rounds: each side's req/s (the table's median round) and the median of the
+    per-round ratios."""
+    per_round = [round(r[AUTHORIZE].rps / r[AUTHORIZE_ONE_HOST].rps, 3) for r in rounds]
+    return {
+        "one_host_rps": results[AUTHORIZE_ONE_HOST].rps,
+        "two_hosts_rps": results[AUTHORIZE].rps,
+        "ratio": statistics.median(per_round),
+        "per_round": per_round,
+    }
+
+
+def print_hosts(comparison: Mapping[str, Any], served: list[int]) -> None:
+    c = comparison
+    print(
+        f"metered calls/s ({AUTHORIZE}): 1 host {c['one_host_rps']:.0f}, 2 hosts "
+        f"{c['two_hosts_rps']:.0f}: {c['ratio']:.2f}x (rounds: "
+        f"{', '.join(f'{x:.2f}' for x in c['per_round'])}); both hosts on the same cores; "
+        f"requests each host served in the run (its access log; the first one also "
+        f"serves the 1-host row): {', '.join(f'{n:,}' for n in served)}"
+    )
+
+
+def access_lines(log: Path) -> int:
+    """The app's access-log lines (one per request) in a gunicorn log."""
+    with log.open(errors="replace") as lines:
+        return sum("lithtrix.access" in line for line in lines)
+
+
+SECOND_SERVER_LINE = "# server ${LITHTRIX_UPSTREAM_2}"
+
+
 @contextlib.contextmanager
 def serving(
-    shape: str, server_options: dict[str, Any], tmp_dir: Path, expected_class: str
-) -> Iterator[str]:
-    """gunicorn, and in the production shape nginx in front of it (one nginx worker
-    per core, as `worker_processes auto`); yields the URL wrk loads."""
-    log_path = server_options["log_path"]
-    with running_gunicorn(**server_options) as server:
-        check_worker_class(log_path, expected_class)
-        if shape == "direct":
-            yield server.url
-            return
-        front_dir = Path(tempfile.mkdtemp(prefix="nginx-", dir=tmp_dir))
-        nginx, front_url = start_front(front_dir, server.url, workers=os.cpu_count() or 1)
-        try:
-            yield front_url
-        finally:
-            stop_nginx(nginx)
+    shape: str,
+    server_options: dict[str, Any],
+    tmp_dir: Path,
+    expected_class: str,
+    *,
+    hosts: int = 1,
+    components: Mapping[str, list[int]] | None = None,
+) -> Iterator[Stack]:
+    """``hosts`` gunicorn instances, and in the production shape nginx in front of
+    them, one upstream ``server`` line each (one nginx worker per core, as
+    `worker_processes auto`); with two hosts, a second nginx in front of the first
+    host alone (the "1 host" row). Yields the Stack wrk loads; ``components`` (the
+    PostgreSQL and Redis servers' processes) join nginx's and gunicorn's in it."""
+    with contextlib.ExitStack() as started:
+        servers = []
+        for number in range(hosts):
+            options = dict(server_options)
+            if number:
+                options["log_path"] = Path(f"{server_options['log_path']}.{number + 1}")
+            servers.append(started.enter_context(running_gunicorn(**options)))
+            check_worker_class(options["log_path"], expected_class)
+        stack = Stack(
+            urls={"main": servers[0].url},
+            components={"gunicorn": [server.process.pid for server in servers]},
+            host_logs=[server.log_path for server in servers if server.log_path],
+        )
+        if shape == "production":
+            fronts = {"main": [server.url for server in servers]}
+            if hosts > 1:
+                fronts["one_host"] = [servers[0].url]
+            stack.components["nginx"] = []
+            for front, upstreams in fronts.items():
+                front_dir = Path(tempfile.mkdtemp(prefix=f"nginx-{front}-", dir=tmp_dir))
+                replace = (
+                    {SECOND_SERVER_LINE: f"server {upstreams[1].removeprefix('http://')}"}
+                    if len(upstreams) > 1
+                    else {}
+                )
+                nginx, front_url = start_front(
+                    front_dir, upstreams[0], workers=os.cpu_count() or 1, replace=replace
+                )
+                started.callback(stop_nginx, nginx)
+                stack.urls[front] = front_url
+                stack.components["nginx"].append(nginx.pid)
+                stack.nginx_logs.append(front_dir / "error.log")
+        stack.components.update(components or {})
+        yield stack
+
+
+def nginx_problems(logs: list[Path]) -> list[str]:
+    """nginx's error-log lines of level error or worse (a sync worker closing an
+    upstream connection nginx meant to reuse would show here)."""
+    levels = ("[error]", "[crit]", "[alert]", "[emerg]")
+    lines: list[str] = []
+    for log in logs:
+        if log.exists():
+            lines += [
+                line for line in log.read_text().splitlines() if any(x in line for x in levels)
+            ]
+    return lines
+
+
+def cpu_table(rounds: Rounds, cores: int) -> dict[str, dict[str, dict[str, float]]]:
+    """Per endpoint, each component's CPU over all its rounds (bench/cpu.py): its
+    share of the machine's busy time and its % of the machine's capacity."""
+    table = {}
+    for name in rounds[0]:
+        measured = [r[name] for r in rounds if r[name].cpu_by_component]
+        if measured:
+            table[name] = cpu.shares(
+                cpu.add_up(m.cpu_by_component for m in measured),
+                busy_s=sum(m.busy_s for m in measured),
+                wall_s=sum(m.wall_s for m in measured),
+                cores=cores,
+            )
+    return table
+
+
+def stack_cpu_per_request(rounds: Rounds, name: str) -> float | None:
+    """CPU ms per request of ``name`` used by the stack's own processes (every
+    component, wrk included; not "other"), over all rounds: unlike the whole
+    machine's figure, it does not grow with other work on a shared machine."""
+    measured = [r[name] for r in rounds if r[name].cpu_by_component]
+    requests = sum(m.requests for m in measured)
+    if not requests:
+        return None
+    used = sum(one["cpu_s"] for m in measured for one in m.cpu_by_component.values())
+    return round(used / requests * 1000, 3)
+
+
+COMPONENT_ORDER = ["nginx", "gunicorn", "postgresql", "postgresql replica", "redis", "wrk"]
+SHORT = {"postgresql replica": "pg replica"}
+
+
+def print_cpu_table(table: Mapping[str, Mapping[str, Mapping[str, float]]], cores: int) -> None:
+    if not table:
+        return
+    present = next(iter(table.values()))
+    columns = [c for c in COMPONENT_ORDER if c in present] + ["other", "machine"]
+    print(
+        f"\nCPU by component: % of the machine's capacity ({cores} cores), "
+        "(share of its busy CPU time), all rounds"
+    )
+    header = f"{'endpoint':<30}" + "".join(f" {SHORT.get(c, c):>14}" for c in columns)
+    print(header)
+    print("-" * len(header))
+    for name in [n for n in TABLE_ORDER if n in table]:
+        row = table[name]
+        cells = "".join(
+            f" {row[c]['capacity_pct']:>5.1f}% ({row[c]['share_of_busy_pct']:>3.0f}%)"
+            for c in columns
+        )
+        print(f"{name:<30}{cells}")
+
+
+def print_saturation(table: Mapping[str, Mapping[str, Mapping[str, float]]], cores: int) -> None:
+    """Which component uses the most of the machine under the metered call."""
+    for name in (AUTHORIZE, AUTHORIZE_ONE_HOST):
+        if name not in table:
+            continue
+        row = table[name]
+        first = cpu.saturates_first(row)
+        busiest = ", ".join(
+            f"{c} {row[c]['busiest_process_core_pct']:.0f}%"
+            for c in COMPONENT_ORDER
+            if c in row and "busiest_process_core_pct" in row[c]
+        )
+        print(
+            f"{name}: the machine is {row['machine']['capacity_pct']:.0f}% busy; the largest "
+            f"user is {first} ({row[first]['capacity_pct']:.0f}% of {cores} cores, "
+            f"{row[first]['share_of_busy_pct']:.0f}% of the busy time); busiest single "
+            f"process, % of one core: {busiest}"
+        )
 
 
 def main() -> int:
@@ -387,6 +594,20 @@ def main() -> int:
         metavar="NAME=VALUE",
         help="an app setting for this run (repeatable)",
     )
+    parser.add_argument(
+        "--hosts",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="gunicorn instances behind nginx's upstream (production shape); with 2, "
+        "/v1/authorize through the first host alone is measured beside them",
+    )
+    parser.add_argument(
+        "--replica",
+        action="store_true",
+        help="the bench's database on a throwaway primary with a streaming replica "
+        "(DATABASE_REPLICA_URL for the app); samples the replica's lag every 0.5 s",
+    )
     parser.add_argument("--compare", type=Path, help="an earlier bench/results/*.json")
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
     args = parser.parse_args()
@@ -401,6 +622,8 @@ def main() -> int:
         "REDIS_URL"
     ):
         raise SystemExit("bench needs DATABASE_URL=postgres://... and REDIS_URL=redis://...")
+    if args.hosts > 1 and args.shape != "production":
+        raise SystemExit("--hosts 2 needs the production shape (nginx's upstream)")
     if args.compare and not args.compare.is_file():
         raise SystemExit(f"--compare: no such file {args.compare}")
     app_env = dict(item.split("=", 1) for item in args.app_env)
@@ -412,13 +635,18 @@ def main() -> int:
     threads = (args.threads or defaults.get("threads", 4)) if worker_class == "gthread" else 1
     gunicorn_env = {"GUNICORN_WORKER_CLASS": worker_class, "GUNICORN_THREADS": str(threads)}
     shape = worker_shape(workers, worker_class, threads)
+    if args.hosts > 1:
+        shape = f"{args.hosts} hosts of {shape} each, on the same {os.cpu_count()} cores"
     if args.shape == "production":
         shape = f"nginx (deploy/nginx/lithtrix.conf, {os.cpu_count()} workers) -> {shape}"
+    cores = os.cpu_count() or 1
     started_at = datetime.datetime.now(datetime.UTC)
     commit = git_commit()  # the code measured, whatever happens to the tree meanwhile
 
-    with tempfile.TemporaryDirectory(prefix="lithtrix-bench-") as tmp:
-        tmp_dir = Path(tmp)
+    with contextlib.ExitStack() as resources:
+        tmp_dir = Path(
+            resources.enter_context(tempfile.TemporaryDirectory(prefix="lithtrix-bench-"))
+        )
         env = app_environment(
             {
                 "DJANGO_SETTINGS_MODULE": "bench.settings",
@@ -434,7 +662,20 @@ def main() -> int:
                 **app_env,
             }
         )
-        env["DATABASE_URL"] = migrated_database_url(database_url, "bench", env)
+        replicated: ReplicatedPostgres | None = None
+        if args.replica:
+            replicated = resources.enter_context(replicated_postgres())
+            copy_template(database_url, env, replicated.primary_url, replicated.bindir)
+            env["DATABASE_URL"] = replicated.primary_url
+            env["DATABASE_REPLICA_URL"] = replicated.replica_url
+            servers = {
+                "postgresql": [cpu.postmaster_pid(replicated.primary_url)],
+                "postgresql replica": [cpu.postmaster_pid(replicated.replica_url)],
+            }
+        else:
+            env["DATABASE_URL"] = migrated_database_url(database_url, "bench", env)
+            servers = {"postgresql": [cpu.postmaster_pid(env["DATABASE_URL"])]}
+        servers["redis"] = [cpu.redis_pid(env["REDIS_URL"])]
         files = {"agents": tmp_dir / "agents.txt", "users": tmp_dir / "users.txt"}
         seed(
             env,
@@ -457,10 +698,60 @@ def main() -> int:
             f"at start, {settings_note}",
             flush=True,
         )
-        with serving(args.shape, server_options, tmp_dir, worker_class) as url:
-            results, rounds = measure_rounds(url, ENDPOINTS, files, args.seconds, args.rounds)
+        if args.hosts > 1:
+            print(
+                f"{args.hosts} app hosts share this machine's {cores} cores (with nginx, "
+                "PostgreSQL, Redis and wrk): what a second host adds here is what the "
+                "cores left over allow, not what a second machine would add.",
+                flush=True,
+            )
+        endpoints = endpoints_for(args.hosts)
+        sampler = LagSampler(replicated.primary_url, replicated.replica_url) if replicated else None
+        with (
+            serving(
+                args.shape,
+                server_options,
+                tmp_dir,
+                worker_class,
+                hosts=args.hosts,
+                components=servers,
+            ) as stack,
+            sampler.running() if sampler else contextlib.nullcontext(),
+        ):
+            if sampler is not None:
+                stack.on_endpoint = lambda name: setattr(sampler, "endpoint", name)
+            results, rounds = measure_rounds(stack, endpoints, files, args.seconds, args.rounds)
+            problems = nginx_problems(stack.nginx_logs)
+            served = [access_lines(log) for log in stack.host_logs]
         print()
         print_table(results, rounds)
+        cpu_by_endpoint = cpu_table(rounds, cores)
+        print_cpu_table(cpu_by_endpoint, cores)
+        print_saturation(cpu_by_endpoint, cores)
+        shared = [
+            name for name in ("postgresql", "redis") if not (args.replica and name == "postgresql")
+        ]
+        print(
+            f"({' and '.join(shared)}: the machine's shared server(s), counted whole by "
+            "process; the bench's load dominates while it runs, other work on them counts too)"
+        )
+        hosts = hosts_comparison(results, rounds) if args.hosts > 1 else None
+        if hosts is not None:
+            hosts["requests_per_host"] = served
+            print_hosts(hosts, served)
+        if args.shape == "production":
+            print(f"nginx error log: {len(problems)} line(s) of level error or worse")
+            for line in problems[:5]:
+                print(f"  {line}")
+        lag: dict[str, Any] | None = None
+        if sampler is not None:
+            lag = summarize(sampler.samples)
+            print(
+                f"\nreplica lag, sampled every {sampler.interval} s "
+                f"({lag['samples_taken']} samples):"
+            )
+            for line in format_summary(lag):
+                print(f"  {line}")
 
         scaled: dict[str, Result] = {}
         scaled_rounds: Rounds = []
@@ -473,9 +764,16 @@ def main() -> int:
             scaled_endpoints = [
                 e for e in ENDPOINTS if e.credentials == "agents" or e.name == TOKEN
             ]
-            with serving(args.shape, server_options, tmp_dir, worker_class) as url:
+            with serving(
+                args.shape,
+                server_options,
+                tmp_dir,
+                worker_class,
+                hosts=args.hosts,
+                components=servers,
+            ) as stack:
                 scaled, scaled_rounds = measure_rounds(
-                    url, scaled_endpoints, files, args.seconds, args.rounds
+                    stack, scaled_endpoints, files, args.seconds, args.rounds
                 )
             print(f"\nkey lookup: {args.agents:,} agents -> {args.scale_agents:,} agents")
             for name in (ME, AUTHORIZE):
@@ -495,6 +793,13 @@ def main() -> int:
         f"CPU per metered call ({AUTHORIZE}): {metered_cpu:.3f} ms of the whole machine "
         f"({1000 / metered_cpu:.0f} metered calls per CPU-second)"
     )
+    stack_cpu = stack_cpu_per_request(rounds, AUTHORIZE)
+    if stack_cpu:
+        print(
+            f"  of which the stack's own processes (nginx, gunicorn, PostgreSQL, Redis, wrk; "
+            f"all rounds): {stack_cpu:.3f} ms ({1000 / stack_cpu:.0f} metered calls per "
+            "CPU-second)"
+        )
     print_targets(checks)
     record = {
         "started_at": started_at.isoformat(timespec="seconds"),
@@ -502,17 +807,27 @@ def main() -> int:
         "shape": args.shape,
         "worker_shape": shape,
         "cpu_ms_per_metered_call": metered_cpu,
+        "stack_cpu_ms_per_metered_call": stack_cpu,
         "cpu_cores": os.cpu_count(),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
         "wrk": f"-t2 -c16 -d{args.seconds}s",
         "rounds": args.rounds,
         "agents": args.agents,
+        "hosts": args.hosts,
         "app_env": app_env,
         "results": {name: asdict(r) for name, r in results.items()},
         "ratios": ratios(rounds),
         "per_round": [{name: asdict(r) for name, r in one.items()} for one in rounds],
         "targets": checks,
+        "cpu_by_component": cpu_by_endpoint,
+        "saturates_first": {
+            name: cpu.saturates_first(row) for name, row in cpu_by_endpoint.items()
+        },
+        "hosts_comparison": hosts,
+        "nginx_errors": problems,
+        "replica_lag": lag,
+        "replica_lag_samples": sampler.record() if sampler else None,
         "scaled_agents": args.scale_agents if scaled else None,
         "scaled_results": {name: asdict(r) for name, r in scaled.items()},
         "scaled_x_token": {
