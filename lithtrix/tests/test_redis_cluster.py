@@ -42,6 +42,7 @@ from testing.servers import (
     database_url,
     free_port,
     running_gunicorn,
+    start_runserver,
 )
 
 pytestmark = pytest.mark.slow
@@ -376,12 +377,7 @@ def test_cluster_flag_accepts_database_0_and_no_database():
 def test_gunicorn_workers_share_exact_counts_on_the_cluster(cluster, make_agent, tmp_path):
     from lithtrix.tests.test_multiprocess_limits import all_workers_serving, serving_pids
 
-    # Two agents whose counters live on each master.
-    agents: dict[int, list] = {master.port: [] for master in cluster.masters()}
-    while any(len(chosen) < 2 for chosen in agents.values()):
-        agent = make_agent()
-        port = cluster.master_of(agent_counter_key(agent.agent.pk, "20/d")).port
-        agents[port].append(agent)
+    chosen = agents_on_every_master(cluster, make_agent, "20/d", 2)
     env = app_environment(
         {
             "DATABASE_URL": database_url(connection.settings_dict),
@@ -396,7 +392,6 @@ def test_gunicorn_workers_share_exact_counts_on_the_cluster(cluster, make_agent,
     with running_gunicorn(workers=4, env=env, log_path=tmp_path / "gunicorn.log") as server:
         all_workers_serving(server)
         me = f"{server.url}/v1/me"
-        chosen = [agent for on_master in agents.values() for agent in on_master[:2]]
         seen = {a.agent.pk: burst(me, a.auth_header, 30, concurrency=8) for a in chosen}
         registers = [
             requests.post(
@@ -417,6 +412,42 @@ def test_gunicorn_workers_share_exact_counts_on_the_cluster(cluster, make_agent,
     assert registers[-1].json()["error_code"] == "RATE_LIMIT_EXCEEDED"
     assert ready.status_code == 200, ready.text
     assert len(pids) >= 2, pids
+
+
+def agents_on_every_master(cluster: RedisCluster, make_agent, rate: str, each: int) -> list:
+    """``each`` new agents whose counters under ``rate`` live on each master."""
+    agents: dict[int, list] = {master.port: [] for master in cluster.masters()}
+    while any(len(chosen) < each for chosen in agents.values()):
+        agent = make_agent()
+        agents[cluster.master_of(agent_counter_key(agent.agent.pk, rate)).port].append(agent)
+    return [agent for chosen in agents.values() for agent in chosen[:each]]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runserver_counts_exactly_on_the_cluster(cluster, make_agent, tmp_path):
+    # make run's server (debug on, one thread per request) with REDIS_URL set.
+    agents = agents_on_every_master(cluster, make_agent, "5/d", 1)
+    env = app_environment(
+        {
+            "DATABASE_URL": database_url(connection.settings_dict),
+            "REDIS_URL": cluster.url,
+            "LITHTRIX_REDIS_CLUSTER": "on",
+            "DJANGO_DEBUG": "on",
+            "LITHTRIX_FREE_RATE": "5/d",
+        }
+    )
+    server = start_runserver(env=env, log_path=tmp_path / "runserver.log")
+    try:
+        seen = [burst(f"{server.url}/v1/me", a.auth_header, 8, concurrency=4) for a in agents]
+        ready = requests.get(f"{server.url}/readyz", timeout=10)
+    finally:
+        server.stop()
+
+    for responses in seen:
+        assert Counter(r.status_code for r in responses) == {200: 5, 429: 3}
+        remaining = sorted(int(r.headers["RateLimit-Remaining"]) for r in responses)
+        assert remaining == [0] * 4 + [1, 2, 3, 4]
+    assert ready.status_code == 200, ready.text
 
 
 # --- a master killed under the client --------------------------------------------
