@@ -1,7 +1,8 @@
 """Every Redis use on a real Redis Cluster (3 masters, 3 replicas, started here) with
 LITHTRIX_REDIS_CLUSTER: the agent limits, django-ratelimit's per-address scopes, the
 seen-valid key markers, Django's multi-key cache calls, /readyz, several gunicorn
-workers sharing counts, and a master killed under the client."""
+workers and make run's server sharing counts, the URLs the flag refuses, and a
+master stalled and killed under the client."""
 
 from __future__ import annotations
 
