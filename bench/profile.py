@@ -49,6 +49,10 @@ def main() -> int:
     )
     parser.add_argument("paths", nargs="*", default=DEFAULT_PATHS)
     args = parser.parse_args()
+    if os.environ.get("LITHTRIX_REDIS_CLUSTER", "").strip().lower() in {"1", "true", "yes", "on"}:
+        # Its Redis figures (commands counted on redis.Redis, INFO cpu of one server)
+        # describe a single Redis; on a cluster they would read as zero and one node.
+        raise SystemExit("bench/profile.py measures a single Redis: unset LITHTRIX_REDIS_CLUSTER.")
 
     tmp_dir = Path(tempfile.mkdtemp(prefix="lithtrix-profile-"))
     env = app_environment(

@@ -4,6 +4,7 @@ import os
 
 from django.core.exceptions import ImproperlyConfigured
 from redis.backoff import NoBackoff
+from redis.connection import parse_url
 from redis.retry import Retry
 
 from lithtrix.settings.django import DEBUG
@@ -15,12 +16,30 @@ LITHTRIX_CACHE_PREFIX = os.environ.get("LITHTRIX_CACHE_PREFIX", "lithtrix")
 # Connect and read timeout of every Redis call: a stalled Redis costs a request at
 # most this long (and then, thanks to the breaker below, nothing for a while).
 LITHTRIX_CACHE_TIMEOUT_SECONDS = float(os.environ.get("LITHTRIX_CACHE_TIMEOUT_SECONDS", "0.25"))
+# REDIS_URL names a node of a Redis Cluster (or several, comma-separated): every
+# Redis call goes through redis-py's cluster client.
+LITHTRIX_REDIS_CLUSTER = env_bool("LITHTRIX_REDIS_CLUSTER")
+
+if LITHTRIX_REDIS_CLUSTER:
+    if not REDIS_URL:
+        raise ImproperlyConfigured("LITHTRIX_REDIS_CLUSTER=on needs REDIS_URL (a cluster node).")
+    for _url in REDIS_URL.replace(";", ",").split(","):
+        _db = parse_url(_url.strip()).get("db", 0)
+        if int(_db) != 0:
+            raise ImproperlyConfigured(
+                f"LITHTRIX_REDIS_CLUSTER=on: REDIS_URL must name database 0 (a Redis "
+                f"Cluster has no other), not database {_db}."
+            )
 
 if REDIS_URL:
     CACHES = {
         "default": {
             # Django's RedisCache with a one-round-trip counter (lithtrix/core/cache.py).
-            "BACKEND": "lithtrix.core.cache.RedisCache",
+            "BACKEND": (
+                "lithtrix.core.cache.RedisClusterCache"
+                if LITHTRIX_REDIS_CLUSTER
+                else "lithtrix.core.cache.RedisCache"
+            ),
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": LITHTRIX_CACHE_PREFIX,
             "OPTIONS": {
