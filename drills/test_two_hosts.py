@@ -298,14 +298,14 @@ def test_one_of_two_hosts_killed(hosts):
     clients = []
     for name, threads in THREADS.items():
         method, path = name.split()
-        shared = hosts.register(f"drill-hosts-{path}") if name not in METERED else None
-        for _ in range(threads):
-            agent_id, key = shared or hosts.register(f"drill-hosts-{method.lower()}-{path}")
-            clients.append(
-                Client(
-                    name, method, f"{front}/v1/{path}", key, agent_id if shared is None else None
-                )
-            )
+        url = f"{front}/v1/{path}"
+        if name in METERED:  # an agent per thread: its calls one after another
+            for _ in range(threads):
+                agent_id, key = hosts.register(f"drill-hosts-{method.lower()}-{path}")
+                clients.append(Client(name, method, url, key, agent_id))
+        else:
+            _agent_id, key = hosts.register(f"drill-hosts-{path}")
+            clients += [Client(name, method, url, key) for _ in range(threads)]
     loop = Loop(clients)
     # Warm-up (connections, both hosts' workers): metered calls too, counted below.
     session = requests.Session()
@@ -333,7 +333,6 @@ def test_one_of_two_hosts_killed(hosts):
         while _alive(victims) and time.monotonic() - killed_at < GONE_BOUND:
             time.sleep(0.05)
         gone = not _alive(victims)
-        gone_after = time.monotonic() - killed_at
         time.sleep(AFTER_KILL_SECONDS)
         ended = time.monotonic()
     passed = hosts.access_log()
@@ -434,4 +433,3 @@ def test_one_of_two_hosts_killed(hosts):
     for agent_id, seen in agents.items():
         assert totals[agent_id] == seen.last == seen.ok + seen.lost_counted, (agent_id, seen)
     assert requests.get(f"{front}/readyz", timeout=5).status_code == 200
-    assert gone_after < GONE_BOUND
