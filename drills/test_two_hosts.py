@@ -202,19 +202,26 @@ class Loop:
     def call(self, n: int, session: requests.Session, *, warmup: bool = False) -> Call:
         client = self.clients[n]
         request_id = f"drill-{n}-{uuid.uuid4().hex[:12]}"
-        calls = Calls() if warmup else self.calls.setdefault(client.name, Calls())
+        # This call alone, then added to its kind's tally: its own status, "truncated"
+        # (an answer cut short) told apart from no answer at all.
+        one = Calls()
         with self.lock:
             self.in_flight += 1
         started = time.monotonic()
         response = timed_call(
-            calls,
+            one,
             session,
             client.method,
             client.url,
             headers={"Authorization": f"Bearer {client.key}", "X-Request-Id": request_id},
             timeout=10,
         )
-        status = response.status_code if response is not None else "no answer"
+        (status,) = one.statuses
+        if not warmup:
+            calls = self.calls.setdefault(client.name, Calls())
+            calls.record(status, one.latencies[0], one.bodies[0][1] if one.bodies else b"")
+            with calls.lock:
+                calls.errors += one.errors[: 20 - len(calls.errors)]
         counted = None
         if response is not None and client.agent_id and status == 200:
             counted = CALL_LIMIT - int(response.headers["X-Calls-Remaining"])
@@ -233,7 +240,7 @@ class Loop:
         def loop(n: int) -> None:
             session = requests.Session()
             while not stop.is_set():
-                if self.call(n, session).status == "no answer":
+                if self.call(n, session).status in ("truncated", "timeout", "error"):
                     session = requests.Session()
                 stop.wait(0.005)
 
