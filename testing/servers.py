@@ -1,9 +1,10 @@
 """Loopback servers for the multi-process tests, the fuzzer and the benchmark.
 
 gunicorn gets a socket this process already bound (``--bind fd://N``), so the
-port is free by construction and known before the server starts. Ports are the
-kernel's choice, or from LITHTRIX_TEST_PORTS (e.g. ``21200-21299``) when several
-suites share a machine that hands each its own range.
+port is free by construction and known before the server starts; this process
+closes its copy once gunicorn has it. Ports are the kernel's choice, or from
+LITHTRIX_TEST_PORTS (e.g. ``21200-21299``) when several suites share a machine
+that hands each its own range.
 """
 
 from __future__ import annotations
@@ -185,7 +186,11 @@ def start_gunicorn(
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    server = Server(f"http://127.0.0.1:{port}", process, log_path, [sock])
+    # gunicorn holds its own copy now. Ours must go: a socket still listening here
+    # after gunicorn died would have the kernel accept connections nobody answers,
+    # where a dead production host refuses them (nginx then fails over at once).
+    sock.close()
+    server = Server(f"http://127.0.0.1:{port}", process, log_path)
     if log is not subprocess.DEVNULL:
         server._closables.append(log)
     try:
