@@ -14,11 +14,9 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +33,7 @@ from testing.servers import (
     Server,
     app_environment,
     free_port,
+    redis_answers,
     start_gunicorn,
 )
 
@@ -169,17 +168,8 @@ class Redis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock,
-            ):
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return
-            time.sleep(0.05)
-        pytest.fail("redis-server did not start")
+        if not redis_answers(self.port, 10):
+            pytest.fail("redis-server did not start")
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from testing.servers import redis_answers
+
 BUS_OFFSET = 10000
 NODES = 6
 # Failover drills want a dead master replaced in about a second, not 15 s.
@@ -152,17 +154,8 @@ class RedisCluster:
 
     @staticmethod
     def _wait_ping(node: Node, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", node.port), timeout=1) as sock,
-            ):
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"redis-server on {node.port} did not start")
+        if not redis_answers(node.port, timeout):
+            raise RuntimeError(f"redis-server on {node.port} did not start")
 
     def nodes_info(self) -> list[dict[str, str]]:
         """CLUSTER NODES as seen by a live node: address, flags, master id, link."""

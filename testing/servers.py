@@ -98,6 +98,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def redis_answers(port: int, timeout: float) -> bool:
+    """Whether a redis-server on loopback ``port`` answers PING within ``timeout``
+    seconds (one that is still starting refuses, or answers LOADING)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), timeout=1) as sock,
+        ):
+            sock.sendall(b"PING\r\n")
+            if sock.recv(16).startswith(b"+PONG"):
+                return True
+        time.sleep(0.05)
+    return False
+
+
 def bound_socket() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
