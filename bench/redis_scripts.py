@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import datetime
 import hashlib
-import json
 import multiprocessing
 import os
 import random
@@ -43,7 +42,6 @@ from lithtrix.core.cache import _COUNT_HIT, _COUNT_HIT_SHA  # noqa: E402
 from testing.redis_cluster import _binary, running_cluster  # noqa: E402
 from testing.servers import free_port  # noqa: E402
 
-RESULTS_DIR = BASE_DIR / "bench" / "results"
 WINDOW_SECONDS = 60
 
 
@@ -241,7 +239,7 @@ def main() -> int:
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
     args = parser.parse_args()
 
-    from bench.run import git_commit
+    from bench.run import git_commit, save_result
 
     started_at = datetime.datetime.now(datetime.UTC)
     commit = git_commit()
@@ -331,10 +329,7 @@ def main() -> int:
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
     if not args.no_save:
-        RESULTS_DIR.mkdir(exist_ok=True)
-        path = RESULTS_DIR / f"{started_at:%Y%m%dT%H%M%SZ}-{commit}-redis.json"
-        path.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"\nwritten to {path.relative_to(BASE_DIR)}")
+        save_result(record, started_at, commit, "-redis")
     return 0
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import json
 import os
 import platform
@@ -373,6 +374,16 @@ def git_commit() -> str:
     return f"{sha}-dirty" if dirty else sha
 
 
+def save_result(
+    record: Mapping[str, Any], started_at: datetime.datetime, commit: str, suffix: str = ""
+) -> None:
+    """Writes ``record`` to bench/results/<UTC time>-<commit><suffix>.json."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / f"{started_at:%Y%m%dT%H%M%SZ}-{commit}{suffix}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"\nwritten to {path.relative_to(BASE_DIR)}")
+
+
 def check_worker_class(log_path: Path, expected: str) -> None:
     """The worker class gunicorn says it runs is the one the table will name."""
     running = re.search(r"Using worker: (\w+)", log_path.read_text())
@@ -707,15 +718,18 @@ def main() -> int:
             )
         endpoints = endpoints_for(args.hosts)
         sampler = LagSampler(replicated.primary_url, replicated.replica_url) if replicated else None
+        # The stack as measured, served again for the scaled agents below.
+        stack_shape = functools.partial(
+            serving,
+            args.shape,
+            server_options,
+            tmp_dir,
+            worker_class,
+            hosts=args.hosts,
+            components=servers,
+        )
         with (
-            serving(
-                args.shape,
-                server_options,
-                tmp_dir,
-                worker_class,
-                hosts=args.hosts,
-                components=servers,
-            ) as stack,
+            stack_shape() as stack,
             sampler.running() if sampler else contextlib.nullcontext(),
         ):
             if sampler is not None:
@@ -764,14 +778,7 @@ def main() -> int:
             scaled_endpoints = [
                 e for e in ENDPOINTS if e.credentials == "agents" or e.name == TOKEN
             ]
-            with serving(
-                args.shape,
-                server_options,
-                tmp_dir,
-                worker_class,
-                hosts=args.hosts,
-                components=servers,
-            ) as stack:
+            with stack_shape() as stack:
                 scaled, scaled_rounds = measure_rounds(
                     stack, scaled_endpoints, files, args.seconds, args.rounds
                 )
@@ -839,10 +846,7 @@ def main() -> int:
     if args.compare:
         compare(args.compare, record)
     if not args.no_save:
-        RESULTS_DIR.mkdir(exist_ok=True)
-        path = RESULTS_DIR / f"{started_at:%Y%m%dT%H%M%SZ}-{commit}.json"
-        path.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"\nwritten to {path.relative_to(BASE_DIR)}")
+        save_result(record, started_at, commit)
     return 0
 
 
