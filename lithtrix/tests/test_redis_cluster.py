@@ -379,16 +379,12 @@ def test_gunicorn_workers_share_exact_counts_on_the_cluster(cluster, make_agent,
     from lithtrix.tests.test_multiprocess_limits import all_workers_serving, serving_pids
 
     chosen = agents_on_every_master(cluster, make_agent, "20/d", 2)
-    env = app_environment(
-        {
-            "DATABASE_URL": database_url(connection.settings_dict),
-            "REDIS_URL": cluster.url,
-            "LITHTRIX_REDIS_CLUSTER": "on",
-            "GUNICORN_WORKER_CLASS": "sync",
-            # Daily windows: a burst cannot straddle a window's end.
-            "LITHTRIX_FREE_RATE": "20/d",
-            "LITHTRIX_REGISTER_RATE": "5/d",
-        }
+    env = cluster_app_environment(
+        cluster,
+        GUNICORN_WORKER_CLASS="sync",
+        # Daily windows: a burst cannot straddle a window's end.
+        LITHTRIX_FREE_RATE="20/d",
+        LITHTRIX_REGISTER_RATE="5/d",
     )
     with running_gunicorn(workers=4, env=env, log_path=tmp_path / "gunicorn.log") as server:
         all_workers_serving(server)
@@ -415,6 +411,18 @@ def test_gunicorn_workers_share_exact_counts_on_the_cluster(cluster, make_agent,
     assert len(pids) >= 2, pids
 
 
+def cluster_app_environment(cluster: RedisCluster, **settings: str) -> dict[str, str]:
+    """A server's environment on the test database and ``cluster``, plus ``settings``."""
+    return app_environment(
+        {
+            "DATABASE_URL": database_url(connection.settings_dict),
+            "REDIS_URL": cluster.url,
+            "LITHTRIX_REDIS_CLUSTER": "on",
+            **settings,
+        }
+    )
+
+
 def agents_on_every_master(cluster: RedisCluster, make_agent, rate: str, each: int) -> list:
     """``each`` new agents whose counters under ``rate`` live on each master."""
     agents: dict[int, list] = {master.port: [] for master in cluster.masters()}
@@ -428,15 +436,7 @@ def agents_on_every_master(cluster: RedisCluster, make_agent, rate: str, each: i
 def test_runserver_counts_exactly_on_the_cluster(cluster, make_agent, tmp_path):
     # make run's server (debug on, one thread per request) with REDIS_URL set.
     agents = agents_on_every_master(cluster, make_agent, "5/d", 1)
-    env = app_environment(
-        {
-            "DATABASE_URL": database_url(connection.settings_dict),
-            "REDIS_URL": cluster.url,
-            "LITHTRIX_REDIS_CLUSTER": "on",
-            "DJANGO_DEBUG": "on",
-            "LITHTRIX_FREE_RATE": "5/d",
-        }
-    )
+    env = cluster_app_environment(cluster, DJANGO_DEBUG="on", LITHTRIX_FREE_RATE="5/d")
     server = start_runserver(env=env, log_path=tmp_path / "runserver.log")
     try:
         seen = [burst(f"{server.url}/v1/me", a.auth_header, 8, concurrency=4) for a in agents]
