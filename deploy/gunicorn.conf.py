@@ -7,6 +7,8 @@ the app itself reads DATABASE_URL, REDIS_URL and the rest from the environment.
 import os
 import shutil
 
+from gunicorn import glogging
+
 wsgi_app = "lithtrix.wsgi:application"
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WORKERS", os.environ.get("GUNICORN_WORKERS", "4")))
@@ -43,6 +45,18 @@ control_socket_disable = True
 # The app logs one JSON access line per request itself (with the request id and the
 # agent); gunicorn's own lines go out as JSON too, on stderr.
 accesslog = None
+
+
+class _AccessLoggedByTheApp(glogging.Logger):
+    """gunicorn's logger without its access line. With logconfig_dict set, gunicorn
+    builds every request's access-log atoms, only for the CRITICAL level below to
+    drop them: CPU spent on every request for nothing."""
+
+    def access(self, resp, req, environ, request_time):
+        return None
+
+
+logger_class = _AccessLoggedByTheApp
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,

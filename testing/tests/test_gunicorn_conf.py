@@ -7,6 +7,7 @@ tests load the file the way gunicorn does and fail on every name it would skip.
 
 from __future__ import annotations
 
+import datetime
 import types
 from pathlib import Path
 
@@ -56,6 +57,22 @@ def test_every_name_in_the_config_file_is_a_gunicorn_setting():
     assert cfg.threads == 4
     assert cfg.wsgi_app == "lithtrix.wsgi:application"
     assert cfg.logconfig_dict["loggers"]["gunicorn.access"]["level"] == "CRITICAL"
+
+
+def test_gunicorn_builds_no_access_line_of_its_own(monkeypatch):
+    """The app writes the access line (lithtrix.access). With logconfig_dict set,
+    gunicorn's own logger would build each request's atoms only to drop them."""
+    cfg, _unknown = unknown_names(GUNICORN_CONF)
+    logger = cfg.logger_class(cfg)
+    # logconfig_dict alone turns gunicorn's access logging on ...
+    assert logger.access_log_enabled is True
+
+    def no_atoms(*args):
+        raise AssertionError("gunicorn built an access line")
+
+    # ... yet the logger the file names never builds one.
+    monkeypatch.setattr(logger, "atoms", no_atoms)
+    logger.access(None, None, {}, datetime.timedelta(milliseconds=3))
 
 
 @pytest.mark.parametrize(
