@@ -37,7 +37,7 @@ FULL = {
     "redis": ["--processes", "4", "--seconds", "5", "--rounds", "3", "--pipeline", "16"],
 }
 SHORT = {
-    "bench": ["--rounds", "2", "--seconds", "1", "--scale-agents", "0"],
+    "bench": ["--rounds", "2", "--seconds", "1", "--warm-up", "1", "--scale-agents", "0"],
     "redis": ["--processes", "2", "--seconds", "1", "--rounds", "1", "--pipeline", "16"],
 }
 

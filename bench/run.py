@@ -8,7 +8,7 @@ front of gunicorn with deploy/gunicorn.conf.py's defaults (its worker class, thr
 and workers); ``--shape direct`` measures gunicorn alone on its port, 4 sync workers
 (``--workers``, ``--worker-class``, ``--threads`` change either). The app runs on a
 fresh PostgreSQL database (<name>_bench, copied from a migrated template: see
-bench/database.py) and Redis; wrk loads each endpoint (-t2 -c16 -d3s, after a 2 s
+bench/database.py) and Redis; wrk loads each endpoint (-t2 -c16 -d3s, after a 10 s
 warm-up, in 9 interleaved rounds, compared pairs side by side, every other round
 reversed). It prints req/s, p50, p99, non-2xx answers and the machine's CPU per
 request for: a bare Django JSON view; a DRF TokenAuthentication view, and the same
@@ -210,7 +210,7 @@ class Stack:
 
 
 def measure(
-    stack: Stack, endpoint: Endpoint, files: dict[str, Path], seconds: int, *, warm_up: bool
+    stack: Stack, endpoint: Endpoint, files: dict[str, Path], seconds: int, *, warm_up: int
 ) -> Result:
     credentials = files.get(endpoint.credentials) if endpoint.credentials else None
     scheme = "Token" if endpoint.credentials == "users" else "Bearer"
@@ -218,7 +218,7 @@ def measure(
     if stack.on_endpoint is not None:
         stack.on_endpoint(endpoint.name)
     if warm_up:
-        run_wrk(url, seconds=2, credentials=credentials, scheme=scheme)
+        run_wrk(url, seconds=warm_up, credentials=credentials, scheme=scheme)
     return run_wrk(
         url, seconds=seconds, credentials=credentials, scheme=scheme, components=stack.components
     )
@@ -228,7 +228,12 @@ Rounds = list[dict[str, Result]]
 
 
 def measure_rounds(
-    stack: Stack, endpoints: list[Endpoint], files: dict[str, Path], seconds: int, rounds: int
+    stack: Stack,
+    endpoints: list[Endpoint],
+    files: dict[str, Path],
+    seconds: int,
+    rounds: int,
+    warm_up: int,
 ) -> tuple[dict[str, Result], Rounds]:
     """Each endpoint ``rounds`` times, interleaved, so that a burst of outside load
     hits all of them alike; per endpoint, the round with the median req/s is kept.
@@ -236,11 +241,19 @@ def measure_rounds(
 
     Within a round the endpoints run in the order given (each compared pair side by
     side: see ENDPOINTS), and every other round in reverse, so a machine that speeds
-    up or slows down during a round favours neither side of a pair."""
+    up or slows down during a round favours neither side of a pair.
+
+    Each endpoint is warmed up ``warm_up`` seconds before its first round. Long
+    enough for the steady state: /v1/authorize's key hints (keys.hints) are per
+    process, so each worker meets each of the agents' keys once on the full
+    lookup before it meters them in one statement."""
     all_rounds: Rounds = []
     for number in range(rounds):
         order = endpoints if number % 2 == 0 else endpoints[::-1]
-        measured = {e.name: measure(stack, e, files, seconds, warm_up=number == 0) for e in order}
+        measured = {
+            e.name: measure(stack, e, files, seconds, warm_up=warm_up if number == 0 else 0)
+            for e in order
+        }
         all_rounds.append({e.name: measured[e.name] for e in endpoints})
     medians = {
         e.name: sorted((r[e.name] for r in all_rounds), key=lambda r: r.rps)[rounds // 2]
@@ -582,6 +595,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=3, help="wrk -d per measurement")
     parser.add_argument("--rounds", type=int, default=9, help="median of this many rounds")
+    parser.add_argument(
+        "--warm-up", type=int, default=10, help="seconds of load on each endpoint before round 1"
+    )
     parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument(
         "--scale-agents", type=int, default=1_000_000, help="0 skips the key-lookup scaling"
@@ -703,7 +719,7 @@ def main() -> int:
         }
         settings_note = ", ".join(f"{k}={v}" for k, v in app_env.items()) or "default settings"
         print(
-            f"{shape}, wrk -t2 -c16 -d{args.seconds}s (2 s warm-up in round 1), "
+            f"{shape}, wrk -t2 -c16 -d{args.seconds}s ({args.warm_up} s warm-up in round 1), "
             f"{args.agents:,} agents, median of {args.rounds} interleaved rounds, "
             f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} "
             f"at start, {settings_note}",
@@ -734,7 +750,9 @@ def main() -> int:
         ):
             if sampler is not None:
                 stack.on_endpoint = lambda name: setattr(sampler, "endpoint", name)
-            results, rounds = measure_rounds(stack, endpoints, files, args.seconds, args.rounds)
+            results, rounds = measure_rounds(
+                stack, endpoints, files, args.seconds, args.rounds, args.warm_up
+            )
             problems = nginx_problems(stack.nginx_logs)
             served = [access_lines(log) for log in stack.host_logs]
         print()
@@ -780,7 +798,7 @@ def main() -> int:
             ]
             with stack_shape() as stack:
                 scaled, scaled_rounds = measure_rounds(
-                    stack, scaled_endpoints, files, args.seconds, args.rounds
+                    stack, scaled_endpoints, files, args.seconds, args.rounds, args.warm_up
                 )
             print(f"\nkey lookup: {args.agents:,} agents -> {args.scale_agents:,} agents")
             for name in (ME, AUTHORIZE):
@@ -820,6 +838,7 @@ def main() -> int:
         "python": platform.python_version(),
         "wrk": f"-t2 -c16 -d{args.seconds}s",
         "rounds": args.rounds,
+        "warm_up_s": args.warm_up,
         "agents": args.agents,
         "hosts": args.hosts,
         "app_env": app_env,
