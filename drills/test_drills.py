@@ -41,8 +41,9 @@ REDIS_STALL_MAX = 2.0
 # After a dependency is back, calls are 200 again within this many seconds.
 RECOVERY_BOUND = 10.0
 STRIPE_DEADLINE = 15.0
-# Agents whose setups hang on Stripe at the same time.
-SETUP_AGENTS = 3
+LOCK_WAIT_SECONDS = 3.0  # STRIPE_BILLING_LOCK_WAIT_SECONDS's default, which the drill keeps
+# Billing calls deploy/nginx/lithtrix.conf lets through at once (limit_conn).
+FRONT_STRIPE_CALLS = 2
 FAULT_SECONDS = 4.0
 
 
@@ -245,45 +246,54 @@ def recovery_text(load: Load, names: tuple[str, ...], fault_end: float) -> str:
 
 
 def test_stripe_black_hole_during_setup(service, black_hole):
-    """Three agents start their setup at once while Stripe accepts and never answers:
-    each gets 502 PAYMENT_PROVIDER_ERROR within the app's Stripe deadline. A second
-    setup of one of them, sent while its first hangs, waits for the agent's billing
-    lock and gets 409 BILLING_IN_PROGRESS with Retry-After (after
-    STRIPE_BILLING_LOCK_WAIT_SECONDS, before the first's deadline). Nobody else slows
-    down, not even the hanging agent's own metered calls."""
-    load, a_id = standard_load(service)
-    payers = [service.register(f"drill-stripe-{n}") for n in range(SETUP_AGENTS)]
+    """Everything through nginx, as in production. Two agents start their setup at
+    once while Stripe accepts and never answers: each gets 502 PAYMENT_PROVIDER_ERROR
+    within the app's Stripe deadline. A third agent's setup meanwhile is refused by
+    nginx at once (503: at most FRONT_STRIPE_CALLS billing calls in flight), so the
+    outage holds at most two of the four workers. A second setup of one of the two
+    that reaches the app anyway (straight to gunicorn, as from a second front) waits
+    for the agent's billing lock and gets 409 BILLING_IN_PROGRESS with Retry-After
+    (after STRIPE_BILLING_LOCK_WAIT_SECONDS, before the first's deadline). Nobody
+    else slows down, not even the hanging agents' own metered calls."""
+    assert service.front_url is not None
+    front = service.front_url
+    load, a_id = standard_load(service, base=front)
+    payers = [service.register(f"drill-stripe-{n}") for n in range(FRONT_STRIPE_CALLS + 1)]
     s_id, s_key = payers[0]
     s_auth = {"Authorization": f"Bearer {s_key}"}
-    load.targets["authorize_s"] = ("GET", f"{service.app.url}/v1/authorize", s_auth)
-    setups, second = Calls(), Calls()
-    responses: list[requests.Response] = []
+    load.targets["authorize_s"] = ("GET", f"{front}/v1/authorize", s_auth)
+    setups, refused, second = Calls(), Calls(), Calls()
+    responses: dict[int, list[requests.Response]] = {id(refused): [], id(second): []}
 
-    def setup(key: str, calls: Calls) -> None:
+    def setup(base: str, key: str, calls: Calls) -> None:
         response = timed_call(
             calls,
             requests.Session(),
             "POST",
-            f"{service.app.url}/v1/billing/setup",
+            f"{base}/v1/billing/setup",
             json={"payment_method_id": "pm_card_visa"},
             headers={"Authorization": f"Bearer {key}"},
             timeout=STRIPE_DEADLINE + 10,
         )
-        if calls is second and response is not None:
-            responses.append(response)
+        if id(calls) in responses and response is not None:
+            responses[id(calls)].append(response)
 
     with load.running():
         load.measure_baseline()
         accepted_before = black_hole.accepted
-        threads = [threading.Thread(target=setup, args=(key, setups)) for _agent, key in payers]
+        threads = [
+            threading.Thread(target=setup, args=(front, key, setups))
+            for _agent, key in payers[:FRONT_STRIPE_CALLS]
+        ]
         for thread in threads:
             thread.start()
-        # Every setup is now inside its Stripe call (holding its agent's lock).
+        # Both setups are now inside their Stripe call (each holding its agent's lock).
         deadline = time.monotonic() + STRIPE_DEADLINE
-        while black_hole.accepted < accepted_before + SETUP_AGENTS:
+        while black_hole.accepted < accepted_before + FRONT_STRIPE_CALLS:
             assert time.monotonic() < deadline, "the setups never called Stripe"
             time.sleep(0.05)
-        extra = threading.Thread(target=setup, args=(s_key, second))
+        setup(front, payers[-1][1], refused)
+        extra = threading.Thread(target=setup, args=(service.app.url, s_key, second))
         extra.start()
         for thread in [*threads, extra]:
             thread.join()
@@ -298,9 +308,10 @@ def test_stripe_black_hole_during_setup(service, black_hole):
     total, total_ok = counted(service, load, a_id)
     row(
         "stripe black hole",
-        f"Stripe accepts, never answers; POST /v1/billing/setup by {SETUP_AGENTS} agents "
-        "at once + a 2nd setup of one of them",
-        f"setup {setups.summary()}; 2nd setup {second.summary()}; " + load.saw("authorize_s", "me"),
+        f"Stripe accepts, never answers; POST /v1/billing/setup by {FRONT_STRIPE_CALLS} agents "
+        "at once through nginx, a 3rd agent's, and a 2nd setup of one of them at the app",
+        f"setup {setups.summary()}; 3rd agent {refused.summary()}; 2nd setup "
+        f"{second.summary()}; " + load.saw("authorize_s", "me"),
         others,
         "-",
         total,
@@ -309,22 +320,28 @@ def test_stripe_black_hole_during_setup(service, black_hole):
     assert_no_500(load)
     assert total_ok, total
     # Each agent's setup: 502 envelope within the deadline, never a hang or a 500.
-    assert setups.statuses == {502: SETUP_AGENTS}, setups.summary()
+    assert setups.statuses == {502: FRONT_STRIPE_CALLS}, setups.summary()
     assert max(setups.latencies) < STRIPE_DEADLINE, setups.summary()
     assert_envelopes(setups, 502, "PAYMENT_PROVIDER_ERROR")
+    # The third agent's: refused by nginx at once, never a worker held.
+    assert refused.statuses == {503: 1}, (refused.summary(), refused.errors)
+    assert_envelopes(refused, 503, "SERVICE_UNAVAILABLE")
+    assert refused.latencies[0] < 1.0, refused.summary()
+    assert int(responses[id(refused)][0].headers["Retry-After"]) > 0
     # The same agent's second setup: refused while the first holds the lock.
     assert second.statuses == {409: 1}, (second.summary(), second.errors)
     assert_envelopes(second, 409, "BILLING_IN_PROGRESS")
-    assert int(responses[0].headers["Retry-After"]) > 0, responses[0].headers
+    assert int(responses[id(second)][0].headers["Retry-After"]) > 0
     assert second.latencies[0] < STRIPE_DEADLINE, second.summary()
     # That agent's metered calls and everyone else's stayed fast: no lock, no worker held.
     load.assert_unaffected("me", "authorize", "authorize_s")
+    # A p99 hides a few calls: were every worker held (setups in Stripe, one waiting
+    # LOCK_WAIT_SECONDS for the lock), each client thread would wait once for seconds.
+    assert max(others.latencies) < LOCK_WAIT_SECONDS / 2, sorted(others.latencies)[-5:]
     assert service.calls_total(s_id) == load.ok("authorize_s")
     for _agent, key in payers:
-        me = requests.get(
-            f"{service.app.url}/v1/me", headers={"Authorization": f"Bearer {key}"}, timeout=5
-        ).json()
-        assert me["tier"] == "free", "a failed setup left the agent half-upgraded"
+        me = requests.get(f"{front}/v1/me", headers={"Authorization": f"Bearer {key}"}, timeout=5)
+        assert me.json()["tier"] == "free", "a failed setup left the agent half-upgraded"
     assert_serving(service)
 
 
