@@ -149,9 +149,9 @@ bench: dev-venv
 bench-redis: dev-venv
 	$(BIN)/python bench/redis_scripts.py $(REDIS_BENCH_ARGS)
 
-# The runs the capacity model is written from (3 x bench, 2 hosts, sync workers,
-# Redis scripts/s, replica lag), one after the other, then a summary: about 20
-# minutes; CAPACITY_ARGS=--short proves the sequence in about three.
+# The runs the capacity model is written from (3 x bench, 2 hosts, gthread workers,
+# Redis scripts/s, replica lag), one after the other, then a summary: about 25
+# minutes; CAPACITY_ARGS=--short proves the sequence in about six.
 capacity: dev-venv
 	$(BIN)/python bench/capacity.py $(CAPACITY_ARGS)
 

@@ -12,13 +12,14 @@ from gunicorn import glogging
 wsgi_app = "lithtrix.wsgi:application"
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WORKERS", os.environ.get("GUNICORN_WORKERS", "4")))
-# gthread: each worker serves GUNICORN_THREADS requests at once and keeps nginx's
-# upstream connections alive (sync workers close after every answer). Chosen by
-# measurement behind deploy/nginx/lithtrix.conf (README, "Production"): /v1/me
-# 320-530 req/s against 200-230 for 4 sync workers. nginx buffers both ways, so a
-# slow client never holds a thread; each thread holds its own database connection
-# (workers x threads per host: size PostgreSQL or PgBouncer for it).
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+# sync by default, chosen by measurement behind deploy/nginx/lithtrix.conf (docs/
+# scaling.md, "Worker class, measured"): the metered call costs less CPU and its p99
+# stays nearer its p50 than with gthread 4x4. nginx buffers requests and answers, so
+# a slow client never holds a worker either way. A sync worker is busy for the whole
+# of a slow outbound call (Stripe): GUNICORN_WORKER_CLASS=gthread (GUNICORN_THREADS
+# each) serves other requests meanwhile; each thread holds its own database
+# connection (workers x threads per host: size PostgreSQL or PgBouncer for it).
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
 # gunicorn turns a sync worker with more than one thread into gthread: threads only
 # for gthread, so GUNICORN_WORKER_CLASS=sync really is sync.
 threads = int(os.environ.get("GUNICORN_THREADS", "4")) if worker_class == "gthread" else 1

@@ -12,7 +12,7 @@ AUTHORIZE = "GET /v1/authorize"
 def bench_record(name: str, authorize_ratio: float, met: bool, **extra: Any) -> dict[str, Any]:
     return {
         "_file": f"bench/results/{name}.json",
-        "worker_shape": "nginx -> gunicorn 4 gthread workers x 4 threads",
+        "worker_shape": "nginx -> gunicorn 4 sync workers",
         "cpu_cores": 2,
         "results": {AUTHORIZE: {"rps": 300.0}},
         "ratios": {AUTHORIZE: {"x tok+thr": authorize_ratio}},
@@ -50,8 +50,12 @@ def test_summary_judges_each_target_over_the_runs_and_reports_every_step():
                 "requests_per_host": [900, 880],
             },
         ),
-        "sync workers": bench_record(
-            "e", 1.3, False, worker_shape="nginx -> gunicorn 4 sync workers", nginx_errors=[]
+        "gthread workers": bench_record(
+            "e",
+            1.3,
+            False,
+            worker_shape="nginx -> gunicorn 4 gthread workers x 4 threads",
+            nginx_errors=[],
         ),
         "redis scripts": {
             "_file": "bench/results/f-redis.json",
@@ -85,7 +89,7 @@ def test_summary_judges_each_target_over_the_runs_and_reports_every_step():
     assert "requests per host [900, 880]" in text
     assert "largest user gunicorn; % of capacity: gunicorn 55%, postgresql 9%" in text
     assert "x Token+throttle 1.60, 1.40, 1.55" in text
-    assert "gunicorn 4 sync workers: 1.30, 7.500 (6.000) ms" in text
+    assert "gunicorn 4 gthread workers x 4 threads: 1.30, 7.500 (6.000) ms" in text
     assert "single redis-server 9,000; cluster / single 0.50x" in text
     assert "p99 23.1 ms / 3,960 B" in text
     assert text.splitlines()[-1].startswith("Citus: not run")
@@ -99,15 +103,23 @@ def test_the_sequence_runs_every_step_with_the_same_bench_options():
             "1 host, run 2",
             "1 host, run 3",
             "2 hosts",
-            "sync workers",
+            "gthread workers",
             "redis scripts",
             "replica",
         ]
-        for name in ("1 host, run 1", "2 hosts", "sync workers", "replica"):
+        for name in ("1 host, run 1", "2 hosts", "gthread workers", "replica"):
             assert sequence[name][1:][: len(options["bench"]) + 1] == [
                 "bench/run.py",
                 *options["bench"],
             ]
         assert sequence["2 hosts"][-2:] == ["--hosts", "2"]
         assert sequence["replica"][-1] == "--replica"
+        assert sequence["gthread workers"][-6:] == [
+            "--worker-class",
+            "gthread",
+            "--workers",
+            "4",
+            "--threads",
+            "4",
+        ]
         assert sequence["redis scripts"][1] == "bench/redis_scripts.py"

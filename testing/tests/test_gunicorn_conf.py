@@ -53,8 +53,9 @@ def test_every_name_in_the_config_file_is_a_gunicorn_setting():
     # The values took: what the file says is what gunicorn runs with.
     assert cfg.control_socket_disable is True
     assert cfg.preload_app is True
-    assert cfg.worker_class_str == "gthread"
-    assert cfg.threads == 4
+    # sync by default, one thread each (docs/operations.md, "Worker class, measured")
+    assert cfg.worker_class_str == "sync"
+    assert cfg.threads == 1
     assert cfg.wsgi_app == "lithtrix.wsgi:application"
     assert cfg.logconfig_dict["loggers"]["gunicorn.access"]["level"] == "CRITICAL"
 
