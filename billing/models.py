@@ -26,7 +26,8 @@ class DailyUsage(models.Model):
 
 
 class BillingLease(models.Model):
-    """Who runs a billing action (setup, cancel, deletion) of one agent right now.
+    """Who runs a billing action (setup, cancel, deletion) of one agent right now, or
+    holds one of the deployment's Stripe call slots (fixed ids, never an agent's).
 
     Taken and released by billing/payments/locks.py, one autocommit statement each;
     a row whose ``expires_at`` has passed is free to take over. No foreign key: the

@@ -13,12 +13,13 @@ wsgi_app = "lithtrix.wsgi:application"
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WORKERS", os.environ.get("GUNICORN_WORKERS", "4")))
 # sync by default, chosen by measurement behind deploy/nginx/lithtrix.conf (docs/
-# scaling.md, "Worker class, measured"): the metered call costs less CPU and its p99
-# stays nearer its p50 than with gthread 4x4. nginx buffers requests and answers, so
-# a slow client never holds a worker either way. A sync worker is busy for the whole
-# of a slow outbound call (Stripe): GUNICORN_WORKER_CLASS=gthread (GUNICORN_THREADS
-# each) serves other requests meanwhile; each thread holds its own database
-# connection (workers x threads per host: size PostgreSQL or PgBouncer for it).
+# operations.md, "Worker class, measured"): p99 stays near p50 where gthread 4x4's
+# does not. nginx buffers requests and answers, so a slow client never holds a
+# worker either way. A sync worker is busy for the whole of an outbound call: at
+# most LITHTRIX_STRIPE_CALL_SLOTS (2) billing actions wait on Stripe at once, so a
+# hanging Stripe holds that many workers at most. GUNICORN_WORKER_CLASS=gthread
+# (GUNICORN_THREADS each) serves other requests meanwhile; each thread holds its own
+# database connection (workers x threads per host: size PostgreSQL or PgBouncer).
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
 # gunicorn turns a sync worker with more than one thread into gthread: threads only
 # for gthread, so GUNICORN_WORKER_CLASS=sync really is sync.

@@ -42,8 +42,8 @@ REDIS_STALL_MAX = 2.0
 RECOVERY_BOUND = 10.0
 STRIPE_DEADLINE = 15.0
 LOCK_WAIT_SECONDS = 3.0  # STRIPE_BILLING_LOCK_WAIT_SECONDS's default, which the drill keeps
-# Billing calls deploy/nginx/lithtrix.conf lets through at once (limit_conn).
-FRONT_STRIPE_CALLS = 2
+# LITHTRIX_STRIPE_CALL_SLOTS's default: billing actions waiting on Stripe at once.
+STRIPE_CALL_SLOTS = 2
 FAULT_SECONDS = 4.0
 
 
@@ -248,17 +248,17 @@ def recovery_text(load: Load, names: tuple[str, ...], fault_end: float) -> str:
 def test_stripe_black_hole_during_setup(service, black_hole):
     """Everything through nginx, as in production. Two agents start their setup at
     once while Stripe accepts and never answers: each gets 502 PAYMENT_PROVIDER_ERROR
-    within the app's Stripe deadline. A third agent's setup meanwhile is refused by
-    nginx at once (503: at most FRONT_STRIPE_CALLS billing calls in flight), so the
-    outage holds at most two of the four workers. A second setup of one of the two
-    that reaches the app anyway (straight to gunicorn, as from a second front) waits
-    for the agent's billing lock and gets 409 BILLING_IN_PROGRESS with Retry-After
-    (after STRIPE_BILLING_LOCK_WAIT_SECONDS, before the first's deadline). Nobody
-    else slows down, not even the hanging agents' own metered calls."""
+    within the app's Stripe deadline. A third agent's setup meanwhile is refused at
+    once (503: both of LITHTRIX_STRIPE_CALL_SLOTS are taken) without calling Stripe,
+    so the outage holds at most two of the four workers. A second setup of one of
+    the two waits for the agent's billing lock and gets 409 BILLING_IN_PROGRESS with
+    Retry-After (after STRIPE_BILLING_LOCK_WAIT_SECONDS, before the first's
+    deadline). Nobody else slows down, not even the hanging agents' own metered
+    calls."""
     assert service.front_url is not None
     front = service.front_url
     load, a_id = standard_load(service, base=front)
-    payers = [service.register(f"drill-stripe-{n}") for n in range(FRONT_STRIPE_CALLS + 1)]
+    payers = [service.register(f"drill-stripe-{n}") for n in range(STRIPE_CALL_SLOTS + 1)]
     s_id, s_key = payers[0]
     s_auth = {"Authorization": f"Bearer {s_key}"}
     load.targets["authorize_s"] = ("GET", f"{front}/v1/authorize", s_auth)
@@ -283,17 +283,18 @@ def test_stripe_black_hole_during_setup(service, black_hole):
         accepted_before = black_hole.accepted
         threads = [
             threading.Thread(target=setup, args=(front, key, setups))
-            for _agent, key in payers[:FRONT_STRIPE_CALLS]
+            for _agent, key in payers[:STRIPE_CALL_SLOTS]
         ]
         for thread in threads:
             thread.start()
         # Both setups are now inside their Stripe call (each holding its agent's lock).
         deadline = time.monotonic() + STRIPE_DEADLINE
-        while black_hole.accepted < accepted_before + FRONT_STRIPE_CALLS:
+        while black_hole.accepted < accepted_before + STRIPE_CALL_SLOTS:
             assert time.monotonic() < deadline, "the setups never called Stripe"
             time.sleep(0.05)
         setup(front, payers[-1][1], refused)
-        extra = threading.Thread(target=setup, args=(service.app.url, s_key, second))
+        refused_at_stripe = black_hole.accepted - accepted_before - STRIPE_CALL_SLOTS
+        extra = threading.Thread(target=setup, args=(front, s_key, second))
         extra.start()
         for thread in [*threads, extra]:
             thread.join()
@@ -308,8 +309,8 @@ def test_stripe_black_hole_during_setup(service, black_hole):
     total, total_ok = counted(service, load, a_id)
     row(
         "stripe black hole",
-        f"Stripe accepts, never answers; POST /v1/billing/setup by {FRONT_STRIPE_CALLS} agents "
-        "at once through nginx, a 3rd agent's, and a 2nd setup of one of them at the app",
+        f"Stripe accepts, never answers; POST /v1/billing/setup by {STRIPE_CALL_SLOTS} agents "
+        "at once, a 3rd agent's, and a 2nd setup of one of them (through nginx)",
         f"setup {setups.summary()}; 3rd agent {refused.summary()}; 2nd setup "
         f"{second.summary()}; " + load.saw("authorize_s", "me"),
         others,
@@ -320,11 +321,12 @@ def test_stripe_black_hole_during_setup(service, black_hole):
     assert_no_500(load)
     assert total_ok, total
     # Each agent's setup: 502 envelope within the deadline, never a hang or a 500.
-    assert setups.statuses == {502: FRONT_STRIPE_CALLS}, setups.summary()
+    assert setups.statuses == {502: STRIPE_CALL_SLOTS}, setups.summary()
     assert max(setups.latencies) < STRIPE_DEADLINE, setups.summary()
     assert_envelopes(setups, 502, "PAYMENT_PROVIDER_ERROR")
-    # The third agent's: refused by nginx at once, never a worker held.
+    # The third agent's: refused at once, before Stripe, never a worker held.
     assert refused.statuses == {503: 1}, (refused.summary(), refused.errors)
+    assert refused_at_stripe == 0, refused_at_stripe
     assert_envelopes(refused, 503, "SERVICE_UNAVAILABLE")
     assert refused.latencies[0] < 1.0, refused.summary()
     assert int(responses[id(refused)][0].headers["Retry-After"]) > 0

@@ -21,6 +21,11 @@ state is kept between statements) and on SQLite:
 
 Must be entered outside any transaction (the block calls Stripe): inside an atomic
 block it raises RuntimeError before writing anything.
+
+Inside the agent's lease, the action also takes one of LITHTRIX_STRIPE_CALL_SLOTS
+leases shared by the whole deployment (rows of the same table under fixed ids), or
+is refused with 503 at once, never waiting: a Stripe that hangs then holds at most
+that many workers, whatever the number of agents trying.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -38,7 +44,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from billing.models import BillingLease
-from lithtrix.core.exceptions import BillingInProgressError
+from lithtrix.core.exceptions import BillingInProgressError, StripeCallsBusyError
 
 logger = logging.getLogger("billing.payments.locks")
 
@@ -88,9 +94,38 @@ def agent_billing_lock(agent_id: object, *, wait: float | None = None) -> Iterat
             raise BillingInProgressError()
         time.sleep(_POLL_SECONDS)
     try:
+        with stripe_call_slot():
+            yield
+    finally:
+        _release(key, holder, f"agent {agent_id}")
+
+
+# The slots' lease ids: fixed, and never an agent's (uuid4 ids are random).
+_SLOT_NAMESPACE = uuid.UUID("6f1d3c52-8a4e-4f0b-9c61-2b7e5d9a0c11")
+
+
+def slot_ids(count: int) -> list[uuid.UUID]:
+    return [uuid.uuid5(_SLOT_NAMESPACE, f"stripe-call-slot-{n}") for n in range(count)]
+
+
+@contextmanager
+def stripe_call_slot() -> Iterator[None]:
+    """Hold one of LITHTRIX_STRIPE_CALL_SLOTS for the block, else 503 at once."""
+    count = settings.LITHTRIX_STRIPE_CALL_SLOTS
+    if count <= 0:
+        yield
+        return
+    holder = secrets.token_hex(16)
+    for slot in slot_ids(count):
+        key = BillingLease._meta.pk.get_db_prep_value(slot, connection)
+        if _acquire(key, holder):
+            break
+    else:
+        raise StripeCallsBusyError()
+    try:
         yield
     finally:
-        _release(key, holder, agent_id)
+        _release(key, holder, f"Stripe call slot {slot}")
 
 
 def _require_no_transaction() -> None:
@@ -134,19 +169,19 @@ def _acquire(key: Any, holder: str) -> bool:
     return rows == [(holder,)]
 
 
-def _release(key: Any, holder: str, agent_id: object) -> None:
+def _release(key: Any, holder: str, what: str) -> None:
     try:
         with connection.cursor() as cursor:
             cursor.execute(_RELEASE, [key, holder])
             released = cursor.rowcount
     except DatabaseError:
         # Never hide the block's own outcome: the lease expires by itself.
-        logger.exception("agent %s: billing lease not released; it expires by itself", agent_id)
+        logger.exception("%s: billing lease not released; it expires by itself", what)
         return
     if released != 1:
         logger.warning(
-            "agent %s: billing lease expired before the action ended (over %.0f s); "
+            "%s: billing lease expired before the action ended (over %.0f s); "
             "another request may have run beside it",
-            agent_id,
+            what,
             lease_seconds(),
         )

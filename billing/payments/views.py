@@ -70,6 +70,7 @@ class BillingSetupViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
                 BillingInProgressError,
                 errors.PaymentProviderError,
                 errors.BillingUnavailableError,
+                errors.StripeCallsBusyError,
             ),
         },
         examples=[
@@ -123,6 +124,7 @@ class BillingCancelViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
                 BillingInProgressError,
                 errors.PaymentProviderError,
                 errors.BillingUnavailableError,
+                errors.StripeCallsBusyError,
             ),
         },
         examples=[

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -13,8 +14,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from billing.models import BillingLease
-from billing.payments.locks import agent_billing_lock, lease_seconds
-from lithtrix.core.exceptions import BillingInProgressError
+from billing.payments.locks import agent_billing_lock, lease_seconds, slot_ids
+from lithtrix.core.exceptions import BillingInProgressError, StripeCallsBusyError
 
 MARGIN = 1.0
 
@@ -221,3 +222,63 @@ def test_entering_it_inside_an_atomic_block_raises_and_writes_nothing():
         transaction.set_autocommit(True)
 
     assert not BillingLease.objects.exists()
+
+
+# --- the deployment's Stripe call slots (LITHTRIX_STRIPE_CALL_SLOTS) ---------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_past_the_stripe_call_slots_an_action_is_refused_at_once(settings):
+    settings.LITHTRIX_STRIPE_CALL_SLOTS = 2
+    first, second, third = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+
+    with agent_billing_lock(first, wait=0), agent_billing_lock(second, wait=0):
+        started = time.monotonic()
+        with pytest.raises(StripeCallsBusyError) as refused, agent_billing_lock(third, wait=2):
+            pytest.fail("a third action ran beside two in Stripe")
+        waited = time.monotonic() - started
+        # Never waits (a worker waiting here would be held all the same), and gives
+        # the third agent's own lease back.
+        assert waited < MARGIN, waited
+        assert not BillingLease.objects.filter(agent_id=third).exists()
+        taken = set(BillingLease.objects.values_list("agent_id", flat=True))
+        assert taken == {first, second, *slot_ids(2)}
+
+    error = refused.value
+    assert (error.status_code, error.error_code) == (503, "SERVICE_UNAVAILABLE")
+    assert error.headers["Retry-After"] == "5"
+    # Both slots free again: the third agent's action runs now.
+    with agent_billing_lock(third, wait=0):
+        pass
+    assert not BillingLease.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_stripe_call_slots_any_number_of_actions_run(settings):
+    settings.LITHTRIX_STRIPE_CALL_SLOTS = 0
+    agents = [uuid.uuid4() for _ in range(4)]
+
+    with contextlib.ExitStack() as stack:
+        for agent_id in agents:
+            stack.enter_context(agent_billing_lock(agent_id, wait=0))
+        held = set(BillingLease.objects.values_list("agent_id", flat=True))
+
+    assert held == set(agents)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_slot_left_by_a_dead_worker_is_taken_over_once_expired(settings):
+    settings.LITHTRIX_STRIPE_CALL_SLOTS = 1
+    (slot,) = slot_ids(1)
+    BillingLease.objects.create(
+        agent_id=slot, holder="killed-worker", expires_at=timezone.now() + timedelta(seconds=60)
+    )
+    with pytest.raises(StripeCallsBusyError), agent_billing_lock(uuid.uuid4(), wait=0):
+        pytest.fail("ran while the only slot was live")
+
+    BillingLease.objects.filter(agent_id=slot).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    with agent_billing_lock(uuid.uuid4(), wait=0):
+        assert BillingLease.objects.get(agent_id=slot).holder != "killed-worker"
+    assert not BillingLease.objects.filter(agent_id=slot).exists()

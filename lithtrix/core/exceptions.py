@@ -177,4 +177,17 @@ class ServiceUnavailableError(ApiError):
     default_message = "The service is not ready."
 
 
+class StripeCallsBusyError(ServiceUnavailableError):
+    """Every Stripe call slot (LITHTRIX_STRIPE_CALL_SLOTS) is taken: refused at once."""
+
+    default_message = (
+        "Too many billing requests are waiting on the payment provider. Nothing was "
+        "changed; retry in a few seconds."
+    )
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.headers.setdefault("Retry-After", "5")
+
+
 # --- Django-level handlers (urls.py handler404 / handler500, catch-all routes) ---

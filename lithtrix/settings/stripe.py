@@ -23,6 +23,10 @@ STRIPE_REQUEST_DEADLINE_SECONDS = float(os.environ.get("STRIPE_REQUEST_DEADLINE_
 # How long a billing request waits for another one of the same agent (setup, cancel,
 # deletion) before answering 409 BILLING_IN_PROGRESS.
 STRIPE_BILLING_LOCK_WAIT_SECONDS = float(os.environ.get("STRIPE_BILLING_LOCK_WAIT_SECONDS", "3"))
+# Billing actions waiting on Stripe at once, in the whole deployment; the next is
+# answered 503 at once. A sync worker waiting on Stripe serves nobody: keep it below
+# one host's workers so a Stripe that hangs never holds them all. 0: no bound.
+LITHTRIX_STRIPE_CALL_SLOTS = int(os.environ.get("LITHTRIX_STRIPE_CALL_SLOTS", "2"))
 STRIPE_LIVE_MODE = STRIPE_SECRET_KEY.startswith(("sk_live_", "rk_live_"))
 DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
 DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"
