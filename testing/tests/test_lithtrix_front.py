@@ -8,7 +8,6 @@ itself is the API's envelope; X-Request-Id goes through both ways.
 from __future__ import annotations
 
 import socket
-import threading
 import time
 
 import pytest
@@ -17,7 +16,7 @@ import requests
 from lithtrix.tests.test_multiprocess_limits import all_workers_serving, server_env
 from testing.load import Calls, Slowloris, timed_call
 from testing.nginx import start_front, stop_nginx
-from testing.servers import BlackHole, free_port, running_gunicorn, session_from
+from testing.servers import free_port, running_gunicorn, session_from
 
 pytestmark = [
     pytest.mark.slow,
@@ -217,66 +216,6 @@ def test_upstream_down_is_a_502_envelope(tmp_path):
     assert response.headers["X-Request-Id"] == "down-1"
     assert response.headers["Retry-After"] == "5"
     assert response.headers["Cache-Control"] == "no-store"
-
-
-def test_at_most_two_billing_calls_wait_on_the_app_at_once(tmp_path):
-    """Billing setup and cancel wait on Stripe inside a worker. With the app hanging
-    (here: an upstream that never answers), two are let through and the next is
-    refused by nginx at once, so a Stripe outage can hold at most two workers."""
-    upstream = BlackHole()
-    process, url = start_front(tmp_path, upstream.url)
-    held: list[requests.Response | Exception] = []
-
-    def hang(path: str) -> None:
-        try:
-            held.append(requests.post(f"{url}{path}", json={}, timeout=60))
-        except requests.RequestException as exc:
-            held.append(exc)
-
-    threads = [
-        threading.Thread(target=hang, args=(path,))
-        for path in ("/v1/billing/setup", "/v1/billing/cancel")
-    ]
-    try:
-        for thread in threads:
-            thread.start()
-        deadline = time.monotonic() + 10
-        while upstream.accepted < 2:
-            assert time.monotonic() < deadline, "the two billing calls never reached the app"
-            time.sleep(0.02)
-        refused = []
-        for path in ("/v1/billing/setup", "/v1/billing/cancel/", "/v1/billing/setup"):
-            started = time.monotonic()
-            refused.append(
-                requests.post(
-                    f"{url}{path}", json={}, headers={"X-Request-Id": "stripe-busy"}, timeout=10
-                )
-            )
-            assert time.monotonic() - started < 2
-        # Other paths are not counted: this one reaches the (hanging) app.
-        other = threading.Thread(
-            target=lambda: requests.get(f"{url}/v1/billing/config", timeout=60), daemon=True
-        )
-        other.start()
-        while upstream.accepted < 3:
-            assert time.monotonic() < deadline, "/v1/billing/config never reached the app"
-            time.sleep(0.02)
-        assert upstream.accepted == 3
-    finally:
-        upstream.close()  # the held calls end (502) ...
-        for thread in threads:
-            thread.join(timeout=30)
-        stop_nginx(process)
-
-    for response in refused:
-        envelope(response, 503, "SERVICE_UNAVAILABLE")
-        assert response.headers["Retry-After"] == "5"
-        assert response.headers["X-Request-Id"] == "stripe-busy"
-    # ... and were never refused by the limit.
-    assert len(held) == 2
-    assert all(
-        isinstance(answer, requests.Response) and answer.status_code == 502 for answer in held
-    ), held
 
 
 def register(session: requests.Session, url: str, n: int, forwarded_for: str) -> int:
