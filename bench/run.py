@@ -243,10 +243,10 @@ def measure_rounds(
     side: see ENDPOINTS), and every other round in reverse, so a machine that speeds
     up or slows down during a round favours neither side of a pair.
 
-    Each endpoint is warmed up ``warm_up`` seconds before its first round. Long
-    enough for the steady state: /v1/authorize's key hints (keys.hints) are per
-    process, so each worker meets each of the agents' keys once on the full
-    lookup before it meters them in one statement."""
+    Each endpoint is warmed up ``warm_up`` seconds before its first round, so that
+    /v1/authorize runs mostly on its key hints (keys.hints): they are per process,
+    and each worker meets each agent's key once on the full lookup before it
+    meters that key's calls in one statement."""
     all_rounds: Rounds = []
     for number in range(rounds):
         order = endpoints if number % 2 == 0 else endpoints[::-1]
@@ -659,7 +659,9 @@ def main() -> int:
     worker_class = args.worker_class or defaults.get("worker_class", "sync")
     # Through deploy/gunicorn.conf.py's own variables: it gives threads to gthread only
     # (a --worker-class=sync flag beside its default threads would run gthread).
-    threads = (args.threads or defaults.get("threads", 4)) if worker_class == "gthread" else 1
+    # The file's threads when it runs gthread itself; else gthread's usual 4.
+    default_threads = defaults["threads"] if defaults.get("worker_class") == "gthread" else 4
+    threads = (args.threads or default_threads) if worker_class == "gthread" else 1
     gunicorn_env = {"GUNICORN_WORKER_CLASS": worker_class, "GUNICORN_THREADS": str(threads)}
     shape = worker_shape(workers, worker_class, threads)
     if args.hosts > 1:
