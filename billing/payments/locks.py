@@ -82,7 +82,8 @@ def lease_seconds() -> float:
 def agent_billing_lock(agent_id: object, *, wait: float | None = None) -> Iterator[None]:
     """Hold the agent's billing lease for the block; 409 BILLING_IN_PROGRESS after ``wait`` s.
 
-    Must be entered outside any transaction: the block calls Stripe.
+    Then one of the deployment's Stripe call slots (``stripe_call_slot``), or 503 at
+    once. Must be entered outside any transaction: the block calls Stripe.
     """
     _require_no_transaction()
     wait = settings.STRIPE_BILLING_LOCK_WAIT_SECONDS if wait is None else wait
