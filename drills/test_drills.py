@@ -263,9 +263,10 @@ def test_stripe_black_hole_during_setup(service, black_hole):
     s_auth = {"Authorization": f"Bearer {s_key}"}
     load.targets["authorize_s"] = ("GET", f"{front}/v1/authorize", s_auth)
     setups, refused, second = Calls(), Calls(), Calls()
-    responses: dict[int, list[requests.Response]] = {id(refused): [], id(second): []}
+    refused_answers: list[requests.Response] = []
+    second_answers: list[requests.Response] = []
 
-    def setup(base: str, key: str, calls: Calls) -> None:
+    def setup(base: str, key: str, calls: Calls, answers: list | None = None) -> None:
         response = timed_call(
             calls,
             requests.Session(),
@@ -275,8 +276,8 @@ def test_stripe_black_hole_during_setup(service, black_hole):
             headers={"Authorization": f"Bearer {key}"},
             timeout=STRIPE_DEADLINE + 10,
         )
-        if id(calls) in responses and response is not None:
-            responses[id(calls)].append(response)
+        if answers is not None and response is not None:
+            answers.append(response)
 
     with load.running():
         load.measure_baseline()
@@ -292,9 +293,9 @@ def test_stripe_black_hole_during_setup(service, black_hole):
         while black_hole.accepted < accepted_before + STRIPE_CALL_SLOTS:
             assert time.monotonic() < deadline, "the setups never called Stripe"
             time.sleep(0.05)
-        setup(front, payers[-1][1], refused)
+        setup(front, payers[-1][1], refused, refused_answers)
         refused_at_stripe = black_hole.accepted - accepted_before - STRIPE_CALL_SLOTS
-        extra = threading.Thread(target=setup, args=(front, s_key, second))
+        extra = threading.Thread(target=setup, args=(front, s_key, second, second_answers))
         extra.start()
         for thread in [*threads, extra]:
             thread.join()
@@ -329,11 +330,11 @@ def test_stripe_black_hole_during_setup(service, black_hole):
     assert refused_at_stripe == 0, refused_at_stripe
     assert_envelopes(refused, 503, "SERVICE_UNAVAILABLE")
     assert refused.latencies[0] < 1.0, refused.summary()
-    assert int(responses[id(refused)][0].headers["Retry-After"]) > 0
+    assert int(refused_answers[0].headers["Retry-After"]) > 0
     # The same agent's second setup: refused while the first holds the lock.
     assert second.statuses == {409: 1}, (second.summary(), second.errors)
     assert_envelopes(second, 409, "BILLING_IN_PROGRESS")
-    assert int(responses[id(second)][0].headers["Retry-After"]) > 0
+    assert int(second_answers[0].headers["Retry-After"]) > 0
     assert second.latencies[0] < STRIPE_DEADLINE, second.summary()
     # That agent's metered calls and everyone else's stayed fast: no lock, no worker held.
     load.assert_unaffected("me", "authorize", "authorize_s")
