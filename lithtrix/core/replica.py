@@ -91,9 +91,11 @@ def read_from_replica(read: Callable[[str], T]) -> T:
 
 
 # How far the replica is behind: zero when it has replayed all it received (an idle
-# primary sends nothing, and now() - last replay would grow without any lag).
+# primary sends nothing, and now() - last replay would grow without any lag). A
+# restarted standby's receiver reports the start of its segment, before what it has
+# already replayed: that too is nothing left to replay.
 LAG_SQL = """
-SELECT CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+SELECT CASE WHEN pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0
             ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END
 """
 

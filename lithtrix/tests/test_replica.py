@@ -198,6 +198,26 @@ def test_replica_stopped_reads_answer_from_primary_in_bounded_time(replicated):
 
 
 @pytest.mark.requires_postgres
+def test_replica_restarted_on_an_idle_primary_lags_zero(replicated):
+    """A restarted standby's WAL receiver starts at its segment's beginning, before
+    what it has replayed: with nothing new from the primary it lags nothing, however
+    old its last replayed transaction."""
+    agent_register(agent_name="before-restart", owner_identifier="o@x.io")
+    replicated.wait_replayed()
+    replicated.stop_replica()
+    replicated.start_replica()
+    connections["replica"].close()
+    time.sleep(1.5)  # older than the last replayed transaction by more than 1 s
+    receive, replay = replicated.query(
+        replicated.replica_url,
+        "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text",
+    )[0]
+    lag = replica.replica_lag()
+    assert lag is not None
+    assert lag.total_seconds() == 0, (receive, replay, lag)
+
+
+@pytest.mark.requires_postgres
 def test_silent_replica_costs_one_connect_timeout_then_none(replicated):
     hole = BlackHole()
     settings = connections.settings["replica"]
