@@ -329,7 +329,13 @@ def test_stripe_black_hole_during_setup(service, black_hole):
     assert refused.statuses == {503: 1}, (refused.summary(), refused.errors)
     assert refused_at_stripe == 0, refused_at_stripe
     assert_envelopes(refused, 503, "SERVICE_UNAVAILABLE")
-    assert refused.latencies[0] < 1.0, refused.summary()
+    # While Stripe holds its two workers and the lock wait a third, one worker serves
+    # everyone: its queue, as slow as the machine, but never a held worker's seconds.
+    one_worker_bound = min(
+        0.9 * LOCK_WAIT_SECONDS,
+        max(LOCK_WAIT_SECONDS / 2, *(load.unaffected_bound(n) for n in ("me", "authorize"))),
+    )
+    assert refused.latencies[0] < one_worker_bound, refused.summary()
     assert int(refused_answers[0].headers["Retry-After"]) > 0
     # The same agent's second setup: refused while the first holds the lock.
     assert second.statuses == {409: 1}, (second.summary(), second.errors)
@@ -340,7 +346,7 @@ def test_stripe_black_hole_during_setup(service, black_hole):
     load.assert_unaffected("me", "authorize", "authorize_s")
     # A p99 hides a few calls: were every worker held (setups in Stripe, one waiting
     # LOCK_WAIT_SECONDS for the lock), each client thread would wait once for seconds.
-    assert max(others.latencies) < LOCK_WAIT_SECONDS / 2, sorted(others.latencies)[-5:]
+    assert max(others.latencies) < one_worker_bound, sorted(others.latencies)[-5:]
     assert service.calls_total(s_id) == load.ok("authorize_s")
     for _agent, key in payers:
         me = requests.get(f"{front}/v1/me", headers={"Authorization": f"Bearer {key}"}, timeout=5)
