@@ -17,7 +17,7 @@ from accounts.models import Agent
 from billing.models import DailyUsage
 from lithtrix.tests.test_multiprocess_limits import server_env
 from testing.nginx import start_nginx
-from testing.servers import burst, running_gunicorn
+from testing.servers import EXACT_COUNT_TIMEOUT, burst, running_gunicorn
 
 pytestmark = [
     pytest.mark.slow,
@@ -94,7 +94,7 @@ def test_concurrent_calls_over_the_free_cap(redis_url, registered, product, tmp_
 
 def test_concurrent_calls_over_the_rate_limit(redis_url, registered, product, tmp_path):
     # A daily window: the burst cannot straddle its end (a minute's could).
-    env = server_env(redis_url, LITHTRIX_FREE_RATE="15/d")
+    env = server_env(redis_url, LITHTRIX_FREE_RATE="15/d", **EXACT_COUNT_TIMEOUT)
     headers = {"Authorization": f"Bearer {registered.api_key}"}
 
     def run(gateway):

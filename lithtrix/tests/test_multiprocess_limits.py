@@ -13,7 +13,13 @@ from django.db import connection
 
 from accounts.models import Agent
 from billing.models import DailyUsage
-from testing.servers import app_environment, burst, database_url, running_gunicorn
+from testing.servers import (
+    EXACT_COUNT_TIMEOUT,
+    app_environment,
+    burst,
+    database_url,
+    running_gunicorn,
+)
 
 WORKERS = 4
 pytestmark = [
@@ -62,7 +68,7 @@ def all_workers_serving(server, workers: int = WORKERS) -> None:
 
 def test_per_minute_limit_is_exact_across_four_workers(redis_url, registered, tmp_path):
     # A daily window: the burst cannot straddle its end (a minute's could).
-    env = server_env(redis_url, LITHTRIX_FREE_RATE="60/d")
+    env = server_env(redis_url, LITHTRIX_FREE_RATE="60/d", **EXACT_COUNT_TIMEOUT)
     with running_gunicorn(workers=WORKERS, env=env, log_path=tmp_path / "gunicorn.log") as server:
         all_workers_serving(server)
         me = f"{server.url}/v1/me"

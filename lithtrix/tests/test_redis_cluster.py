@@ -38,6 +38,7 @@ from testing.assertions import assert_envelope
 from testing.redis_cluster import RedisCluster, RedisClusterMissing, running_cluster
 from testing.servers import (
     BASE_DIR,
+    EXACT_COUNT_TIMEOUT,
     app_environment,
     burst,
     database_url,
@@ -385,6 +386,7 @@ def test_gunicorn_workers_share_exact_counts_on_the_cluster(cluster, make_agent,
         # Daily windows: a burst cannot straddle a window's end.
         LITHTRIX_FREE_RATE="20/d",
         LITHTRIX_REGISTER_RATE="5/d",
+        **EXACT_COUNT_TIMEOUT,
     )
     with running_gunicorn(workers=4, env=env, log_path=tmp_path / "gunicorn.log") as server:
         all_workers_serving(server)
