@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,8 +83,18 @@ class Hosts:
         rows = self.postgres.query("SELECT calls_total FROM accounts_agent WHERE id = %s", agent_id)
         return rows[0][0]
 
-    def access_log(self) -> dict[str, Passed]:
-        """nginx's access log line of every call, by request id."""
+    def access_log(self, request_ids: AbstractSet[str] = frozenset()) -> dict[str, Passed]:
+        """nginx's access log line of every call, by request id. nginx writes a line
+        once it has finished the request, which may be just after the client has the
+        answer: waits (a few seconds at most) for the lines of ``request_ids``."""
+        deadline = time.monotonic() + 5
+        while not request_ids <= (passed := self._read_access_log()).keys():
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        return passed
+
+    def _read_access_log(self) -> dict[str, Passed]:
         passed = {}
         for line in (self.front_dir / "access.log").read_text().splitlines():
             rid, end, duration, status, addrs, statuses = line.split("|")
@@ -342,7 +353,7 @@ def test_one_of_two_hosts_killed(hosts):
         gone = not _alive(victims)
         time.sleep(AFTER_KILL_SECONDS)
         ended = time.monotonic()
-    passed = hosts.access_log()
+    passed = hosts.access_log({call.request_id for call in loop.timeline if not call.warmup})
 
     after = [call for call in loop.timeline if not call.warmup]
     failures = [call for call in after if call.status != 200]
