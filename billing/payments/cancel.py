@@ -69,29 +69,31 @@ def billing_cancel(*, agent: Agent) -> Cancellation:
       (no row lock, no transaction), then one durable transaction for the tier
       and the audit row. A Stripe failure: PaymentProviderError, nothing changed.
     """
-    with locks.agent_billing_lock(agent.pk):
+    # A Stripe call slot only when Stripe is called: a Free agent's (or a customer-less
+    # Pro's) cancel is answered even while every slot is taken.
+    with locks.agent_billing_lock(agent.pk, stripe_slot=False):
         return _cancel_locked(agent=agent)
 
 
 def _cancel_locked(*, agent: Agent) -> Cancellation:
-    with stripe_client.deadline():
-        current = Agent.objects.get(pk=agent.pk)
-        if current.tier == Tier.FREE:
-            return Cancellation(tier=Tier.FREE, cancel_at=None)
-        live: list[Any] | None = []
-        if current.stripe_customer_id:
-            stripe_client.require_configured()
+    current = Agent.objects.get(pk=agent.pk)
+    if current.tier == Tier.FREE:
+        return Cancellation(tier=Tier.FREE, cancel_at=None)
+    live: list[Any] | None = []
+    requested = []
+    if current.stripe_customer_id:
+        stripe_client.require_configured()
+        with locks.stripe_call_slot(), stripe_client.deadline():
             live = _live_unless_forgotten(current.stripe_customer_id)
-        requested = []
-        for subscription in live or []:
-            if subscription_cancel_at(subscription) is None:
-                updated = _cancel_at_period_end(subscription["id"])
-                live.remove(subscription)  # type: ignore[union-attr]  # not None here
-                if updated is not None:
-                    live.append(updated)  # type: ignore[union-attr]
-                    requested.append(subscription["id"])
-        for subscription in live or []:
-            mirror(subscription=subscription)
+            for subscription in live or []:
+                if subscription_cancel_at(subscription) is None:
+                    updated = _cancel_at_period_end(subscription["id"])
+                    live.remove(subscription)  # type: ignore[union-attr]  # not None here
+                    if updated is not None:
+                        live.append(updated)  # type: ignore[union-attr]
+                        requested.append(subscription["id"])
+            for subscription in live or []:
+                mirror(subscription=subscription)
 
     if live is None:
         with transaction.atomic(durable=True):

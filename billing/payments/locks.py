@@ -30,6 +30,7 @@ that many workers, whatever the number of agents trying.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import time
@@ -79,11 +80,15 @@ def lease_seconds() -> float:
 
 
 @contextmanager
-def agent_billing_lock(agent_id: object, *, wait: float | None = None) -> Iterator[None]:
+def agent_billing_lock(
+    agent_id: object, *, wait: float | None = None, stripe_slot: bool = True
+) -> Iterator[None]:
     """Hold the agent's billing lease for the block; 409 BILLING_IN_PROGRESS after ``wait`` s.
 
     Then one of the deployment's Stripe call slots (``stripe_call_slot``), or 503 at
-    once. Must be entered outside any transaction: the block calls Stripe.
+    once; with ``stripe_slot=False`` the block takes one itself around its Stripe
+    calls, if it makes any. Must be entered outside any transaction: the block calls
+    Stripe.
     """
     _require_no_transaction()
     wait = settings.STRIPE_BILLING_LOCK_WAIT_SECONDS if wait is None else wait
@@ -95,7 +100,7 @@ def agent_billing_lock(agent_id: object, *, wait: float | None = None) -> Iterat
             raise BillingInProgressError()
         time.sleep(_POLL_SECONDS)
     try:
-        with stripe_call_slot():
+        with stripe_call_slot() if stripe_slot else contextlib.nullcontext():
             yield
     finally:
         _release(key, holder, f"agent {agent_id}")

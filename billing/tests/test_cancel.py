@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime
+import uuid
 
 import pytest
 import stripe
 from djstripe import models as djstripe_models
 
 from accounts.models import Agent, AgentEvent, Tier
+from billing.payments.locks import agent_billing_lock
 from billing.tests.conftest import TEST_SECRET_KEY
 from billing.tests.test_setup import setup
 from testing.assertions import assert_envelope
@@ -174,3 +176,33 @@ def test_cancel_only_accepts_post(db, api_client, registered):
     response = api_client.get(CANCEL_URL, **registered.auth)
 
     assert_envelope(response, 405, "METHOD_NOT_ALLOWED")
+
+
+def test_with_every_stripe_call_slot_taken_only_a_cancel_that_calls_stripe_waits(
+    pro_with_subscription, api_client, registered, make_agent, settings
+):
+    settings.LITHTRIX_STRIPE_CALL_SLOTS = 2
+    free = make_agent(name="free-agent")
+    [subscription] = stripe_subscriptions(pro_with_subscription.stripe_customer_id)
+
+    # Two other agents' billing actions sit in Stripe, holding both slots.
+    with agent_billing_lock(uuid.uuid4(), wait=0), agent_billing_lock(uuid.uuid4(), wait=0):
+        free_answer = cancel(api_client, free)
+        pro_answer = cancel(api_client, registered)
+
+    # The Free agent's cancel calls no Stripe: answered as always.
+    assert free_answer.status_code == 200
+    assert free_answer.json() == FREE_ANSWER
+    # The Pro agent's needs Stripe: 503 at once, nothing asked of Stripe or changed.
+    assert_envelope(pro_answer, 503, "SERVICE_UNAVAILABLE")
+    assert int(pro_answer["Retry-After"]) > 0
+    [unchanged] = stripe_subscriptions(pro_with_subscription.stripe_customer_id)
+    assert unchanged["id"] == subscription["id"]
+    assert unchanged["cancel_at_period_end"] is False
+    assert not pro_with_subscription.events.filter(
+        kind=AgentEvent.Kind.SUBSCRIPTION_CANCEL_REQUESTED
+    ).exists()
+    # Its own lease was given back: once a slot is free, the cancel goes through.
+    answer = cancel(api_client, registered)
+    assert answer.status_code == 200
+    assert answer.json()["tier"] == "pro" and answer.json()["cancel_at"] is not None
