@@ -160,6 +160,9 @@ def hosts(postgres, redis, black_hole, tmp_path) -> Iterator[Hosts]:
     nginx, front_url = start_front(
         front_dir,
         a.url,
+        # One worker process per core (`worker_processes auto` here): the upstream's
+        # zone makes the first failure any of them sees take host A out for both.
+        workers=2,
         replace={
             "# server ${LITHTRIX_UPSTREAM_2}": f"server {second}",
             "limit_req_status 429;": LOG_FORMAT + "limit_req_status 429;",
