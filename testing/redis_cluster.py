@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -81,6 +82,22 @@ class Node:
             timeout=timeout,
             check=False,
         ).stdout
+
+    def wait_replicated(self, timeout: float = 10) -> None:
+        """Until a replica of this master has acknowledged every write it has so far
+        (its offset in INFO replication reaches the master's). WAIT would not do: it
+        waits for the writes of its own connection only."""
+        info = self.cli("INFO", "replication")
+        target = int(re.search(r"master_repl_offset:(\d+)", info)[1])  # type: ignore[index]
+        deadline = time.monotonic() + timeout
+        while True:
+            acked = [int(n) for n in re.findall(r"slave\d+:.*?offset=(\d+)", info)]
+            if any(offset >= target for offset in acked):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no replica of {self.address} reached offset {target}")
+            time.sleep(0.05)
+            info = self.cli("INFO", "replication")
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

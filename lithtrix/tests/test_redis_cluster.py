@@ -485,8 +485,8 @@ def test_counting_resumes_on_the_promoted_replica_with_the_same_client(settings,
         on_victim = [
             n for n in names if cluster.master_of(cache.make_and_validate_key(n)) == victim
         ]
-        # Let the replicas copy the counters before the master goes.
-        time.sleep(0.5)
+        # The master's replica has the counters before the master goes.
+        victim.wait_replicated()
 
         cluster.kill(victim)
         killed = time.monotonic()
