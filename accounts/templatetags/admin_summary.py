@@ -4,7 +4,7 @@ index (templates/admin/index.html)."""
 from django import template
 
 from billing.metering.selectors import UsageOverview, usage_overview
-from lithtrix.core.replica import replica_configured, replica_lag
+from lithtrix.core.replica import REPLICA, replica_alias, replica_configured, replica_lag
 
 register = template.Library()
 
@@ -16,10 +16,13 @@ def usage_overview_tag() -> UsageOverview:
 
 @register.simple_tag(name="replica_status")
 def replica_status_tag() -> str:
-    """ "no replica", "unreachable (reading from the primary)" or the lag, e.g. "0.2 s"."""
+    """ "no replica", "unreachable (reading from the primary)", "not known (...)" or
+    the lag, e.g. "0.2 s"."""
     if not replica_configured():
         return "no replica"
     lag = replica_lag()
-    if lag is None:
-        return "unreachable (reading from the primary)"
-    return f"{lag.total_seconds():.1f} s"
+    if lag is not None:
+        return f"{lag.total_seconds():.1f} s"
+    if replica_alias() == REPLICA:
+        return "not known (the replica is not streaming yet)"
+    return "unreachable (reading from the primary)"

@@ -93,15 +93,20 @@ def read_from_replica(read: Callable[[str], T]) -> T:
 # How far the replica is behind: zero when it has replayed all it received (an idle
 # primary sends nothing, and now() - last replay would grow without any lag). A
 # restarted standby's receiver reports the start of its segment, before what it has
-# already replayed: that too is nothing left to replay.
+# already replayed: that too is nothing left to replay (for as long as the receiver
+# streams that segment again, a lag that is real is shown as zero). Zero also for a
+# server that is not a standby (a promoted replica): nothing replays there. NULL
+# while the standby has no receiver and has replayed nothing since it started.
 LAG_SQL = """
-SELECT CASE WHEN pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0
+SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0
+            WHEN pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0
             ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END
 """
 
 
 def replica_lag() -> datetime.timedelta | None:
-    """The replica's replay lag; None without a reachable replica."""
+    """The replica's replay lag; None without a reachable replica, or while the lag
+    is not known (see LAG_SQL)."""
     if replica_alias() != REPLICA:
         return None
     try:
@@ -112,7 +117,6 @@ def replica_lag() -> datetime.timedelta | None:
         _trip(error)
         return None
     except DatabaseError:
-        # Not a standby (the URL names a primary): nothing replays, so nothing lags.
         return None
     seconds = row[0] if row else None
     return None if seconds is None else datetime.timedelta(seconds=float(seconds))

@@ -218,6 +218,26 @@ def test_replica_restarted_on_an_idle_primary_lags_zero(replicated):
 
 
 @pytest.mark.requires_postgres
+def test_a_reachable_replica_whose_lag_is_not_known_is_not_called_unreachable(
+    replicated, monkeypatch
+):
+    """A standby with no WAL receiver yet that has replayed nothing since it started
+    has no lag to show (LAG_SQL answers NULL): the console says so, and reads stay
+    on the replica."""
+    monkeypatch.setattr(replica, "LAG_SQL", "SELECT NULL::numeric")
+    client = _staff_client()
+
+    with CaptureQueriesContext(connections["replica"]) as on_replica:
+        index = client.get("/admin/")
+
+    assert index.status_code == 200
+    html = index.content.decode()
+    assert 'id="summary-replica">not known (the replica is not streaming yet)<' in html, html
+    assert "billing_dailyusage" in _tables(on_replica.captured_queries)
+    assert replica.replica_alias() == "replica"
+
+
+@pytest.mark.requires_postgres
 def test_silent_replica_costs_one_connect_timeout_then_none(replicated):
     hole = BlackHole()
     settings = connections.settings["replica"]
