@@ -178,7 +178,7 @@ def test_cancel_only_accepts_post(db, api_client, registered):
     assert_envelope(response, 405, "METHOD_NOT_ALLOWED")
 
 
-def test_with_every_stripe_call_slot_taken_only_a_cancel_that_calls_stripe_waits(
+def test_with_every_stripe_call_slot_taken_only_a_cancel_that_calls_stripe_is_refused(
     pro_with_subscription, api_client, registered, make_agent, settings
 ):
     settings.LITHTRIX_STRIPE_CALL_SLOTS = 2
@@ -192,8 +192,9 @@ def test_with_every_stripe_call_slot_taken_only_a_cancel_that_calls_stripe_waits
 
     # The Free agent's cancel calls no Stripe: answered as always.
     assert free_answer.status_code == 200
+    assert free_answer["Content-Type"] == "application/json"
     assert free_answer.json() == FREE_ANSWER
-    # The Pro agent's needs Stripe: 503 at once, nothing asked of Stripe or changed.
+    # The Pro agent's needs Stripe: 503 at once, nothing changed at Stripe or here.
     assert_envelope(pro_answer, 503, "SERVICE_UNAVAILABLE")
     assert int(pro_answer["Retry-After"]) > 0
     [unchanged] = stripe_subscriptions(pro_with_subscription.stripe_customer_id)
@@ -204,5 +205,11 @@ def test_with_every_stripe_call_slot_taken_only_a_cancel_that_calls_stripe_waits
     ).exists()
     # Its own lease was given back: once a slot is free, the cancel goes through.
     answer = cancel(api_client, registered)
+    [cancelled] = stripe_subscriptions(pro_with_subscription.stripe_customer_id)
     assert answer.status_code == 200
-    assert answer.json()["tier"] == "pro" and answer.json()["cancel_at"] is not None
+    assert answer.json() == {
+        "tier": "pro",
+        "cancel_at": iso(cancelled["current_period_end"]),
+        "message": PENDING_MESSAGE,
+    }
+    assert cancelled["cancel_at_period_end"] is True
