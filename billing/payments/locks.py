@@ -25,7 +25,9 @@ block it raises RuntimeError before writing anything.
 Inside the agent's lease, the action also takes one of LITHTRIX_STRIPE_CALL_SLOTS
 leases shared by the whole deployment (rows of the same table under fixed ids), or
 is refused with 503 at once, never waiting: a Stripe that hangs then holds at most
-that many workers, whatever the number of agents trying.
+that many workers, whatever the number of agents trying. An action that may have
+nothing to ask Stripe (a cancel) enters the lease with ``stripe_slot=False`` and
+takes a slot itself around its Stripe calls.
 """
 
 from __future__ import annotations
