@@ -44,6 +44,8 @@ STRIPE_DEADLINE = 15.0
 LOCK_WAIT_SECONDS = 3.0  # STRIPE_BILLING_LOCK_WAIT_SECONDS's default, which the drill keeps
 # LITHTRIX_STRIPE_CALL_SLOTS's default: billing actions waiting on Stripe at once.
 STRIPE_CALL_SLOTS = 2
+# The Stripe drill's calls that its fault does not concern.
+OTHERS = ("me", "authorize", "authorize_s")
 FAULT_SECONDS = 4.0
 
 
@@ -302,10 +304,10 @@ def test_stripe_black_hole_during_setup(service, black_hole):
         time.sleep(0.5)
 
     others = Calls()
-    for name in ("me", "authorize", "authorize_s"):
+    for name in OTHERS:
         others.latencies += load.calls[name].latencies
     before = Calls()
-    for name in ("me", "authorize", "authorize_s"):
+    for name in OTHERS:
         before.latencies += load.baseline[name].latencies
     total, total_ok = counted(service, load, a_id)
     row(
@@ -333,7 +335,7 @@ def test_stripe_black_hole_during_setup(service, black_hole):
     # everyone: its queue, as slow as the machine, but never a held worker's seconds.
     one_worker_bound = min(
         0.9 * LOCK_WAIT_SECONDS,
-        max(LOCK_WAIT_SECONDS / 2, *(load.unaffected_bound(n) for n in ("me", "authorize"))),
+        max(LOCK_WAIT_SECONDS / 2, *(load.unaffected_bound(n) for n in OTHERS)),
     )
     assert refused.latencies[0] < one_worker_bound, refused.summary()
     assert int(refused_answers[0].headers["Retry-After"]) > 0
@@ -343,7 +345,7 @@ def test_stripe_black_hole_during_setup(service, black_hole):
     assert int(second_answers[0].headers["Retry-After"]) > 0
     assert second.latencies[0] < STRIPE_DEADLINE, second.summary()
     # That agent's metered calls and everyone else's stayed fast: no lock, no worker held.
-    load.assert_unaffected("me", "authorize", "authorize_s")
+    load.assert_unaffected(*OTHERS)
     # A p99 hides a few calls: were every worker held (setups in Stripe, one waiting
     # LOCK_WAIT_SECONDS for the lock), each client thread would wait once for seconds.
     assert max(others.latencies) < one_worker_bound, sorted(others.latencies)[-5:]

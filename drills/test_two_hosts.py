@@ -160,8 +160,8 @@ def hosts(postgres, redis, black_hole, tmp_path) -> Iterator[Hosts]:
     nginx, front_url = start_front(
         front_dir,
         a.url,
-        # One worker process per core (`worker_processes auto` here): the upstream's
-        # zone makes the first failure any of them sees take host A out for both.
+        # Two worker processes, as `worker_processes auto` gives on 2 cores: the
+        # upstream's zone makes the first failure either sees take host A out for both.
         workers=2,
         replace={
             "# server ${LITHTRIX_UPSTREAM_2}": f"server {second}",
