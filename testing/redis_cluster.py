@@ -88,7 +88,10 @@ class Node:
         (its offset in INFO replication reaches the master's). WAIT would not do: it
         waits for the writes of its own connection only."""
         info = self.cli("INFO", "replication")
-        target = int(re.search(r"master_repl_offset:(\d+)", info)[1])  # type: ignore[index]
+        offset = re.search(r"master_repl_offset:(\d+)", info)
+        if offset is None:
+            raise RuntimeError(f"no replication offset from {self.address}: {info!r}")
+        target = int(offset[1])
         deadline = time.monotonic() + timeout
         while True:
             acked = [int(n) for n in re.findall(r"slave\d+:.*?offset=(\d+)", info)]

@@ -438,7 +438,9 @@ def agents_on_every_master(cluster: RedisCluster, make_agent, rate: str, each: i
 def test_runserver_counts_exactly_on_the_cluster(cluster, make_agent, tmp_path):
     # make run's server (debug on, one thread per request) with REDIS_URL set.
     agents = agents_on_every_master(cluster, make_agent, "5/d", 1)
-    env = cluster_app_environment(cluster, DJANGO_DEBUG="on", LITHTRIX_FREE_RATE="5/d")
+    env = cluster_app_environment(
+        cluster, DJANGO_DEBUG="on", LITHTRIX_FREE_RATE="5/d", **EXACT_COUNT_TIMEOUT
+    )
     server = start_runserver(env=env, log_path=tmp_path / "runserver.log")
     try:
         seen = [burst(f"{server.url}/v1/me", a.auth_header, 8, concurrency=4) for a in agents]
