@@ -32,6 +32,7 @@ import pytest
 import requests
 
 from drills.conftest import ROWS, Postgres, drill_environment
+from testing.assertions import wait_for
 from testing.load import Calls, timed_call
 from testing.nginx import start_front, stop_nginx
 from testing.servers import Server, start_gunicorn
@@ -87,12 +88,8 @@ class Hosts:
         """nginx's access log line of every call, by request id. nginx writes a line
         once it has finished the request, which may be just after the client has the
         answer: waits (a few seconds at most) for the lines of ``request_ids``."""
-        deadline = time.monotonic() + 5
-        while not request_ids <= (passed := self._read_access_log()).keys():
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        return passed
+        wait_for(lambda: request_ids <= self._read_access_log().keys(), timeout=5)
+        return self._read_access_log()
 
     def _read_access_log(self) -> dict[str, Passed]:
         passed = {}

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from testing.assertions import wait_for
 from testing.servers import redis_answers
 
 BUS_OFFSET = 10000
@@ -92,15 +93,13 @@ class Node:
         if offset is None:
             raise RuntimeError(f"no replication offset from {self.address}: {info!r}")
         target = int(offset[1])
-        deadline = time.monotonic() + timeout
-        while True:
-            acked = [int(n) for n in re.findall(r"slave\d+:.*?offset=(\d+)", info)]
-            if any(offset >= target for offset in acked):
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no replica of {self.address} reached offset {target}")
-            time.sleep(0.05)
-            info = self.cli("INFO", "replication")
+
+        def acknowledged() -> bool:
+            replicas = re.findall(r"slave\d+:.*?offset=(\d+)", self.cli("INFO", "replication"))
+            return any(int(acked) >= target for acked in replicas)
+
+        if not wait_for(acknowledged, timeout):
+            raise TimeoutError(f"no replica of {self.address} reached offset {target}")
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
