@@ -32,13 +32,12 @@ takes a slot itself around its Stripe calls.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import timedelta
 from typing import Any
 
@@ -102,7 +101,7 @@ def agent_billing_lock(
             raise BillingInProgressError()
         time.sleep(_POLL_SECONDS)
     try:
-        with stripe_call_slot() if stripe_slot else contextlib.nullcontext():
+        with stripe_call_slot() if stripe_slot else nullcontext():
             yield
     finally:
         _release(key, holder, f"agent {agent_id}")
