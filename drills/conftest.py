@@ -1,4 +1,4 @@
-# ruff: noqa: S603, S607 - the drills start their own servers from fixed arguments
+# ruff: noqa: S603 - the drills start their own servers from fixed arguments
 """Fault drills: the production shape (gunicorn with deploy/gunicorn.conf.py, nginx
 with deploy/nginx/lithtrix.conf) on dependencies of its own that the drills break
 on purpose — a throwaway PostgreSQL cluster (initdb into a temp dir, free port), a
@@ -236,13 +236,7 @@ class Service:
         return rows[0][0]
 
     def worker_pids(self) -> list[int]:
-        out = subprocess.run(
-            ["ps", "-o", "pid=", "--ppid", str(self.app.process.pid)],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout
-        return [int(pid) for pid in out.split()]
+        return self.app.children()
 
     def front_log(self) -> str:
         """nginx's error log (warnings and up)."""

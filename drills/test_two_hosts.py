@@ -1,4 +1,3 @@
-# ruff: noqa: S603, S607 - the drill starts its own servers from fixed arguments
 """Two app hosts behind one nginx upstream (deploy/nginx/lithtrix.conf, its second
 ``server`` line): one host is SIGKILLed, master and workers, while agents call.
 
@@ -19,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import threading
 import time
 import uuid
@@ -114,14 +112,6 @@ class Passed:
     status: int
     upstreams: list[str]
     upstream_statuses: list[str]
-
-
-def _processes(master: int) -> list[int]:
-    """The gunicorn master and its workers."""
-    out = subprocess.run(
-        ["ps", "-o", "pid=", "--ppid", str(master)], capture_output=True, text=True, check=False
-    ).stdout
-    return [master, *(int(pid) for pid in out.split())]
 
 
 def _alive(pids: list[int]) -> list[int]:
@@ -336,7 +326,7 @@ def test_one_of_two_hosts_killed(hosts):
     b_addr = hosts.b.url.removeprefix("http://")
     master = hosts.a.process.pid
     deadline = time.monotonic() + GONE_BOUND
-    while len(victims := _alive(_processes(master))) < 1 + WORKERS_PER_HOST:
+    while len(victims := _alive([master, *hosts.a.children()])) < 1 + WORKERS_PER_HOST:
         assert time.monotonic() < deadline, f"host A runs {victims}"
         time.sleep(0.05)
     with loop.running():

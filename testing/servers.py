@@ -137,6 +137,16 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
+    def children(self) -> list[int]:
+        """The server process's children: gunicorn's workers."""
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.process.pid)],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        return [int(pid) for pid in out.split()]
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -215,6 +225,14 @@ def start_gunicorn(
         server._closables.append(log)
     try:
         wait_until_up(f"{server.url}/healthz", process)
+        # The first worker answers while the master may still be forking the others
+        # (gunicorn sleeps up to 0.1 s between forks): a caller counting or killing
+        # workers must see them all.
+        deadline = time.monotonic() + 10
+        while len(server.children()) < workers:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"gunicorn did not start {workers} workers: {server.children()}")
+            time.sleep(0.05)
     except Exception:
         server.stop()
         raise

@@ -6,7 +6,6 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
 import time
 import urllib.parse
 
@@ -28,14 +27,7 @@ def test_a_killed_gunicorn_refuses_connections(redis_url, tmp_path):
     socket open, where the kernel would accept connections nobody ever answers."""
     server = start_gunicorn(workers=2, env=server_env(redis_url), log_path=tmp_path / "g.log")
     try:
-        master = server.process.pid
-        out = subprocess.run(
-            ["ps", "-o", "pid=", "--ppid", str(master)],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout
-        for pid in [master, *(int(pid) for pid in out.split())]:
+        for pid in [server.process.pid, *server.children()]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         server.process.wait(timeout=10)
