@@ -15,7 +15,7 @@ import requests
 from django.conf import settings
 from django.db import connection
 
-from testing.servers import database_url, start_runserver
+from testing.servers import EXACT_COUNT_TIMEOUT, database_url, start_runserver
 
 # Servers or Python in subprocesses, or a browser: seconds each, not milliseconds.
 pytestmark = pytest.mark.slow
@@ -32,6 +32,7 @@ def test_two_server_processes_share_one_agents_limit(redis_url, registered, tmp_
         DATABASE_URL=database_url(connection.settings_dict),
         REDIS_URL=redis_url,
         LITHTRIX_FREE_RATE="30/d",
+        **EXACT_COUNT_TIMEOUT,  # 40 calls at once: the count is asserted exactly
     )
     servers = [start_runserver(env=env, log_path=tmp_path / f"server-{n}.log") for n in range(2)]
     try:
