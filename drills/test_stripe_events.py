@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,20 +29,17 @@ import requests
 import stripe
 
 from drills.conftest import ROWS, Service
-from testing.servers import BASE_DIR, app_environment
+from testing.servers import BASE_DIR, app_environment, bind_loopback
 
 KEY = "sk_test_drillsStripeEvents0123456789"  # localstripe takes any test key
 SECRET = "whsec_drillEndpointSecret0123456789"  # noqa: S105 - a test endpoint's
-# Ports of this drill's own servers (loopback).
-LOCALSTRIPE_PORT = 21610
-GATE_PORT = 21611
 WEBHOOKS = 10
 # Each webhook answers within 100 ms. On a machine loaded by other work every commit
 # stretches alike (the throwaway PostgreSQL's fsync), so the bound is max(100 ms,
-# 2 x the slowest POST /v1/register, a write of the same kind, measured beside the
+# 4 x the slowest POST /v1/register, a write of the same kind, measured beside the
 # webhooks). A webhook waiting on Stripe would take the Stripe deadline (seconds).
 WEBHOOK_BOUND = 0.1
-LOADED_FACTOR = 2
+LOADED_FACTOR = 4
 HANG_SECONDS = 6.0
 # The worker retries after 1 s (doubling); django-q's scheduler enqueues due retries
 # every 30 s: convergence takes up to about a minute.
@@ -51,13 +49,15 @@ CONVERGENCE_BOUND = 90.0
 class Gate:
     """A loopback Stripe that hangs (accepts, never answers) or forwards to ``upstream``."""
 
-    def __init__(self, port: int, upstream: tuple[str, int]) -> None:
+    def __init__(self, upstream: tuple[str, int]) -> None:
         self.upstream = upstream
         self.hanging = threading.Event()
         self.held: list[socket.socket] = []
-        self.sock = socket.create_server(("127.0.0.1", port))
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        bind_loopback(self.sock)
+        self.sock.listen()
         self.sock.settimeout(0.1)
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.accepted_while_hanging = 0
         self._stop = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -108,7 +108,7 @@ def localstripe() -> Iterator[str]:
     process = subprocess.Popen(
         [
             *(sys.executable, "-m", "billing.payments.dev.localstripe_server"),
-            *("--port", str(LOCALSTRIPE_PORT)),
+            *("--port", "0"),
         ],
         cwd=BASE_DIR,
         stdout=subprocess.PIPE,
@@ -169,7 +169,8 @@ def test_stripe_hangs_while_webhooks_arrive(service: Service, localstripe, tmp_p
     arriving: each is stored and answered 200 within 100 ms, none applied while
     Stripe hangs (the agent stays Pro), and once Stripe answers the worker's retries
     bring the agent to Free, each event applied once."""
-    gate = Gate(GATE_PORT, ("127.0.0.1", LOCALSTRIPE_PORT))
+    upstream = urllib.parse.urlsplit(localstripe)
+    gate = Gate((upstream.hostname or "127.0.0.1", upstream.port or 80))
     db_env = app_environment(
         {
             "DATABASE_URL": service.postgres.url,

@@ -360,7 +360,11 @@ def test_one_of_two_hosts_killed(hosts):
     ]
     nginx_saw = min(a_failed, default=float("inf"))
     to_a = {rid: p for rid, p in passed.items() if a_addr in p.upstreams}
+    # nginx's $msec and $request_time are in milliseconds, and each of its worker
+    # processes stamps them from its own clock, cached once per pass of its event loop.
+    resolution = 0.05
     to_a_after_kill = [p for p in to_a.values() if p.start >= killed_at_wall]
+    to_a_near_kill = [p for p in to_a.values() if p.start >= killed_at_wall - resolution]
 
     agents: dict[str, Metered] = {}
     totals: dict[str, int] = {}
@@ -426,9 +430,8 @@ def test_one_of_two_hosts_killed(hosts):
     # failed was in flight on host A at the kill, or nginx passed it to host A in the
     # moment host A's processes took to die, before any of its connections was reset.
     assert a_failed, "nginx never saw host A fail"
-    resolution = 0.002  # nginx's $msec and $request_time are in milliseconds
     assert all(p.start <= nginx_saw + resolution for p in to_a.values()), (nginx_saw, to_a)
-    assert len(failures) <= in_flight_at_kill + len(to_a_after_kill), (failures, in_flight_at_kill)
+    assert len(failures) <= in_flight_at_kill + len(to_a_near_kill), (failures, in_flight_at_kill)
     # The surviving host served every kind of call after the kill.
     for name in THREADS:
         served = loop.between(name, killed_at, ended)
