@@ -7,6 +7,7 @@ itself is the API's envelope; X-Request-Id goes through both ways.
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -16,7 +17,13 @@ import requests
 from lithtrix.tests.test_multiprocess_limits import all_workers_serving, server_env
 from testing.load import Calls, Slowloris, timed_call
 from testing.nginx import start_front, stop_nginx
-from testing.servers import EXACT_COUNT_TIMEOUT, free_port, running_gunicorn, session_from
+from testing.servers import (
+    EXACT_COUNT_TIMEOUT,
+    free_port,
+    running_gunicorn,
+    session_from,
+    start_gunicorn,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -230,6 +237,46 @@ def test_upstream_down_is_a_502_envelope(tmp_path):
     assert response.headers["X-Request-Id"] == "down-1"
     assert response.headers["Retry-After"] == "5"
     assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_the_apps_503_takes_no_host_out_of_the_upstream(tmp_path):
+    """Two app hosts whose Redis is down: both answer /readyz 503, a dependency's
+    state and not a host's. nginx passes the app's answer on and keeps both hosts:
+    every other call is still served (had nginx counted the 503s as failed hosts,
+    max_fails=1 would leave no live upstream for fail_timeout, and every call would
+    get nginx's 502)."""
+    env = server_env(f"redis://127.0.0.1:{free_port()}/0")
+    hosts = []
+    try:
+        for name in ("a", "b"):
+            hosts.append(start_gunicorn(workers=1, env=env, log_path=tmp_path / f"{name}.log"))
+        (tmp_path / "nginx").mkdir()
+        process, url = start_front(
+            tmp_path / "nginx",
+            hosts[0].url,
+            replace={"# server ${LITHTRIX_UPSTREAM_2}": f"server {hosts[1].url[7:]}"},
+        )
+        try:
+            session = requests.Session()
+            for _ in range(4):
+                ready = session.get(f"{url}/readyz", timeout=10)
+                envelope(ready, 503, "SERVICE_UNAVAILABLE")
+            for _ in range(4):
+                assert session.get(f"{url}/healthz", timeout=10).status_code == 200
+        finally:
+            stop_nginx(process)
+    finally:
+        for host in hosts:
+            host.stop()
+    # Each /readyz went to one host only: none was sent on to the other.
+    served = [len(access_lines(host, "/readyz")) for host in hosts]
+    assert sum(served) == 4, served
+
+
+def access_lines(server, path: str) -> list[dict]:
+    """The app's access-log entries for ``path`` in a server's log."""
+    entries = (json.loads(line) for line in server.log().splitlines() if line.startswith("{"))
+    return [e for e in entries if e.get("logger") == "lithtrix.access" and e.get("path") == path]
 
 
 def register(session: requests.Session, url: str, n: int, forwarded_for: str) -> int:
