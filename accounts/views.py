@@ -18,6 +18,7 @@ from lithtrix.core.exceptions import (
     BillingInProgressError,
     BillingUnavailableError,
     PaymentProviderError,
+    StripeCallsBusyError,
     ValidationError,
 )
 from lithtrix.core.http import client_ip
@@ -117,6 +118,7 @@ class MeViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
                 BillingInProgressError,
                 PaymentProviderError,
                 BillingUnavailableError,
+                StripeCallsBusyError,
             ),
         },
         examples=[

@@ -224,6 +224,13 @@ def test_billing_endpoints_are_documented_and_the_stripe_webhook_is_not(schema):
         "SERVICE_UNAVAILABLE",
     }
     assert setup["x-stripe-decides"] == [400, 402]
+    # An agent's deletion cancels its subscription on Stripe first, in a call slot.
+    delete = schema["paths"]["/v1/me"]["delete"]["responses"]
+    assert "BILLING_IN_PROGRESS" in error_schema(delete["409"])
+    assert error_schema(delete["502"]) == ["PAYMENT_PROVIDER_ERROR"]
+    assert set(error_schema(delete["503"])) == {"BILLING_UNAVAILABLE", "SERVICE_UNAVAILABLE"}
+    delete_503 = delete["503"]["content"]["application/json"]["examples"].values()
+    assert any("payment provider" in e["value"]["message"] for e in delete_503), delete_503
     config = schema["paths"]["/v1/billing/config"]["get"]
     assert "security" not in config
     assert {"200", "429", "503"} <= set(config["responses"])
