@@ -17,7 +17,9 @@ workers = int(os.environ.get("WORKERS", os.environ.get("GUNICORN_WORKERS", "4"))
 # does not. nginx buffers requests and answers, so a slow client never holds a
 # worker either way. A sync worker is busy for the whole of an outbound call: at
 # most LITHTRIX_STRIPE_CALL_SLOTS (2) billing actions wait on Stripe at once, so a
-# hanging Stripe holds that many workers at most. GUNICORN_WORKER_CLASS=gthread
+# hanging Stripe holds that many workers in calls to it at most (a second billing
+# request of the same agent also waits up to STRIPE_BILLING_LOCK_WAIT_SECONDS for the
+# first, in a worker: docs/billing.md). GUNICORN_WORKER_CLASS=gthread
 # (GUNICORN_THREADS each) serves other requests meanwhile; each thread holds its own
 # database connection (workers x threads per host: size PostgreSQL or PgBouncer).
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
