@@ -24,5 +24,5 @@ def replica_status_tag() -> str:
     if lag is not None:
         return f"{lag.total_seconds():.1f} s"
     if replica_alias() == REPLICA:
-        return "not known (the replica is not streaming yet)"
+        return "not known (nothing replayed since the replica started)"
     return "unreachable (reading from the primary)"
