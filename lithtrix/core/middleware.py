@@ -45,10 +45,11 @@ class BodySizeLimitMiddleware:
             return self.get_response(request)
         limit = settings.LITHTRIX_MAX_BODY_BYTES
         declared = request.META.get("CONTENT_LENGTH")
-        try:
-            length = int(declared or 0)
-        except ValueError:
+        # Digits only: int() would also take "-5", "+2", " 2" and "1_0", and a
+        # negative length reads as an empty body, which a view would then act on.
+        if declared and not (declared.isascii() and declared.isdigit()):
             return api_error_response(ValidationError("Invalid Content-Length header."), request)
+        length = int(declared or 0)
         if length > limit:
             return api_error_response(PayloadTooLargeError(), request)
         chunked = "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()

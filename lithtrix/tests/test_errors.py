@@ -94,6 +94,24 @@ def test_oversized_body_on_an_endpoint_that_ignores_bodies_is_413(client, settin
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("declared", ["-5", "+2", " 2", "1_0", "2, 5", "abc", "\u0662"])
+def test_a_content_length_that_is_not_digits_is_400_and_changes_nothing(
+    client, registered, declared
+):
+    response = client.post(
+        "/v1/keys/rotate",
+        "{}",
+        content_type="application/json",
+        CONTENT_LENGTH=declared,
+        **registered.auth,
+    )
+    assert_envelope(response, 400, "VALIDATION_ERROR")
+    assert response.json()["message"] == "Invalid Content-Length header."
+    # The key was not rotated: it still authenticates.
+    assert client.get("/v1/me", **registered.auth).status_code == 200
+
+
+@pytest.mark.django_db
 def test_valid_json_is_parsed(test_urls, client):
     response = client.post("/v1/test/echo", {"a": [1, "b"]}, content_type="application/json")
     assert response.status_code == 200
