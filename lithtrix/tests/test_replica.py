@@ -232,7 +232,9 @@ def test_a_reachable_replica_whose_lag_is_not_known_is_not_called_unreachable(
 
     assert index.status_code == 200
     html = index.content.decode()
-    assert 'id="summary-replica">not known (nothing replayed since the replica started)<' in html, html
+    assert 'id="summary-replica">not known (nothing replayed since the replica started)<' in html, (
+        html
+    )
     assert "billing_dailyusage" in _tables(on_replica.captured_queries)
     assert replica.replica_alias() == "replica"
 
