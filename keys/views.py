@@ -29,7 +29,7 @@ from keys.services import (
 from lithtrix.core.exceptions import InvalidApiKeyError, ValidationError
 from lithtrix.core.http import client_ip
 from lithtrix.core.openapi import EXAMPLE_API_KEY, EXAMPLE_ROTATED_KEY, errors
-from lithtrix.core.parsers import json_loads_bounded
+from lithtrix.core.parsers import json_loads_bounded, require_no_body
 
 EXAMPLE_PREFIX = EXAMPLE_API_KEY[:DISPLAY_PREFIX_LENGTH]
 EXAMPLE_ROTATED_PREFIX = EXAMPLE_ROTATED_KEY[:DISPLAY_PREFIX_LENGTH]
@@ -149,6 +149,7 @@ class KeyViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
     )
     @idempotent()
     def revoke(self, request: Request) -> Response:
+        require_no_body(request)
         api_key = request_api_key(request)
         if not api_key_revoke_working(api_key=api_key, ip=client_ip(request)):
             raise InvalidApiKeyError()  # it stopped working while this request ran

@@ -27,3 +27,16 @@ def wait_for(predicate: Callable[[], object], timeout: float = 15.0, step: float
             return True
         time.sleep(step)
     return bool(predicate())
+
+
+# Bodies that are not a JSON object, and how any endpoint refuses them (an action
+# that takes no body included): (body, Content-Type, status, error_code).
+NOT_A_JSON_OBJECT = [
+    ('{"a":', "application/json", 400, "VALIDATION_ERROR"),
+    ("[]", "application/json", 400, "VALIDATION_ERROR"),
+    ("[" * 5000, "application/json", 400, "VALIDATION_ERROR"),
+    (b"\xff\xfe{", "application/json", 400, "VALIDATION_ERROR"),
+    ("{}", "text/plain", 415, "UNSUPPORTED_MEDIA_TYPE"),
+    ("a=1", "application/x-www-form-urlencoded", 415, "UNSUPPORTED_MEDIA_TYPE"),
+    ("{}", "", 415, "UNSUPPORTED_MEDIA_TYPE"),
+]

@@ -11,6 +11,7 @@ from idempotency.views import IdempotentViewSetMixin, idempotent
 from keys.requests import request_agent
 from lithtrix.core.exceptions import NotFoundError, ValidationError
 from lithtrix.core.openapi import errors
+from lithtrix.core.parsers import require_no_body
 from webhooks.selectors import webhook_deliveries_recent, webhook_of
 from webhooks.serializers import (
     EVENT_TYPES,
@@ -102,6 +103,7 @@ class WebhookViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
     )
     @idempotent()
     def destroy(self, request: Request) -> Response:
+        require_no_body(request)
         if not webhook_delete(agent=request_agent(request)):
             raise NotFoundError("No webhook is set.")
         return Response(status=status.HTTP_204_NO_CONTENT)

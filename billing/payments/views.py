@@ -22,6 +22,7 @@ from keys.requests import request_agent
 from lithtrix.core import exceptions as errors
 from lithtrix.core import openapi
 from lithtrix.core.exceptions import BillingInProgressError
+from lithtrix.core.parsers import require_no_body
 
 UPGRADED_MESSAGE = "Upgrade successful. Your account is now on the Pro tier."
 CANCEL_MESSAGES = {
@@ -146,6 +147,7 @@ class BillingCancelViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
     )
     @idempotent()
     def create(self, request: Request) -> Response:
+        require_no_body(request)
         cancellation = billing_cancel(agent=request_agent(request))
         body = {
             "tier": cancellation.tier,

@@ -13,7 +13,7 @@ from accounts.models import Agent, AgentEvent, Tier
 from billing.payments.locks import agent_billing_lock
 from billing.tests.conftest import TEST_SECRET_KEY
 from billing.tests.test_setup import setup
-from testing.assertions import assert_envelope
+from testing.assertions import NOT_A_JSON_OBJECT, assert_envelope
 
 CANCEL_URL = "/v1/billing/cancel"
 PENDING_MESSAGE = (
@@ -213,3 +213,19 @@ def test_with_every_stripe_call_slot_taken_only_a_cancel_that_calls_stripe_is_re
         "message": PENDING_MESSAGE,
     }
     assert cancelled["cancel_at_period_end"] is True
+
+
+@pytest.mark.parametrize(("body", "content_type", "status", "error_code"), NOT_A_JSON_OBJECT)
+def test_cancel_refuses_a_body_that_is_not_a_json_object(
+    pro_with_subscription, api_client, registered, body, content_type, status, error_code
+):
+    events = pro_with_subscription.events.count()
+    response = api_client.generic(
+        "POST", CANCEL_URL, body, content_type=content_type, **registered.auth
+    )
+    assert_envelope(response, status, error_code)
+    agent = Agent.objects.get(pk=registered.agent.pk)
+    assert agent.tier == Tier.PRO
+    assert agent.events.count() == events
+    [subscription] = stripe_subscriptions(agent.stripe_customer_id)
+    assert subscription["cancel_at_period_end"] is False

@@ -11,7 +11,7 @@ from django.utils.dateparse import parse_datetime
 from keys.crypto import hash_key
 from keys.models import ApiKey, KeyEvent
 from keys.selectors import working_keys_condition
-from testing.assertions import assert_envelope
+from testing.assertions import NOT_A_JSON_OBJECT, assert_envelope
 
 ROTATE = "/v1/keys/rotate"
 KEYS = "/v1/keys"
@@ -332,3 +332,21 @@ def test_parallel_rotations_never_leave_more_than_the_bound_working(
     working = ApiKey.objects.filter(working_keys_condition(timezone.now()), agent=registered.agent)
     assert working.count() == 3
     assert set(working.values_list("prefix", flat=True)) == {key[:12] for key in current[-3:]}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("body", "content_type", "status", "error_code"), NOT_A_JSON_OBJECT)
+def test_revoke_refuses_a_body_that_is_not_a_json_object(
+    api_client, registered, body, content_type, status, error_code
+):
+    response = api_client.generic(
+        "POST", REVOKE, body, content_type=content_type, **registered.auth
+    )
+    assert_envelope(response, status, error_code)
+    assert ApiKey.objects.get(agent=registered.agent).revoked_at is None
+    assert api_client.get(ME, **registered.auth).status_code == 200
+    # An empty JSON object is no body at all.
+    ok = api_client.generic(
+        "POST", REVOKE, "{}", content_type="application/json", **registered.auth
+    )
+    assert ok.status_code == 200

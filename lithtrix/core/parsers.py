@@ -18,7 +18,11 @@ from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
-from lithtrix.core.exceptions import PayloadTooLargeError, ValidationError
+from lithtrix.core.exceptions import (
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+    ValidationError,
+)
 
 # Deepest accepted nesting of arrays and objects (documented in README, "Requests").
 MAX_JSON_DEPTH = 64
@@ -79,3 +83,17 @@ class BoundedJSONParser(JSONParser):
 def _reject_constant(name: str) -> Any:
     # NaN and Infinity are not JSON.
     raise ValueError(f"{name} is not valid JSON")
+
+
+def require_no_body(request: Any) -> None:
+    """For an action documented as taking no body (a DRF Request): none, or a JSON
+    object, whose fields are ignored as unknown fields are everywhere. Anything else
+    is refused before the action runs, as any endpoint refuses it: a body that is
+    malformed, too deep or too large 400/413, of another media type 415, and JSON
+    that is not an object 400. A client that sends one has a bug; acting on it
+    anyway would hide that."""
+    if not request.content_type and request.stream is not None:
+        raise UnsupportedMediaTypeError()  # DRF would read an untyped body as {}
+    data = request.data  # parsed by the view's parsers, with their bounds
+    if not isinstance(data, dict):
+        raise ValidationError("This endpoint takes no body; if one is sent, a JSON object.")

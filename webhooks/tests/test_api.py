@@ -2,7 +2,7 @@ import uuid
 
 import pytest
 
-from testing.assertions import assert_envelope
+from testing.assertions import NOT_A_JSON_OBJECT, assert_envelope
 from webhooks.models import WebhookEndpoint
 
 WEBHOOK = "/v1/webhook"
@@ -135,3 +135,21 @@ def test_deliveries_answer_only_get(api_client, registered, method):
     )
     assert_envelope(response, 405, "METHOD_NOT_ALLOWED")
     assert not WebhookEndpoint.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("body", "content_type", "status", "error_code"), NOT_A_JSON_OBJECT)
+def test_delete_refuses_a_body_that_is_not_a_json_object(
+    api_client, registered, receiver, body, content_type, status, error_code
+):
+    put(api_client, registered, receiver.url)
+    response = api_client.generic(
+        "DELETE", WEBHOOK, body, content_type=content_type, **registered.auth
+    )
+    assert_envelope(response, status, error_code)
+    assert WebhookEndpoint.objects.filter(agent=registered.agent).exists()
+    # An empty JSON object is no body at all.
+    ok = api_client.generic(
+        "DELETE", WEBHOOK, "{}", content_type="application/json", **registered.auth
+    )
+    assert ok.status_code == 204
