@@ -23,6 +23,10 @@ class AddressRefused(Exception):
     """The URL's host is not a public address (or does not resolve)."""
 
 
+class NameDoesNotResolve(AddressRefused):
+    """The URL's host name has no address (a typo, or a name not yet published)."""
+
+
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     # IPv4-mapped (::ffff:a.b.c.d), 6to4 (2002::/16) and Teredo carry an IPv4 address
     # that the network may route to.
@@ -64,10 +68,10 @@ def resolve(host: str, port: int, *, allow_private: bool) -> Destination:
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as error:
-            raise AddressRefused(f"{host} does not resolve") from error
+            raise NameDoesNotResolve(f"{host} does not resolve") from error
         candidates = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
     if not candidates:
-        raise AddressRefused(f"{host} does not resolve")
+        raise NameDoesNotResolve(f"{host} does not resolve")
     # Every address the name has must be public: a name with one private address among
     # public ones is refused rather than delivered to whichever answers.
     if not allow_private and not all(address_is_public(address) for address in candidates):

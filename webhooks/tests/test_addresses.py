@@ -3,7 +3,7 @@ import socket
 
 import pytest
 
-from webhooks.addresses import AddressRefused, address_is_public, resolve
+from webhooks.addresses import AddressRefused, NameDoesNotResolve, address_is_public, resolve
 
 
 @pytest.mark.parametrize(
@@ -84,7 +84,7 @@ def test_name_that_does_not_resolve_is_refused(monkeypatch):
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
     monkeypatch.setattr(socket, "getaddrinfo", fail)
-    with pytest.raises(AddressRefused):
+    with pytest.raises(NameDoesNotResolve):
         resolve("nowhere.invalid", 443, allow_private=False)
 
 

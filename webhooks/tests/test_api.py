@@ -1,3 +1,4 @@
+import socket
 import uuid
 
 import pytest
@@ -153,3 +154,18 @@ def test_delete_refuses_a_body_that_is_not_a_json_object(
         "DELETE", WEBHOOK, "{}", content_type="application/json", **registered.auth
     )
     assert ok.status_code == 204
+
+
+@pytest.mark.django_db
+def test_put_says_when_the_host_name_does_not_resolve(api_client, registered, monkeypatch):
+    def fail(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", fail)
+    body = assert_envelope(
+        put(api_client, registered, "https://hooks.example.invalid/x"), 400, "VALIDATION_ERROR"
+    )
+    assert body["details"]["url"] == [
+        "The host name does not resolve: check it, or retry once it is published."
+    ]
+    assert not WebhookEndpoint.objects.exists()
