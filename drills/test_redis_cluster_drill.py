@@ -38,7 +38,8 @@ LOAD_AGENTS = 4
 BEFORE_KILL = 2.0
 AFTER_RECOVERY = 2.0
 # From the kill until every slot is served again, and until the app counts on the
-# promoted replica (the failover, plus at most two breaker periods of 5 s).
+# promoted replica (the failover, plus a breaker period of 5 s; the bound leaves room
+# for a second).
 FAILOVER_BOUND = 10.0
 COUNTING_BOUND = 20.0
 CALL_TIMEOUT = 10

@@ -72,7 +72,8 @@ class RedisClusterCacheClient(RedisCacheClient):
     Its ``retry`` allows no retry, as the single-node client's: a failed call is
     reported at once and the rate limit's breaker decides. A connection error makes
     RedisCluster read the slot map again (CLUSTER SLOTS from another node) before
-    raising, so once a replica has been promoted the next call goes to the new master.
+    raising, so once a replica has been promoted the next call goes to the new master;
+    ``count_hit`` tries that new master at once (below).
     """
 
     # Set by Django's RedisCacheClient.__init__ (its stubs leave them out).
@@ -117,7 +118,20 @@ class RedisClusterCacheClient(RedisCacheClient):
         )
 
     def count_hit(self, key: str, timeout: int) -> int:
-        return _run_count_hit(self.get_client(key, write=True), key, timeout)
+        client = self.get_client(key, write=True)
+        node = client.get_node_from_key(key)
+        try:
+            return _run_count_hit(client, key, timeout)
+        except redis.exceptions.ConnectionError:
+            # RedisCluster has read the slot map again. A slot that now has another
+            # master (a replica promoted since this process last read the map) is
+            # tried there once: the failed node serves it no more. Before the
+            # promotion the map is unchanged, and the failure goes to the caller (the
+            # rate limit's breaker) at once. A timeout is never tried again: a
+            # stalled master would cost every call twice its wait.
+            if client.get_node_from_key(key) == node:
+                raise
+            return _run_count_hit(client, key, timeout)
 
     # MGET and MSET need every key in one hash slot; these spread them across slots.
 

@@ -458,6 +458,28 @@ def test_runserver_counts_exactly_on_the_cluster(cluster, make_agent, tmp_path):
 # --- a master killed under the client --------------------------------------------
 
 
+def test_the_first_call_after_a_promotion_is_counted_on_the_new_master(settings, tmp_path):
+    """A call that failed before the promotion left the process a slot map that still
+    names the dead master. The first call after the promotion fails there, reads the
+    map again and, the slot having a new master, is tried there once more: counted at
+    once, where it would fail once more (and the rate limit's breaker wait another
+    period)."""
+    with started_cluster(tmp_path / "promoted") as cluster:
+        settings.CACHES = cache_settings(cluster.url)
+        cache = cluster_cache()
+        assert cache.count_hit("promoted", 300) == 1
+        victim = cluster.master_of(cache.make_and_validate_key("promoted"))
+        victim.wait_replicated()
+
+        cluster.kill(victim)
+        with pytest.raises(redis.exceptions.ConnectionError):
+            cache.count_hit("promoted", 300)  # the old master, before any promotion
+        cluster.wait_ok()
+
+        assert victim not in cluster.masters()
+        assert cache.count_hit("promoted", 300) == 2
+
+
 def test_counting_resumes_on_the_promoted_replica_with_the_same_client(settings, tmp_path):
     with started_cluster(tmp_path / "failover") as cluster:
         settings.CACHES = cache_settings(cluster.url)
