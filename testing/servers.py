@@ -29,6 +29,8 @@ from typing import Any
 import requests
 import requests.adapters
 
+from testing.assertions import wait_for
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 GUNICORN_CONF = BASE_DIR / "deploy" / "gunicorn.conf.py"
 # For a test whose point is an exact count of rate-limited calls across processes: a
@@ -228,11 +230,11 @@ def start_gunicorn(
         # The first worker answers while the master may still be forking the others
         # (gunicorn sleeps up to 0.1 s between forks): a caller counting or killing
         # workers must see them all.
-        deadline = time.monotonic() + 10
-        while len(server.children()) < workers:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn did not start {workers} workers: {server.children()}")
-            time.sleep(0.05)
+        forked = wait_for(
+            lambda: process.poll() is not None or len(server.children()) >= workers, 10
+        )
+        if not forked or process.poll() is not None:
+            raise RuntimeError(f"gunicorn did not start {workers} workers: {server.children()}")
     except Exception:
         server.stop()
         raise
