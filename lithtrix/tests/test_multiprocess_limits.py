@@ -46,14 +46,14 @@ def server_env(redis_url: str, **overrides: str) -> dict[str, str]:
     )
 
 
+def access_entries(server, path: str) -> list[dict]:
+    """The app's access-log entries for ``path`` in a server's log."""
+    entries = (json.loads(line) for line in server.log().splitlines() if line.startswith("{"))
+    return [e for e in entries if e.get("logger") == "lithtrix.access" and e.get("path") == path]
+
+
 def serving_pids(server, path: str) -> set[int]:
-    pids = set()
-    for line in server.log().splitlines():
-        if line.startswith("{"):
-            entry = json.loads(line)
-            if entry.get("logger") == "lithtrix.access" and entry.get("path") == path:
-                pids.add(entry["pid"])
-    return pids
+    return {entry["pid"] for entry in access_entries(server, path)}
 
 
 def all_workers_serving(server, workers: int = WORKERS) -> None:

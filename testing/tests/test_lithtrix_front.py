@@ -7,14 +7,17 @@ itself is the API's envelope; X-Request-Id goes through both ways.
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 
 import pytest
 import requests
 
-from lithtrix.tests.test_multiprocess_limits import all_workers_serving, server_env
+from lithtrix.tests.test_multiprocess_limits import (
+    access_entries,
+    all_workers_serving,
+    server_env,
+)
 from testing.load import Calls, Slowloris, timed_call
 from testing.nginx import start_front, stop_nginx
 from testing.servers import (
@@ -269,14 +272,8 @@ def test_the_apps_503_takes_no_host_out_of_the_upstream(tmp_path):
         for host in hosts:
             host.stop()
     # Each /readyz went to one host only: none was sent on to the other.
-    served = [len(access_lines(host, "/readyz")) for host in hosts]
+    served = [len(access_entries(host, "/readyz")) for host in hosts]
     assert sum(served) == 4, served
-
-
-def access_lines(server, path: str) -> list[dict]:
-    """The app's access-log entries for ``path`` in a server's log."""
-    entries = (json.loads(line) for line in server.log().splitlines() if line.startswith("{"))
-    return [e for e in entries if e.get("logger") == "lithtrix.access" and e.get("path") == path]
 
 
 def register(session: requests.Session, url: str, n: int, forwarded_for: str) -> int:
