@@ -56,6 +56,8 @@ class StoredAnswer:
     status: int
     body: bytes
     headers: dict[str, str]
+    # The answer asked for a retry later (Retry-After): a refusal before the action ran.
+    retry_later: bool = False
 
 
 @dataclass(frozen=True)
@@ -202,10 +204,12 @@ def idempotency_complete(
 ) -> None:
     """Keep ``answer`` (sealed) for replay, or release the key when it is not kept.
 
-    Not kept: 5xx and 429 (a retry may succeed) and 401 (the credential stopped
-    working while the request ran: the answer is about it, not the request).
+    Not kept: 5xx, 429 and any answer with Retry-After, such as 409
+    BILLING_IN_PROGRESS (a retry may succeed: as in Stripe's semantics, a request
+    refused for a concurrent one never ran), and 401 (the credential stopped working
+    while the request ran: the answer is about it, not the request).
     """
-    if answer.status >= 500 or answer.status in (401, 429):
+    if answer.status >= 500 or answer.status in (401, 429) or answer.retry_later:
         idempotency_release(record=record)
         return
     plaintext = json.dumps(

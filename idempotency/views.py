@@ -149,6 +149,7 @@ class IdempotentViewSetMixin(_ViewBase):
                 status=response.status_code,
                 body=response.content,
                 headers={name: response[name] for name in KEPT_HEADERS if name in response},
+                retry_later="Retry-After" in response,
             ),
         )
         return response

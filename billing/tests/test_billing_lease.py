@@ -282,3 +282,39 @@ def test_a_slot_left_by_a_dead_worker_is_taken_over_once_expired(settings):
     with agent_billing_lock(uuid.uuid4(), wait=0):
         assert BillingLease.objects.get(agent_id=slot).holder != "killed-worker"
     assert not BillingLease.objects.filter(agent_id=slot).exists()
+
+
+@pytest.mark.django_db
+def test_a_409_billing_in_progress_is_not_kept_under_its_idempotency_key(
+    local_stripe, settings, api_client, registered
+):
+    from accounts.models import Agent, Tier
+    from idempotency.models import IdempotencyRecord
+
+    settings.STRIPE_BILLING_LOCK_WAIT_SECONDS = 0.1
+    # Another billing request of the agent holds its lease.
+    BillingLease.objects.create(
+        agent_id=registered.agent.pk,
+        holder="another-request",
+        expires_at=timezone.now() + timedelta(seconds=lease_seconds()),
+    )
+    request = {
+        "path": "/v1/billing/setup",
+        "data": {"payment_method_id": "pm_card_visa"},
+        "format": "json",
+        "HTTP_IDEMPOTENCY_KEY": "setup-while-busy-0001",
+        **registered.auth,
+    }
+
+    refused = api_client.post(**request)
+    assert (refused.status_code, refused.json()["error_code"]) == (409, "BILLING_IN_PROGRESS")
+    assert refused["Retry-After"] == "2"
+    assert not IdempotencyRecord.objects.exists()
+
+    # The other request ends; the retry Retry-After asked for runs, it is no replay.
+    BillingLease.objects.filter(agent_id=registered.agent.pk).delete()
+    retried = api_client.post(**request)
+    assert retried.status_code == 200
+    assert "Idempotent-Replayed" not in retried
+    assert Agent.objects.get(pk=registered.agent.pk).tier == Tier.PRO
+    assert api_client.post(**request)["Idempotent-Replayed"] == "true"
