@@ -21,9 +21,12 @@ from billing.payments.mirror import (
     stripe_missing,
 )
 from billing.payments.selectors import subscription_cancel_at
+from events.jobs import retry_with_backoff
 from lithtrix.core.exceptions import PaymentProviderError
 
 logger = logging.getLogger("billing.payments.cancel")
+
+DELETED_AGENT_END_TASK = "billing.payments.cancel.deleted_agent_subscriptions_end_job"
 
 
 def _live_unless_forgotten(customer_id: str) -> list[Any] | None:
@@ -143,28 +146,57 @@ def subscriptions_cancel_now(*, agent: Agent) -> list[str]:
         return []
     stripe_client.require_configured()
     with locks.agent_billing_lock(agent.pk), stripe_client.deadline():
-        cancelled = []
-        live = _live_unless_forgotten(current.stripe_customer_id)
-        if live is None:
+        cancelled = _end_at_once(current.stripe_customer_id)
+        if cancelled is None:
             with transaction.atomic(durable=True):
                 records.customer_forget(
                     agent=current, customer_id=current.stripe_customer_id, action="deletion"
                 )
             return []
-        for subscription in live:
-            try:
-                ended = stripe_calls.subscription_cancel_now(
-                    subscription_id=subscription["id"],
-                    idempotency_key=f"lithtrix-cancel-now-{subscription['id']}",
-                )
-            except PaymentProviderError as exc:
-                if not stripe_missing(exc):
-                    raise
-                continue
-            mirror(subscription=ended)
-            cancelled.append(subscription["id"])
     if cancelled:
         logger.info("agent %s: subscriptions %s cancelled at once", agent.pk, cancelled)
+    return cancelled
+
+
+def _end_at_once(customer_id: str) -> list[str] | None:
+    """End every live subscription of the customer now; the ids ended, None when
+    Stripe no longer knows the customer. Within the caller's deadline."""
+    live = _live_unless_forgotten(customer_id)
+    if live is None:
+        return None
+    cancelled = []
+    for subscription in live:
+        try:
+            ended = stripe_calls.subscription_cancel_now(
+                subscription_id=subscription["id"],
+                idempotency_key=f"lithtrix-cancel-now-{subscription['id']}",
+            )
+        except PaymentProviderError as exc:
+            if not stripe_missing(exc):
+                raise
+            continue
+        mirror(subscription=ended)
+        cancelled.append(subscription["id"])
+    return cancelled
+
+
+@retry_with_backoff
+def deleted_agent_subscriptions_end_job(customer_id: str) -> list[str]:
+    """End every live subscription of a deleted agent's customer now.
+
+    Enqueued by a setup whose recording transaction finds the agent deleted while it
+    called Stripe: the deletion ended the subscriptions it knew of, this job ends
+    what the setup made. Idempotent; tried again with backoff while Stripe fails.
+    """
+    stripe_client.require_configured()
+    with stripe_client.deadline():
+        cancelled = _end_at_once(customer_id) or []
+    if cancelled:
+        logger.warning(
+            "customer %s of a deleted agent: subscriptions %s cancelled at once",
+            customer_id,
+            cancelled,
+        )
     return cancelled
 
 

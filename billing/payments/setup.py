@@ -12,17 +12,21 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from accounts.models import Agent, AgentEvent, Tier
 from billing.payments import locks, records, stripe_calls, stripe_client
+from billing.payments.cancel import DELETED_AGENT_END_TASK
 from billing.payments.mirror import (
     customer_known,
     mirror,
     stripe_id,
 )
-from lithtrix.core.exceptions import PaymentFailedError
+from lithtrix.core.exceptions import InvalidApiKeyError, PaymentFailedError
 
 logger = logging.getLogger("billing.payments.setup")
+
+DELETED_MESSAGE = "This agent was deleted: its API keys no longer work."
 
 
 def billing_setup(*, agent: Agent, payment_method_id: str) -> Agent:
@@ -45,13 +49,20 @@ def billing_setup(*, agent: Agent, payment_method_id: str) -> Agent:
       also after a lost response, never creates a second; a pending cancellation
       is withdrawn (the subscription resumes).
     - Called again as Pro, it makes the new payment method the invoice default.
+    - A deleted agent is never made Pro: refused (401) before Stripe is called; and
+      when the deletion commits while Stripe is called, the recording transaction
+      finds it and enqueues a job that ends the subscriptions this setup made.
     """
     stripe_client.require_configured()
     with locks.agent_billing_lock(agent.pk):
         current, facts, subscription, resumed = _setup_on_stripe(
             agent=agent, payment_method_id=payment_method_id
         )
-        _setup_record(agent=current, facts=facts, subscription=subscription, resumed=resumed)
+        recorded = _setup_record(
+            agent=current, facts=facts, subscription=subscription, resumed=resumed
+        )
+    if not recorded:
+        raise InvalidApiKeyError(DELETED_MESSAGE)
     customer_id = facts["stripe_customer_id"]
     agent.tier = Tier.PRO
     agent.stripe_customer_id = customer_id
@@ -63,6 +74,9 @@ def _setup_on_stripe(*, agent: Agent, payment_method_id: str) -> tuple[Any, ...]
     """Setup's Stripe calls and the mirror, within the request deadline; no transaction."""
     with stripe_client.deadline():
         current = Agent.objects.get(pk=agent.pk)
+        if current.deleted_at is not None:
+            # Deleted while this request waited for the agent's billing lease.
+            raise InvalidApiKeyError(DELETED_MESSAGE)
         agent_id = str(current.pk)
         customer_id = current.stripe_customer_id
         replaced = None
@@ -100,11 +114,33 @@ def _setup_on_stripe(*, agent: Agent, payment_method_id: str) -> tuple[Any, ...]
     return current, facts, subscription, resumed
 
 
-def _setup_record(*, agent: Agent, facts: dict, subscription: Any, resumed: bool) -> None:
-    """Setup's one short transaction: customer link, audit rows, tier."""
+def _setup_record(*, agent: Agent, facts: dict, subscription: Any, resumed: bool) -> bool:
+    """Setup's one short transaction: customer link, audit rows, tier. False (and only
+    the job that ends what Stripe now holds is recorded) when the agent was deleted
+    meanwhile: the deletion, which takes no billing lease for an agent without a
+    customer, may commit while Stripe is called."""
     current = agent
     customer_id = facts["stripe_customer_id"]
     with transaction.atomic(durable=True):
+        live = (
+            Agent.objects.select_for_update(no_key=True)
+            .filter(pk=current.pk, deleted_at__isnull=True)
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if live is None:
+            async_task(
+                DELETED_AGENT_END_TASK,
+                customer_id,
+                task_name=f"deleted_agent_subscriptions_end:{customer_id}",
+            )
+            logger.warning(
+                "agent %s was deleted during its billing setup: customer %s's "
+                "subscriptions are ended by a job",
+                current.pk,
+                customer_id,
+            )
+            return False
         Agent.objects.filter(pk=current.pk).exclude(stripe_customer_id=customer_id).update(
             stripe_customer_id=customer_id, updated_at=timezone.now()
         )
@@ -128,6 +164,7 @@ def _setup_record(*, agent: Agent, facts: dict, subscription: Any, resumed: bool
             event_reason="setup",
             data=facts,
         )
+    return True
 
 
 def _pro_subscription_ensure(

@@ -114,3 +114,68 @@ def test_agent_deletion_when_stripe_hangs_raises_502_within_the_deadline(
     settings.STRIPE_API_BASE = local_stripe_pro
     [subscription] = stripe_subscriptions(agent.stripe_customer_id)
     assert subscription["status"] == "active"
+
+
+def test_a_setup_whose_agent_is_deleted_meanwhile_makes_no_pro_and_ends_its_subscription(
+    local_stripe_pro, api_client, registered, monkeypatch
+):
+    from accounts.services import agent_delete
+    from billing.payments import setup as setup_module
+    from billing.payments.cancel import DELETED_AGENT_END_TASK
+    from billing.tests.helpers import queued_jobs
+    from billing.tests.test_setup import stripe_customers
+
+    real = setup_module._setup_on_stripe
+    made = {}
+
+    def delete_while_stripe_is_called(**kwargs):
+        # The agent has no customer yet: its deletion takes no billing lease and
+        # commits while this setup's Stripe calls run.
+        made["result"] = real(**kwargs)
+        assert agent_delete(agent=Agent.objects.get(pk=registered.agent.pk))
+        return made["result"]
+
+    monkeypatch.setattr(setup_module, "_setup_on_stripe", delete_while_stripe_is_called)
+
+    response = setup(api_client, registered, "pm_card_visa")
+
+    body = response.json()
+    assert (response.status_code, body["error_code"]) == (401, "INVALID_API_KEY")
+    agent = Agent.objects.get(pk=registered.agent.pk)
+    assert agent.deleted_at is not None
+    assert (agent.tier, agent.stripe_customer_id) == (Tier.FREE, None)
+    assert not agent.events.filter(
+        kind__in=[AgentEvent.Kind.TIER_CHANGED, AgentEvent.Kind.PAYMENT_METHOD_SET]
+    ).exists()
+    customer_id = made["result"][1]["stripe_customer_id"]
+    [subscription] = stripe_subscriptions(customer_id)
+    assert subscription["status"] == "active"  # until the job runs
+    assert queued_jobs(DELETED_AGENT_END_TASK) == 1
+
+    ran = run_jobs()
+
+    assert (DELETED_AGENT_END_TASK, [subscription["id"]]) in ran
+    [subscription] = stripe_subscriptions(customer_id)
+    assert subscription["status"] == "canceled"
+    # Run again (at-least-once delivery): nothing left to end.
+    from billing.payments.cancel import deleted_agent_subscriptions_end_job
+
+    assert deleted_agent_subscriptions_end_job(customer_id) == []
+    assert [c["id"] for c in stripe_customers()] == [customer_id]
+
+
+def test_a_setup_that_waited_for_a_deletion_calls_no_stripe(local_stripe_pro, registered):
+    from accounts.services import agent_delete
+    from billing.payments.setup import billing_setup
+    from billing.tests.test_setup import stripe_customers
+    from lithtrix.core.exceptions import InvalidApiKeyError
+
+    # Authenticated before the deletion, it reaches the lease after it.
+    stale = Agent.objects.get(pk=registered.agent.pk)
+    assert agent_delete(agent=Agent.objects.get(pk=registered.agent.pk))
+
+    with pytest.raises(InvalidApiKeyError):
+        billing_setup(agent=stale, payment_method_id="pm_card_visa")
+
+    assert stripe_customers() == []
+    assert Agent.objects.get(pk=registered.agent.pk).tier == Tier.FREE
