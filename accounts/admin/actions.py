@@ -17,6 +17,7 @@ from django.utils.cache import add_never_cache_headers
 from accounts.forms import ReasonForm, ReissueKeyForm, TierForm
 from accounts.models import Agent, Tier
 from accounts.services import agent_delete, agent_reset_usage, agent_set_tier
+from billing.payments.selectors import paying_subscription_ids
 from keys.crypto import DISPLAY_PREFIX_LENGTH
 from keys.models import ApiKey
 from keys.services import api_key_reissue, api_key_revoke
@@ -165,6 +166,8 @@ class AgentActionsMixin(admin.ModelAdmin):
         agent = self._agent_for_action(request, object_id, "accounts.change_tier")
         data = request.POST if request.method == "POST" else None
         form = TierForm(data, initial={"tier": request.GET.get("tier", Tier.PRO)})
+        if form["tier"].value() == Tier.FREE and (paying := paid_pro_refusal(agent)):
+            return self._refused(request, agent, paying)
         if request.method == "POST" and form.is_valid():
             tier = form.cleaned_data["tier"]
             changed = agent_set_tier(
@@ -231,3 +234,20 @@ class AgentActionsMixin(admin.ModelAdmin):
             intro="Cancels any Stripe subscription, revokes every key and erases the agent's "
             "name and owner. Usage counts and audit rows are kept. This cannot be undone.",
         )
+
+
+def paid_pro_refusal(agent: Agent) -> str | None:
+    """Why Pro cannot be removed by hand, or None: a live Stripe subscription pays for it.
+
+    Removing it here would leave Stripe charging, and the next reconciliation would
+    put Pro back: the subscription has to end first.
+    """
+    paying = paying_subscription_ids(customer_id=agent.stripe_customer_id)
+    if not paying:
+        return None
+    return (
+        f"Not changed: Pro is paid by Stripe subscription {', '.join(paying)}, which is "
+        "live. Removing Pro here would leave Stripe charging, and reconciliation would "
+        "put Pro back. End the subscription first: the agent's POST /v1/billing/cancel "
+        "(Pro until the paid period ends), or Stripe's dashboard."
+    )

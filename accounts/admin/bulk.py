@@ -10,6 +10,7 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
+from accounts.admin.actions import paid_pro_refusal
 from accounts.forms import ReasonForm
 from accounts.models import Agent, Tier
 from accounts.services import agent_reset_usage, agent_set_tier
@@ -35,6 +36,9 @@ class AgentBulkActionsMixin(admin.ModelAdmin):
 
     def _bulk_set_tier(self, request, queryset, tier: str):
         def perform(agent: Agent, reason: str) -> bool:
+            if tier == Tier.FREE and (paying := paid_pro_refusal(agent)):
+                self.message_user(request, f"{agent.agent_name}: {paying}", messages.WARNING)
+                return False
             return agent_set_tier(
                 agent=agent,
                 tier=tier,

@@ -29,6 +29,19 @@ def subscription_cancel_at(subscription: Mapping[str, Any]) -> datetime.datetime
     return datetime.datetime.fromtimestamp(int(timestamp), tz=datetime.UTC)
 
 
+def paying_subscription_ids(*, customer_id: str | None) -> list[str]:
+    """The customer's mirrored subscriptions that entitle to Pro (Stripe charges for
+    them, and reconciliation keeps their agent Pro), oldest id first."""
+    if not customer_id:
+        return []
+    mirrored = djstripe_models.Subscription.objects.filter(customer_id=customer_id)
+    return sorted(
+        s.id
+        for s in mirrored.only("id", "stripe_data")
+        if s.stripe_data.get("status") in stripe_client.ENTITLED_STATUSES
+    )
+
+
 def pending_cancel_at(*, customer_id: str | None) -> datetime.datetime | None:
     """The end date of the customer's Pro subscription when its cancellation is pending.
 
