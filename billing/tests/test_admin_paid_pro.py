@@ -17,6 +17,13 @@ def _paying_pro(api_client, registered) -> Agent:
     return Agent.objects.get(pk=registered.agent.pk)
 
 
+def _subscriptions(agent: Agent) -> list:
+    assert agent.stripe_customer_id is not None
+    return list(
+        stripe.Subscription.list(customer=agent.stripe_customer_id, api_key=TEST_SECRET_KEY)
+    )
+
+
 def _tier_changes(agent: Agent) -> int:
     return AgentEvent.objects.filter(agent=agent, kind=AgentEvent.Kind.TIER_CHANGED).count()
 
@@ -31,9 +38,7 @@ def test_remove_pro_is_refused_while_a_subscription_pays_for_it(
     page = admin_client.get(url, {"tier": "free"}, follow=True)
     posted = admin_client.post(url, {"tier": "free", "reason": "asked by mail"}, follow=True)
 
-    [subscription] = stripe.Subscription.list(
-        customer=agent.stripe_customer_id, api_key=TEST_SECRET_KEY
-    )
+    [subscription] = _subscriptions(agent)
     for response in (page, posted):
         assert response.status_code == 200
         text = response.content.decode()
@@ -67,9 +72,7 @@ def test_remove_pro_goes_ahead_once_the_subscription_ended(
     local_stripe_pro, api_client, admin_client, registered
 ):
     agent = _paying_pro(api_client, registered)
-    [subscription] = stripe.Subscription.list(
-        customer=agent.stripe_customer_id, api_key=TEST_SECRET_KEY
-    )
+    [subscription] = _subscriptions(agent)
     # Ended in Stripe and mirrored, while the tier here still says Pro.
     from billing.payments.mirror import mirror
 
