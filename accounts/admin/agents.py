@@ -48,8 +48,9 @@ NEAR_CAP = 0.8
 
 
 class OverLimitFilter(admin.SimpleListFilter):
-    """Free agents whose lifetime cap is reached: billing.metering.tiers.over_limit_condition(),
-    served by the (tier, calls_total) index."""
+    """Live Free agents whose lifetime cap is reached: billing.metering.tiers.
+    over_limit_condition(), served by the (tier, calls_total) index. A deleted agent is
+    never over the limit (as on the index), whatever its counter says."""
 
     title = "over limit"
     parameter_name = "over_limit"
@@ -59,9 +60,9 @@ class OverLimitFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value() == "yes":
-            return queryset.filter(over_limit_condition())
+            return queryset.filter(over_limit_condition(), deleted_at__isnull=True)
         if self.value() == "no":
-            return queryset.exclude(over_limit_condition())
+            return queryset.exclude(over_limit_condition(), deleted_at__isnull=True)
         return queryset
 
 

@@ -122,6 +122,16 @@ def test_index_counts_deleted_agents_apart(admin_client, make_agent, settings):
     html = response.content.decode()
     assert re.search(r'id="summary-deleted">1<', html)
     assert 'href="/admin/accounts/agent/?deleted=yes"' in html
+    # Each count leads to a list of exactly those agents.
+    for link, count in [
+        ("?tier__exact=free&amp;deleted=no", 1),
+        ("?tier__exact=pro&amp;deleted=no", 0),
+        ("?over_limit=yes", 0),
+        ("?deleted=yes", 1),
+    ]:
+        assert f'href="/admin/accounts/agent/{link}"' in html
+        listed = admin_client.get(f"/admin/accounts/agent/{link.replace('&amp;', '&')}")
+        assert listed.context["cl"].result_count == count, link
 
 
 @pytest.mark.django_db
