@@ -34,8 +34,12 @@ class Agent(models.Model):
 
     class Meta:
         constraints = [
+            # Among live agents only: a deleted agent's pair is its tombstone,
+            # "deleted-<id>" twice, which anyone may register (its id is no secret).
             models.UniqueConstraint(
-                fields=["agent_name", "owner_identifier"], name="agent_name_owner_unique"
+                fields=["agent_name", "owner_identifier"],
+                condition=models.Q(deleted_at__isnull=True),
+                name="agent_name_owner_unique_live",
             ),
         ]
         indexes = [

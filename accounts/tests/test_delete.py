@@ -69,6 +69,35 @@ def test_the_pair_can_register_again_as_a_new_agent(api_client, registered):
     assert response.json()["agent_id"] != str(registered.agent.pk)
 
 
+@pytest.mark.django_db
+def test_a_live_agent_registered_under_the_tombstone_pair_blocks_no_deletion(
+    api_client, registered
+):
+    # The agent's id is no secret (the gateway passes X-Agent-Id on): anyone may
+    # register the pair its deletion will write.
+    tombstone = f"deleted-{registered.agent.pk}"
+    squatter = api_client.post(
+        "/v1/register",
+        {"agent_name": tombstone, "owner_identifier": tombstone},
+        format="json",
+    )
+    assert squatter.status_code == 201
+
+    response = delete(api_client, registered, {"confirm": "my-agent"})
+
+    assert response.status_code == 204
+    gone = Agent.objects.get(pk=registered.agent.pk)
+    assert (gone.agent_name, gone.owner_identifier) == (tombstone, tombstone)
+    assert gone.deleted_at is not None
+    live = Agent.objects.get(pk=squatter.json()["agent_id"])
+    assert (live.agent_name, live.deleted_at) == (tombstone, None)
+    # The pair stays unique among live agents.
+    again = api_client.post(
+        "/v1/register", {"agent_name": tombstone, "owner_identifier": tombstone}, format="json"
+    )
+    assert_envelope(again, 409, "AGENT_ALREADY_EXISTS")
+
+
 @pytest.mark.parametrize(
     "body",
     [
