@@ -48,9 +48,11 @@ dev-venv: $(BIN)/.installed-dev
 # Every variable in docs/configuration.md is honoured when set. One job worker
 # (manage.py qcluster) runs beside the dev server and stops with it. Prints one line with the local URLs (API, docs, admin, localstripe) once it serves.
 # devstripe migrates in the process that prepares localstripe (one Django start and
-# one run of the system checks: runserver skips its own).
+# one run of the system checks: runserver skips its own). The dev server serves each
+# request in a new thread, whose persistent connection nobody would ever close: with
+# DATABASE_URL on PostgreSQL, connections close after each request unless set.
 run: venv
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-on} $(BIN)/python -m billing.payments.dev.devstripe --migrate \
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-on} DJANGO_CONN_MAX_AGE=$${DJANGO_CONN_MAX_AGE:-0} $(BIN)/python -m billing.payments.dev.devstripe --migrate \
 	  $(BIN)/python -m events.dev.worker $(BIN)/python manage.py runserver --noreload --skip-checks $(HOST):$(PORT)
 
 # A fresh start: make run's SQLite database goes, and the next make run starts a
