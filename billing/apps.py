@@ -7,10 +7,9 @@ class BillingConfig(AppConfig):
 
     def ready(self) -> None:
         from accounts.signals import agent_deletion_requested
-        from billing.payments import cancel, stripe_client, stripe_events
+        from billing.payments import cancel, stripe_client
 
         stripe_client.apply_settings()
-        stripe_events.connect()
         agent_deletion_requested.connect(
             cancel.on_agent_deletion_requested,
             dispatch_uid="lithtrix:billing:agent_deletion_requested",

@@ -51,8 +51,16 @@ def customer_known(customer_id: str) -> bool:
     return not ("deleted" in customer and customer["deleted"])  # noqa: RUF019
 
 
-def mirror(*, customer: Any = None, payment_method: Any = None, subscription: Any = None) -> None:
-    """Mirror Stripe objects into dj-stripe's tables with dj-stripe's own sync."""
+def mirror(
+    *,
+    customer: Any = None,
+    payment_method: Any = None,
+    subscription: Any = None,
+    invoice: Any = None,
+    event: Any = None,
+) -> Any:
+    """Mirror Stripe objects into dj-stripe's tables with dj-stripe's own sync; the
+    mirrored dj-stripe Event when ``event`` (Stripe's JSON of one) is given."""
     api_key = stripe_client.api_key()
     with stripe_client.translated_errors("djstripe.sync"):
         if customer is not None:
@@ -61,6 +69,11 @@ def mirror(*, customer: Any = None, payment_method: Any = None, subscription: An
             djstripe_models.PaymentMethod.sync_from_stripe_data(payment_method, api_key=api_key)
         if subscription is not None:
             djstripe_models.Subscription.sync_from_stripe_data(subscription, api_key=api_key)
+        if invoice is not None:
+            djstripe_models.Invoice.sync_from_stripe_data(invoice, api_key=api_key)
+        if event is not None:
+            return djstripe_models.Event.sync_from_stripe_data(event, api_key=api_key)
+    return None
 
 
 def live_subscriptions(customer_id: str | None) -> list[Any]:

@@ -4,15 +4,18 @@ The webhook (billing.payments.webhooks) only checks the signature and calls
 ``event_receive``: one StripeEventReceipt per Stripe event id and, in the same
 transaction, the job that applies it. Stripe gets its 200 without waiting for Stripe.
 
-The job, ``stripe_event_apply``, hands the event to dj-stripe (Event.process: it
-re-fetches the object from Stripe, mirrors it, and sends the signals our receivers
-below listen to). Each event id is applied once; a failure (Stripe down, the
-database away) is tried again later with a growing delay.
+The job, ``stripe_event_apply``, first re-reads the event's object from Stripe and
+mirrors it and the event into dj-stripe's tables (dj-stripe's own sync), with no
+transaction of ours open; then one short transaction runs what the project does
+with the event (RECEIVERS) and marks it applied. (dj-stripe's Event.process would
+call Stripe inside its transaction.) Each event id is applied once; a failure
+(Stripe down, the database away) is tried again later with a growing delay.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from django.db import connection, transaction
@@ -23,9 +26,10 @@ from djstripe import models as djstripe_models
 
 from accounts.models import Agent, AgentEvent, Tier
 from billing.models import StripeEventReceipt
-from billing.payments import records, stripe_client
-from billing.payments.mirror import stripe_id
+from billing.payments import records, stripe_calls, stripe_client
+from billing.payments.mirror import mirror, stripe_id, stripe_missing
 from events.jobs import retry_with_backoff
+from lithtrix.core.exceptions import PaymentProviderError
 
 logger = logging.getLogger("billing.payments.stripe_events")
 
@@ -91,18 +95,55 @@ def stripe_event_apply(event_id: str) -> str:
         return "skipped"
     try:
         with stripe_client.deadline():
-            djstripe_models.Event.process(receipt.body, api_key=stripe_client.api_key())
+            event = _mirror_with_current_object(receipt.body)
+        receiver = RECEIVERS.get(event.type)
+        with transaction.atomic(durable=True):
+            marked = StripeEventReceipt.objects.filter(pk=event_id, applied_at__isnull=True).update(
+                applied_at=timezone.now(), attempts=F("attempts") + 1
+            )
+            if marked and receiver is not None:
+                receiver(event=event)
     except Exception as exc:
+        # Stripe's own error, when there is one, says more than its translation.
+        cause = exc.__cause__ if isinstance(exc, PaymentProviderError) and exc.__cause__ else exc
         StripeEventReceipt.objects.filter(pk=event_id).update(
-            attempts=F("attempts") + 1, last_error=f"{type(exc).__name__}: {exc}"[:255]
+            attempts=F("attempts") + 1, last_error=f"{type(cause).__name__}: {cause}"[:255]
         )
         logger.warning("Stripe event %s (%s) not applied: %r", event_id, receipt.type, exc)
         raise
-    StripeEventReceipt.objects.filter(pk=event_id, applied_at__isnull=True).update(
-        applied_at=timezone.now(), attempts=F("attempts") + 1
-    )
     logger.info("Stripe event %s (%s) applied", event_id, receipt.type)
     return "applied"
+
+
+def _mirror_with_current_object(body: dict) -> djstripe_models.Event:
+    """The event's object as Stripe has it now, and the event, mirrored; Stripe's calls
+    and dj-stripe's sync, with no transaction of ours open."""
+    obj = body.get("data", {}).get("object", {})
+    retrieve = _RETRIEVE.get(str(obj.get("object", "")))
+    if retrieve is not None and obj.get("id"):
+        try:
+            current = retrieve(obj["id"])
+        except PaymentProviderError as exc:
+            if not stripe_missing(exc):
+                raise
+            # Deleted on Stripe's side since: nothing left to mirror; the receiver
+            # decides on what the mirror holds.
+            logger.warning(
+                "Stripe event %s (%s): object %s no longer exists on Stripe",
+                body.get("id"),
+                body.get("type"),
+                obj["id"],
+            )
+        else:
+            mirror(**{str(obj["object"]): current})
+    return mirror(event=body)
+
+
+# How an event's object is read again from Stripe, by its "object" name.
+_RETRIEVE = {
+    "subscription": lambda id_: stripe_calls.subscription_retrieve(subscription_id=id_),
+    "invoice": lambda id_: stripe_calls.invoice_retrieve(invoice_id=id_),
+}
 
 
 # --- what the project does with each event (dj-stripe's signals) ----------------
@@ -172,29 +213,12 @@ def invoice_payment_failed_record(*, event: djstripe_models.Event) -> bool:
     return True
 
 
-def on_subscription_changed(sender: Any, event: Any, **kwargs: Any) -> None:
-    subscription_event_apply(event=event)
-
-
-def on_invoice_payment_failed(sender: Any, event: Any, **kwargs: Any) -> None:
-    invoice_payment_failed_record(event=event)
-
-
-# The events the project acts on, each with its receiver; Stripe is asked to send
-# exactly these (webhook endpoints are created with WEBHOOK_EVENTS).
-RECEIVERS = {
-    "customer.subscription.deleted": on_subscription_changed,
-    "customer.subscription.updated": on_subscription_changed,
-    "invoice.payment_failed": on_invoice_payment_failed,
+# The events the project acts on, each with its receiver (run in the job's short
+# transaction, after the object was mirrored); Stripe is asked to send exactly
+# these (webhook endpoints are created with WEBHOOK_EVENTS).
+RECEIVERS: dict[str, Callable[..., bool]] = {
+    "customer.subscription.deleted": subscription_event_apply,
+    "customer.subscription.updated": subscription_event_apply,
+    "invoice.payment_failed": invoice_payment_failed_record,
 }
 WEBHOOK_EVENTS = list(RECEIVERS)
-
-
-def connect() -> None:
-    # Importing dj-stripe's handlers first connects them first: signal receivers
-    # run in connection order, and ours must see the freshly mirrored object.
-    import djstripe.event_handlers  # noqa: F401
-    from djstripe.signals import WEBHOOK_SIGNALS
-
-    for event_type, receiver in RECEIVERS.items():
-        WEBHOOK_SIGNALS[event_type].connect(receiver, dispatch_uid=f"lithtrix:{event_type}")

@@ -115,6 +115,34 @@ def test_subscription_deleted_puts_agent_back_on_free(stripe_account, pro_agent,
     assert djstripe_models.Subscription.objects.get(id=SUBSCRIPTION).status == "canceled"
 
 
+@pytest.mark.django_db(transaction=True)
+def test_applying_an_event_calls_stripe_with_no_transaction_open(
+    stripe_account, pro_agent, api_client, monkeypatch
+):
+    from django.db import connection
+
+    canceled = subscription_now(stripe_account, status="canceled", ended_at=int(time.time()))
+    response = deliver(
+        api_client, stripe_event("customer.subscription.deleted", canceled), apply=False
+    )
+    seen: list[tuple[str, str, bool]] = []
+    real = stripe_account.request
+
+    def watched(method, url, headers, post_data=None):
+        seen.append((method, url, connection.in_atomic_block))
+        return real(method, url, headers, post_data)
+
+    monkeypatch.setattr(stripe_account, "request", watched)
+
+    run_jobs()
+
+    assert response.status_code == 200
+    assert any(url.endswith(f"/v1/subscriptions/{SUBSCRIPTION}") for _, url, _ in seen)
+    assert [call for call in seen if call[2]] == []
+    pro_agent.refresh_from_db()
+    assert pro_agent.tier == Tier.FREE
+
+
 @pytest.mark.parametrize("status", ["unpaid", "canceled", "incomplete_expired"])
 def test_subscription_updated_to_an_ended_status_puts_agent_back_on_free(
     stripe_account, pro_agent, api_client, status
