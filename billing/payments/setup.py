@@ -22,11 +22,18 @@ from billing.payments.mirror import (
     mirror,
     stripe_id,
 )
-from lithtrix.core.exceptions import InvalidApiKeyError, PaymentFailedError
+from events.jobs import retry_with_backoff
+from lithtrix.core.exceptions import InvalidApiKeyError, PaymentFailedError, PaymentProviderError
 
 logger = logging.getLogger("billing.payments.setup")
 
 DELETED_MESSAGE = "This agent was deleted: its API keys no longer work."
+UNSURE_MESSAGE = (
+    "The payment provider did not answer in time. If it completed the upgrade, the agent "
+    "becomes Pro within minutes; retrying this request is safe: it never creates a second "
+    "subscription."
+)
+FOLLOW_UP_TASK = "billing.payments.setup.setup_follow_up_job"
 
 
 def billing_setup(*, agent: Agent, payment_method_id: str) -> Agent:
@@ -39,6 +46,9 @@ def billing_setup(*, agent: Agent, payment_method_id: str) -> Agent:
       the audit rows. A decline (PaymentFailedError), a provider failure or the
       deadline (PaymentProviderError) leaves the agent exactly as it was; dj-stripe's
       mirror rows may already show what Stripe holds (they mirror Stripe, not us).
+      A provider failure once the customer exists also enqueues, in its own
+      transaction, a job that applies what Stripe holds (a subscription whose
+      answer was lost makes the agent Pro), and the 502 says so.
     - Concurrent billing requests of one agent run one after the other (the
       agent's billing lock, never its row): 409 BILLING_IN_PROGRESS after a few
       seconds of waiting. Metering is never blocked.
@@ -55,9 +65,24 @@ def billing_setup(*, agent: Agent, payment_method_id: str) -> Agent:
     """
     stripe_client.require_configured()
     with locks.agent_billing_lock(agent.pk):
-        current, facts, subscription, resumed = _setup_on_stripe(
-            agent=agent, payment_method_id=payment_method_id
-        )
+        known: dict[str, str] = {}
+        try:
+            current, facts, subscription, resumed = _setup_on_stripe(
+                agent=agent, payment_method_id=payment_method_id, known=known
+            )
+        except PaymentProviderError as exc:
+            if "customer_id" not in known:
+                raise
+            # Stripe may have acted on a call whose answer never came (a lost
+            # subscription answer): a job looks at what Stripe holds and applies it.
+            with transaction.atomic(durable=True):
+                async_task(
+                    FOLLOW_UP_TASK,
+                    str(agent.pk),
+                    known["customer_id"],
+                    task_name=f"setup_follow_up:{agent.pk}",
+                )
+            raise PaymentProviderError(UNSURE_MESSAGE) from exc
         recorded = _setup_record(
             agent=current, facts=facts, subscription=subscription, resumed=resumed
         )
@@ -70,8 +95,11 @@ def billing_setup(*, agent: Agent, payment_method_id: str) -> Agent:
     return agent
 
 
-def _setup_on_stripe(*, agent: Agent, payment_method_id: str) -> tuple[Any, ...]:
-    """Setup's Stripe calls and the mirror, within the request deadline; no transaction."""
+def _setup_on_stripe(
+    *, agent: Agent, payment_method_id: str, known: dict[str, str]
+) -> tuple[Any, ...]:
+    """Setup's Stripe calls and the mirror, within the request deadline; no transaction.
+    ``known`` gets the customer id as soon as there is one."""
     with stripe_client.deadline():
         current = Agent.objects.get(pk=agent.pk)
         if current.deleted_at is not None:
@@ -91,6 +119,7 @@ def _setup_on_stripe(*, agent: Agent, payment_method_id: str) -> tuple[Any, ...]
                 agent_name=current.agent_name,
                 idempotency_key=f"lithtrix-customer-{agent_id}{suffix}",
             ).id
+        known["customer_id"] = customer_id
         payment_method = stripe_calls.payment_method_attach(
             payment_method_id=payment_method_id,
             customer_id=customer_id,
@@ -223,3 +252,57 @@ def _subscription_settle(subscription: Any, *, payment_method_id: str) -> Any:
             "The Pro subscription could not be brought up to date with this payment method."
         )
     return subscription
+
+
+@retry_with_backoff
+def setup_follow_up_job(agent_id: str, customer_id: str) -> str:
+    """After a setup that failed once Stripe knew the customer: apply what Stripe holds.
+
+    A subscription call whose answer was lost may still have created the
+    subscription: Stripe then charges for Pro while the agent was told to retry.
+    A live subscription of the customer makes the agent Pro (linked to the
+    customer, with its audit row and event), or, for an agent deleted since, is
+    ended by a job. Nothing live: nothing to do. Idempotent; a Stripe failure is
+    tried again with backoff.
+    """
+    with stripe_client.deadline():
+        live = [
+            s
+            for s in stripe_calls.subscriptions_of(customer_id=customer_id)
+            if s["status"] in stripe_client.ENTITLED_STATUSES
+        ]
+        for subscription in live:
+            mirror(subscription=subscription)
+    if not live:
+        return "nothing live"
+    facts = {"stripe_customer_id": customer_id, "subscription_id": live[0]["id"]}
+    with transaction.atomic(durable=True):
+        agent = Agent.objects.select_for_update(no_key=True).filter(pk=agent_id).first()
+        if agent is None or agent.deleted_at is not None:
+            async_task(
+                DELETED_AGENT_END_TASK,
+                customer_id,
+                task_name=f"deleted_agent_subscriptions_end:{customer_id}",
+            )
+            return "agent deleted"
+        if agent.stripe_customer_id not in (None, customer_id):
+            logger.warning(
+                "setup follow-up: agent %s is linked to %s, not %s; left to reconciliation",
+                agent_id,
+                agent.stripe_customer_id,
+                customer_id,
+            )
+            return "other customer"
+        Agent.objects.filter(pk=agent.pk, stripe_customer_id__isnull=True).update(
+            stripe_customer_id=customer_id, updated_at=timezone.now()
+        )
+        changed = records.tier_change(
+            agent=agent,
+            tier=Tier.PRO,
+            reason=f"Stripe subscription {live[0]['id']} is live (a setup's answer was lost).",
+            event_reason="setup",
+            data=facts,
+        )
+    if changed:
+        logger.warning("agent %s: Pro from a setup whose answer was lost", agent_id)
+    return "applied" if changed else "in step"

@@ -179,3 +179,64 @@ def test_a_setup_that_waited_for_a_deletion_calls_no_stripe(local_stripe_pro, re
 
     assert stripe_customers() == []
     assert Agent.objects.get(pk=registered.agent.pk).tier == Tier.FREE
+
+
+def test_a_setup_whose_subscription_answer_was_lost_is_applied_by_a_job(
+    local_stripe_pro, api_client, registered, monkeypatch
+):
+    from billing.payments import stripe_calls
+    from billing.payments.setup import FOLLOW_UP_TASK
+    from billing.tests.helpers import queued_jobs
+
+    real = stripe_calls.subscription_create
+
+    def created_then_lost(**kwargs):
+        real(**kwargs)  # Stripe creates it; its answer never arrives
+        raise PaymentProviderError()
+
+    monkeypatch.setattr(stripe_calls, "subscription_create", created_then_lost)
+
+    response = setup(api_client, registered, "pm_card_visa")
+
+    body = response.json()
+    assert (response.status_code, body["error_code"]) == (502, "PAYMENT_PROVIDER_ERROR")
+    assert "Nothing was changed" not in body["message"]
+    assert "becomes Pro within minutes" in body["message"]
+    agent = Agent.objects.get(pk=registered.agent.pk)
+    assert (agent.tier, agent.stripe_customer_id) == (Tier.FREE, None)
+    assert queued_jobs(FOLLOW_UP_TASK) == 1
+
+    ran = [result for func, result in run_jobs() if func == FOLLOW_UP_TASK]
+
+    assert ran == ["applied"]
+    agent.refresh_from_db()
+    assert agent.tier == Tier.PRO
+    [subscription] = stripe_subscriptions(agent.stripe_customer_id)
+    assert subscription["status"] == "active"
+    assert subscription["metadata"]["agent_id"] == str(agent.pk)
+    assert djstripe_models.Subscription.objects.get(id=subscription["id"]).status == "active"
+    change = agent.events.get(kind=AgentEvent.Kind.TIER_CHANGED)
+    assert change.data["subscription_id"] == subscription["id"]
+    # The client's retry, as the answer invited: same subscription, nothing twice.
+    monkeypatch.undo()
+    assert setup(api_client, registered, "pm_card_visa").status_code == 200
+    assert [s["id"] for s in stripe_subscriptions(agent.stripe_customer_id)] == [subscription["id"]]
+    assert agent.events.filter(kind=AgentEvent.Kind.TIER_CHANGED).count() == 1
+
+
+def test_a_setup_that_failed_before_stripe_knew_a_customer_enqueues_nothing(
+    local_stripe_pro, api_client, registered, monkeypatch
+):
+    from billing.payments import stripe_calls
+    from billing.payments.setup import FOLLOW_UP_TASK
+    from billing.tests.helpers import queued_jobs
+
+    def unreachable(**kwargs):
+        raise PaymentProviderError()
+
+    monkeypatch.setattr(stripe_calls, "customer_create", unreachable)
+
+    response = setup(api_client, registered, "pm_card_visa")
+
+    assert response.json()["message"] == PaymentProviderError.default_message
+    assert queued_jobs(FOLLOW_UP_TASK) == 0
