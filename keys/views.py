@@ -144,6 +144,7 @@ class KeyViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
             "whoever holds it); support can reissue."
         ),
         request=None,
+        extensions={"x-no-body": True},
         responses={200: KeyRevokedSerializer},
         examples=[OpenApiExample("Revoked", value={"revoked": EXAMPLE_PREFIX}, response_only=True)],
     )

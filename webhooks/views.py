@@ -98,7 +98,7 @@ class WebhookViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
         summary="Remove the webhook endpoint; pending deliveries are dropped",
         request=None,
         # 404 when the agent has none (already removed, or never set).
-        extensions={"x-state-decides": [404]},
+        extensions={"x-state-decides": [404], "x-no-body": True},
         responses={204: None, **errors(NotFoundError())},
     )
     @idempotent()

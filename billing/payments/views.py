@@ -119,6 +119,7 @@ class BillingCancelViewSet(IdempotentViewSetMixin, viewsets.ViewSet):
             "Stripe failing: 502, nothing changed."
         ),
         request=None,
+        extensions={"x-no-body": True},
         responses={
             200: BillingCancelledSerializer,
             **openapi.errors(

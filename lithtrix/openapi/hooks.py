@@ -52,6 +52,11 @@ def _declared_bodies(response: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
+NO_BODY_EXAMPLE = api_errors.ValidationError(
+    "This endpoint takes no body; if one is sent, a JSON object."
+).body()
+
+
 def _validation_example(operation: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
     """A VALIDATION_ERROR naming the first required field of the operation's body."""
     schema = (
@@ -127,7 +132,10 @@ def document_errors_and_headers(
         for operation in operations.values():
             keyed = _is_keyed(operation)
             codes = {"500", "503"}
-            if "requestBody" in operation:
+            # x-no-body: an action that takes no body still refuses a bad one
+            # (lithtrix.core.parsers.require_no_body), as every body is refused.
+            no_body = bool(operation.get("x-no-body"))
+            if "requestBody" in operation or no_body:
                 codes |= {"400", "413", "415"}
             if keyed:
                 codes |= {"401", "429"}
@@ -154,6 +162,8 @@ def document_errors_and_headers(
                     common = (
                         [_validation_example(operation, components)]
                         if "requestBody" in operation
+                        else [NO_BODY_EXAMPLE]
+                        if no_body
                         else []
                     )
                 declared_codes = {body["error_code"] for body in declared}

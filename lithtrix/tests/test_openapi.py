@@ -512,6 +512,20 @@ def test_lifecycle_endpoints_declare_their_error_codes(schema):
     # A malformed Idempotency-Key is a 400 naming the header, on operations without a body too.
     examples = revoke["400"]["content"]["application/json"]["examples"].values()
     assert any("Idempotency-Key" in example["value"].get("details", {}) for example in examples)
+    # The actions that take no body still refuse a bad one, and say how.
+    for path, method in [
+        ("/v1/keys/revoke", "post"),
+        ("/v1/billing/cancel", "post"),
+        ("/v1/webhook", "delete"),
+    ]:
+        responses = paths[path][method]["responses"]
+        assert error_schema(responses["413"]) == ["PAYLOAD_TOO_LARGE"], path
+        assert error_schema(responses["415"]) == ["UNSUPPORTED_MEDIA_TYPE"], path
+        said = [
+            e["value"]["message"]
+            for e in responses["400"]["content"]["application/json"]["examples"].values()
+        ]
+        assert "This endpoint takes no body; if one is sent, a JSON object." in said, path
 
 
 def test_lifecycle_endpoints_have_tags_order_and_examples(schema):
