@@ -137,15 +137,13 @@ def agent_delete(*, agent: Agent, actor: User | None = None, reason: str = "") -
             return False
         now = timezone.now()
         # Recorded before the tombstone erases them: the notice goes to this owner.
+        # No personal field in the event, which is kept: owner e-mail reads the name
+        # and address when the event is recorded (mail.services), and erases them
+        # once its messages are done with.
         event_record(
             agent=agent,
             type="agent.deleted",
-            data={
-                # Not the owner's address: deletion erases it, and owner e-mail reads
-                # it when the event is recorded (mail.services).
-                "agent_name": locked.agent_name,
-                "source": "admin" if actor is not None else "agent",
-            },
+            data={"source": "admin" if actor is not None else "agent"},
         )
         api_keys_revoke_all(agent=agent, actor=actor, reason="Agent deleted")
         tombstone = f"deleted-{agent.pk}"

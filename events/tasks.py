@@ -33,7 +33,11 @@ def event_dispatch(event_id: str) -> None:
         event = Event.objects.select_for_update().filter(id=event_id).first()
         if event is None or event.dispatched_at is not None:
             return
-        webhook_deliveries_create(event=event)
+        # A deleted agent hears of its deletion and nothing after (owner e-mail, for
+        # its part, finds only the tombstone where the address was).
+        gone = event.agent is not None and event.agent.deleted_at is not None
+        if not gone or event.type == Event.Type.AGENT_DELETED:
+            webhook_deliveries_create(event=event)
         owner_email_enqueue(event=event)
         event.dispatched_at = timezone.now()
         event.save(update_fields=["dispatched_at"])

@@ -37,7 +37,8 @@ class OwnerEmail(models.Model):
     event = models.ForeignKey("events.Event", on_delete=models.PROTECT, related_name="+")
     # Empty once the message is done with and its agent deleted (the address is erased).
     address = models.CharField(max_length=254)
-    # As it was when the event happened (deletion replaces it with a tombstone).
+    # As it was when the event happened (deletion replaces it with a tombstone);
+    # empty, like the address, once the message is done with and its agent deleted.
     agent_name = models.CharField(max_length=100)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)

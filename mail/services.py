@@ -158,13 +158,13 @@ def _deliver(owner_email: OwnerEmail) -> OwnerEmail.Status:
 
 
 def _erase_if_agent_deleted(owner_email: OwnerEmail) -> None:
-    """Agent deletion erases the owner's address (accounts.services.agent_delete): a
-    deleted agent's messages keep it only until they are done with."""
+    """Agent deletion erases the agent's name and owner (accounts.services.agent_delete):
+    a deleted agent's messages keep them only until they are done with."""
     agent = owner_email.event.agent
     if agent is not None and agent.deleted_at is not None:
         OwnerEmail.objects.filter(event__agent=agent).exclude(
             status=OwnerEmail.Status.PENDING
-        ).update(address="")
+        ).update(address="", agent_name="")
 
 
 def _claim(owner_email_id: int) -> OwnerEmail | None:

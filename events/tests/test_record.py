@@ -76,3 +76,33 @@ def test_event_dispatch_of_an_unknown_event_does_nothing():
     event_dispatch("evt_missing")
 
     assert not Event.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_deleted_agents_webhook_hears_of_its_deletion_and_nothing_after(
+    api_client, make_agent, settings
+):
+    from accounts.services import agent_delete
+    from webhooks.models import WebhookDelivery
+    from webhooks.services import webhook_set
+
+    settings.LITHTRIX_WEBHOOK_ALLOW_PRIVATE = True
+    settings.LITHTRIX_WEBHOOK_ALLOW_HTTP = True
+    agent = make_agent().agent
+    webhook_set(agent=agent, url="http://127.0.0.1:9/hook")
+    assert agent_delete(agent=agent)
+    # Stripe's end of its subscription, say, recorded after the deletion.
+    with transaction.atomic():
+        later = event_record(
+            agent=agent,
+            type="billing.tier_changed",
+            data={"from": "pro", "to": "free", "reason": "subscription_canceled"},
+        )
+    deleted = Event.objects.get(agent=agent, type="agent.deleted")
+
+    event_dispatch(deleted.id)
+    event_dispatch(later.id)
+
+    delivered = WebhookDelivery.objects.values_list("event_id", flat=True)
+    assert list(delivered) == [deleted.id]
+    assert Event.objects.get(id=later.id).dispatched_at is not None

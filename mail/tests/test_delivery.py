@@ -123,7 +123,8 @@ def test_a_deleted_agents_owner_is_told_at_the_address_it_had_which_is_then_eras
     deleted = Event.objects.get(agent=owner.agent, type="agent.deleted")
     for event in (earlier, deleted):
         owner_email = OwnerEmail.objects.get(event=event)
-        assert (owner_email.status, owner_email.address) == ("sent", "")
+        assert (owner_email.status, owner_email.address, owner_email.agent_name) == ("sent", "", "")
+    assert "old-bot" not in str(deleted.data)
 
 
 def test_an_event_recorded_in_sql_gets_its_mail_at_dispatch(make_agent, smtp):
