@@ -17,6 +17,19 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # Cloud metadata services beyond the link-local 169.254.0.0/16 that is_global already
 # refuses (AWS's IPv6 one is in fd00::/8, refused too; listed for the reader).
 _METADATA = [ipaddress.ip_network("fd00:ec2::254/128"), ipaddress.ip_network("100.100.100.200/32")]
+# Prefixes whose last 32 bits are an IPv4 address that a translator on the way (NAT64,
+# SIIT) or the host itself (IPv4-compatible) sends the connection to: the well-known
+# and the local-use NAT64 prefixes in their /96 form (RFC 6052, RFC 8215), IPv4-
+# translated addresses (RFC 2765) and the deprecated IPv4-compatible ones (RFC 4291).
+_TRANSLATED = [
+    ipaddress.ip_network("64:ff9b::/96"),
+    ipaddress.ip_network("64:ff9b:1::/96"),
+    ipaddress.ip_network("::ffff:0:0:0/96"),
+    ipaddress.ip_network("::/96"),
+]
+# The rest of the local-use NAT64 prefix places the IPv4 address elsewhere, at a
+# length only the network's operator knows; it is not globally reachable (IANA).
+_LOCAL_USE_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
 
 
 class AddressRefused(Exception):
@@ -28,8 +41,10 @@ class NameDoesNotResolve(AddressRefused):
 
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    # IPv4-mapped (::ffff:a.b.c.d), 6to4 (2002::/16) and Teredo carry an IPv4 address
-    # that the network may route to.
+    # IPv4-mapped (::ffff:a.b.c.d), 6to4 (2002::/16), Teredo and the translated forms
+    # carry an IPv4 address that the network may route to.
+    if any(address in network for network in _TRANSLATED):
+        return ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF)
     if address.ipv4_mapped is not None:
         return address.ipv4_mapped
     if address.sixtofour is not None:
@@ -43,6 +58,8 @@ def address_is_public(address: IPAddress) -> bool:
     if isinstance(address, ipaddress.IPv6Address):
         embedded = _embedded_ipv4(address)
         if embedded is not None and not address_is_public(embedded):
+            return False
+        if embedded is None and address in _LOCAL_USE_NAT64:
             return False
     if any(address in network for network in _METADATA if network.version == address.version):
         return False

@@ -32,6 +32,15 @@ from webhooks.addresses import AddressRefused, NameDoesNotResolve, address_is_pu
         "::ffff:10.1.2.3",
         "2002:7f00:1::",  # 6to4 around 127.0.0.1
         "2002:a9fe:a9fe::",  # 6to4 around 169.254.169.254
+        "64:ff9b::a9fe:a9fe",  # NAT64 (well-known prefix) to 169.254.169.254
+        "64:ff9b::a00:1",  # NAT64 to 10.0.0.1
+        "64:ff9b::7f00:1",  # NAT64 to 127.0.0.1
+        "64:ff9b:1::a9fe:a9fe",  # local-use NAT64 to 169.254.169.254
+        "64:ff9b:1:a9fe:a9:fe00::",  # local-use NAT64, /64 form: no telling
+        "::ffff:0:a9fe:a9fe",  # SIIT (IPv4-translated) to 169.254.169.254
+        "::ffff:0:a00:1",
+        "::a9fe:a9fe",  # IPv4-compatible (deprecated) 169.254.169.254
+        "::7f00:1",
     ],
 )
 def test_address_not_public_is_refused(address):
@@ -40,7 +49,16 @@ def test_address_not_public_is_refused(address):
         resolve(address, 443, allow_private=False)
 
 
-@pytest.mark.parametrize("address", ["93.184.215.14", "8.8.8.8", "2606:4700:4700::1111"])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "93.184.215.14",
+        "8.8.8.8",
+        "2606:4700:4700::1111",
+        "64:ff9b::5db8:d70e",  # NAT64 to 93.184.215.14
+        "64:ff9b:1::808:808",  # local-use NAT64 to 8.8.8.8
+    ],
+)
 def test_public_address_is_accepted(address):
     assert address_is_public(ipaddress.ip_address(address))
     assert resolve(address, 443, allow_private=False).address == address
