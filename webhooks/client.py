@@ -2,12 +2,18 @@
 
 urllib3 connects to the checked address while TLS verifies the URL's host name
 (server_hostname / assert_hostname) and the Host header names it too. No redirects,
-no retries here (the job system retries), at most MAX_ANSWER_BYTES of the answer read.
+no retries here (the job system retries), at most MAX_ANSWER_BYTES of the answer read,
+and the whole exchange ends within TIMEOUT_SECONDS (a deadline, not only a timeout
+per socket operation).
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import certifi
@@ -27,6 +33,89 @@ class Outcome:
     error: str
 
 
+class _Deadline:
+    """Shuts the attempt's connection down once its time is up, whatever it is doing.
+
+    urllib3's timeouts bound each socket operation: a receiver that sends its TLS
+    handshake, status line, headers or answer a byte at a time never trips them, and
+    would hold the job (and its worker) until the job system kills it unrecorded.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._ended = False
+        self.exceeded = False
+        self._timer = threading.Timer(seconds, self._exceed)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket) -> None:
+        # A duplicate descriptor: TLS takes the original socket object over (detaching
+        # it), and a shutdown through the duplicate still ends the same connection.
+        duplicate = sock.dup()
+        with self._lock:
+            self._sockets.append(duplicate)
+            if self.exceeded:
+                _shut(duplicate)
+
+    def _exceed(self) -> None:
+        with self._lock:
+            if self._ended:
+                return
+            self.exceeded = True
+            for sock in self._sockets:
+                _shut(sock)
+
+    def end(self) -> bool:
+        """Stops watching; whether the deadline came first."""
+        self._timer.cancel()
+        with self._lock:
+            self._ended = True
+            for sock in self._sockets:
+                sock.close()
+            self._sockets.clear()
+            return self.exceeded
+
+
+def _shut(sock: socket.socket) -> None:
+    # Wakes a read or write blocked on the connection in the attempt's thread.
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+# urllib3 creates the connection's socket in _new_conn(), the one place it exists
+# before TLS is set up on it: the deadline watches it from there.
+class _HTTPConnection(urllib3.connection.HTTPConnection):
+    def __init__(self, *args: Any, deadline: _Deadline, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline = deadline
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        self._deadline.watch(sock)
+        return sock
+
+
+class _HTTPSConnection(urllib3.connection.HTTPSConnection):
+    def __init__(self, *args: Any, deadline: _Deadline, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline = deadline
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        self._deadline.watch(sock)
+        return sock
+
+
+class _HTTPConnectionPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSConnectionPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
 def post(url: str, *, body: bytes, headers: dict[str, str]) -> Outcome:
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -37,9 +126,10 @@ def post(url: str, *, body: bytes, headers: dict[str, str]) -> Outcome:
     except AddressRefused as error:
         return Outcome(succeeded=False, status_code=None, error=str(error))
     timeout = urllib3.Timeout(total=TIMEOUT_SECONDS)
+    deadline = _Deadline(TIMEOUT_SECONDS)
     pool: urllib3.HTTPConnectionPool
     if https:
-        pool = urllib3.HTTPSConnectionPool(
+        pool = _HTTPSConnectionPool(
             destination.address,
             port,
             timeout=timeout,
@@ -49,13 +139,15 @@ def post(url: str, *, body: bytes, headers: dict[str, str]) -> Outcome:
             assert_hostname=host,
             cert_reqs="CERT_REQUIRED",
             ca_certs=certifi.where(),
+            deadline=deadline,
         )
     else:
-        pool = urllib3.HTTPConnectionPool(
-            destination.address, port, timeout=timeout, retries=False, maxsize=1
+        pool = _HTTPConnectionPool(
+            destination.address, port, timeout=timeout, retries=False, maxsize=1, deadline=deadline
         )
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     host_header = parts.netloc.rsplit("@", 1)[-1]
+    error_name = ""
     try:
         with pool:
             response = pool.urlopen(
@@ -73,7 +165,14 @@ def post(url: str, *, body: bytes, headers: dict[str, str]) -> Outcome:
             finally:
                 response.release_conn()
     except urllib3.exceptions.HTTPError as error:
-        return Outcome(succeeded=False, status_code=None, error=type(error).__name__)
+        error_name = type(error).__name__
+    finally:
+        exceeded = deadline.end()
+    # Whatever the shutdown made of the exchange (an error, or an answer cut short).
+    if exceeded:
+        return Outcome(succeeded=False, status_code=None, error="deadline exceeded")
+    if error_name:
+        return Outcome(succeeded=False, status_code=None, error=error_name)
     status = response.status
     return Outcome(
         succeeded=200 <= status < 300,

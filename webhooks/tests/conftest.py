@@ -1,13 +1,18 @@
-"""A real HTTP receiver on loopback, answering what each test scripts."""
+"""Real receivers on loopback: one answering what each test scripts, one dripping."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
+from testing.servers import bind_loopback
 
 
 @dataclass
@@ -61,3 +66,58 @@ def receiver(settings) -> Iterator[Receiver]:
     yield state
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def dripping(settings) -> Iterator[Callable[[bytes, bytes], int]]:
+    """A loopback port whose every connection gets ``prefix``, then ``unit`` again and
+    again DRIP_PAUSE seconds apart, never quiet long enough to trip a socket timeout.
+    Each connection is closed after DRIP_SECONDS (a client without a deadline then gets
+    its answer late, rather than a test that hangs)."""
+    settings.LITHTRIX_WEBHOOK_ALLOW_HTTP = True
+    settings.LITHTRIX_WEBHOOK_ALLOW_PRIVATE = True
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+    listeners: list[socket.socket] = []
+
+    def drip(conn: socket.socket, prefix: bytes, unit: bytes) -> None:
+        until = time.monotonic() + DRIP_SECONDS
+        with contextlib.suppress(OSError), conn:
+            conn.sendall(prefix)
+            while not stop.is_set() and time.monotonic() < until:
+                conn.sendall(unit)
+                stop.wait(DRIP_PAUSE)
+
+    def accept(listener: socket.socket, prefix: bytes, unit: bytes) -> None:
+        while not stop.is_set():
+            try:
+                conn = listener.accept()[0]
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            thread = threading.Thread(target=drip, args=(conn, prefix, unit), daemon=True)
+            threads.append(thread)
+            thread.start()
+
+    def start(prefix: bytes, unit: bytes) -> int:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        bind_loopback(listener)
+        listener.listen(8)
+        listener.settimeout(0.1)
+        listeners.append(listener)
+        thread = threading.Thread(target=accept, args=(listener, prefix, unit), daemon=True)
+        threads.append(thread)
+        thread.start()
+        return listener.getsockname()[1]
+
+    yield start
+    stop.set()
+    for thread in threads:
+        thread.join()
+    for listener in listeners:
+        listener.close()
+
+
+DRIP_PAUSE = 0.05
+DRIP_SECONDS = 5.0

@@ -60,6 +60,32 @@ def test_post_gives_up_after_the_timeout(settings, monkeypatch):
 
 
 @pytest.mark.parametrize(
+    ("scheme", "prefix", "unit"),
+    [
+        # A TLS record header announcing 16 kB of handshake, then a byte at a time.
+        ("https", b"\x16\x03\x03\x40\x00", b"\x00"),
+        ("http", b"HTTP/1.1 200 ", b"K"),
+        ("http", b"HTTP/1.1 200 OK\r\n", b"X-Drip: 1\r\n"),
+        ("http", b"HTTP/1.1 200 OK\r\nContent-Length: 60000\r\n\r\n", b"x"),
+        ("http", b"HTTP/1.1 200 OK\r\n\r\n", b"x"),  # an answer that ends at close
+    ],
+    ids=["tls-handshake", "status-line", "headers", "answer", "answer-without-length"],
+)
+def test_post_ends_at_the_deadline_however_slowly_the_receiver_drips(
+    dripping, monkeypatch, scheme, prefix, unit
+):
+    monkeypatch.setattr(client, "TIMEOUT_SECONDS", 1.0)
+    port = dripping(prefix, unit)
+
+    started = time.monotonic()
+    outcome = client.post(f"{scheme}://127.0.0.1:{port}/hook", body=b"{}", headers={})
+    elapsed = time.monotonic() - started
+
+    assert outcome == client.Outcome(succeeded=False, status_code=None, error="deadline exceeded")
+    assert elapsed < client.TIMEOUT_SECONDS + 1.5
+
+
+@pytest.mark.parametrize(
     "url",
     [
         "http://127.0.0.1/hook",
