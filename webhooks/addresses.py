@@ -12,6 +12,8 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
+import idna
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Cloud metadata services beyond the link-local 169.254.0.0/16 that is_global already
@@ -38,6 +40,21 @@ class AddressRefused(Exception):
 
 class NameDoesNotResolve(AddressRefused):
     """The URL's host name has no address (a typo, or a name not yet published)."""
+
+
+class HostNotValid(AddressRefused):
+    """The URL's host is no host name that IDNA can write in ASCII."""
+
+
+def host_ascii(host: str) -> str:
+    """The host as DNS, TLS and the Host header carry it: an internationalized name in
+    its IDNA (punycode) form, mapped as browsers do (UTS #46); ASCII hosts unchanged."""
+    if host.isascii():
+        return host
+    try:
+        return idna.encode(host, uts46=True).decode("ascii")
+    except UnicodeError as error:  # idna.IDNAError and its kinds
+        raise HostNotValid(f"{host} is not a valid host name") from error
 
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -74,7 +91,9 @@ class Destination:
 
 
 def resolve(host: str, port: int, *, allow_private: bool) -> Destination:
-    """The one address a delivery connects to, checked; AddressRefused otherwise."""
+    """The one address a delivery connects to, checked, with the host in ASCII;
+    AddressRefused otherwise."""
+    host = host_ascii(host)
     try:
         literal: IPAddress | None = ipaddress.ip_address(host.strip("[]"))
     except ValueError:

@@ -118,13 +118,16 @@ class _HTTPSConnectionPool(urllib3.HTTPSConnectionPool):
 
 def post(url: str, *, body: bytes, headers: dict[str, str]) -> Outcome:
     parts = urlsplit(url)
-    host = parts.hostname or ""
     https = parts.scheme == "https"
     port = parts.port or (443 if https else 80)
     try:
-        destination = resolve(host, port, allow_private=settings.LITHTRIX_WEBHOOK_ALLOW_PRIVATE)
+        destination = resolve(
+            parts.hostname or "", port, allow_private=settings.LITHTRIX_WEBHOOK_ALLOW_PRIVATE
+        )
     except AddressRefused as error:
         return Outcome(succeeded=False, status_code=None, error=str(error))
+    # The name in ASCII (IDNA for an internationalized one) for TLS and the Host header.
+    host = destination.host
     timeout = urllib3.Timeout(total=TIMEOUT_SECONDS)
     deadline = _Deadline(TIMEOUT_SECONDS)
     pool: urllib3.HTTPConnectionPool
@@ -146,7 +149,9 @@ def post(url: str, *, body: bytes, headers: dict[str, str]) -> Outcome:
             destination.address, port, timeout=timeout, retries=False, maxsize=1, deadline=deadline
         )
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    host_header = parts.netloc.rsplit("@", 1)[-1]
+    host_header = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        host_header += f":{parts.port}"
     error_name = ""
     try:
         with pool:

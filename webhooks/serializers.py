@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from events.models import Event
 from lithtrix.core.serializers import StrictCharField
-from webhooks.addresses import AddressRefused, NameDoesNotResolve, resolve
+from webhooks.addresses import AddressRefused, HostNotValid, NameDoesNotResolve, resolve
 from webhooks.models import WebhookDelivery
 
 EVENT_TYPES = [choice.value for choice in Event.Type]
@@ -39,6 +39,8 @@ class WebhookSetSerializer(serializers.Serializer):
                 port or (443 if parts.scheme == "https" else 80),
                 allow_private=settings.LITHTRIX_WEBHOOK_ALLOW_PRIVATE,
             )
+        except HostNotValid as error:
+            raise serializers.ValidationError("Must name a valid host.") from error
         except NameDoesNotResolve as error:
             raise serializers.ValidationError(
                 "The host name does not resolve: check it, or retry once it is published."

@@ -169,3 +169,29 @@ def test_put_says_when_the_host_name_does_not_resolve(api_client, registered, mo
         "The host name does not resolve: check it, or retry once it is published."
     ]
     assert not WebhookEndpoint.objects.exists()
+
+
+@pytest.mark.django_db
+def test_put_accepts_an_internationalized_host_and_keeps_the_url_as_given(
+    api_client, registered, monkeypatch
+):
+    resolved = []
+
+    def public(host, port, *args, **kwargs):
+        resolved.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", public)
+    response = put(api_client, registered, "https://bücher.example/hook")
+
+    assert response.status_code == 200
+    assert response.json()["url"] == "https://bücher.example/hook"
+    assert resolved == ["xn--bcher-kva.example"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", ["https://☃.example/", "https://bü\u200dcher..example/"])
+def test_put_refuses_a_host_that_is_no_valid_name(api_client, registered, url):
+    body = assert_envelope(put(api_client, registered, url), 400, "VALIDATION_ERROR")
+    assert body["details"]["url"] == ["Must name a valid host."]
+    assert not WebhookEndpoint.objects.exists()

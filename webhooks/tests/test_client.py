@@ -1,3 +1,4 @@
+import socket
 import time
 
 import pytest
@@ -15,6 +16,34 @@ def test_post_delivers_body_and_headers_to_the_url(receiver):
     assert request.body == b'{"a":1}'
     assert request.headers["webhook-id"] == "evt_1"
     assert request.headers["host"] == receiver.url.split("/")[2]
+
+
+@pytest.mark.parametrize(
+    ("name", "ascii_name"),
+    [
+        ("bücher.test", "xn--bcher-kva.test"),
+        ("Straße.test", "xn--strae-oqa.test"),
+        ("пример.испытание", "xn--e1afmkfd.xn--80akhbyknj4f"),
+    ],
+)
+def test_post_sends_an_internationalized_host_in_its_idna_form(
+    receiver, monkeypatch, name, ascii_name
+):
+    port = int(receiver.url.split(":")[2].split("/")[0])
+    resolved = []
+
+    def loopback(host, *args, **kwargs):
+        resolved.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", loopback)
+    outcome = client.post(f"http://{name}:{port}/hook", body=b"{}", headers={})
+
+    assert outcome == client.Outcome(succeeded=True, status_code=200, error="")
+    # The name once, in ASCII; then the connection goes to the address checked.
+    assert resolved == [ascii_name, "127.0.0.1"]
+    (request,) = receiver.received
+    assert request.headers["host"] == f"{ascii_name}:{port}"
 
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
