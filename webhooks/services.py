@@ -10,6 +10,7 @@ transaction is open while the agent's server is called.
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -24,6 +25,8 @@ from events.models import Event
 from webhooks import client
 from webhooks.models import WebhookDelivery, WebhookEndpoint
 from webhooks.secrets import secret_generate, secret_open, secret_seal
+
+logger = logging.getLogger("webhooks.delivery")
 
 ATTEMPT_TASK = "webhooks.tasks.delivery_attempt"
 # The Standard Webhooks specification's suggested schedule: the delay before each
@@ -122,20 +125,31 @@ def delivery_attempt(*, delivery_id: str) -> WebhookDelivery | None:
     ).update(attempts=F("attempts") + 1, next_attempt_at=now + ATTEMPT_LEASE, updated_at=now)
     if not claimed:
         return None
+    try:
+        outcome = _attempt_send(delivery_id=delivery_id, now=now)
+    except Exception as error:
+        # A fault on our side is a failed attempt like any other: retried on the
+        # schedule and counted against the endpoint, never a claim left unrecorded
+        # (due again at every lease's end, without end). Only the exception's class is
+        # recorded: its message may quote the URL, a header or the secret.
+        logger.exception("webhook delivery %s: the attempt raised", delivery_id)
+        outcome = client.Outcome(succeeded=False, status_code=None, error=type(error).__name__)
+    return _attempt_record(delivery_id=delivery_id, outcome=outcome, now=timezone.now())
+
+
+def _attempt_send(*, delivery_id: str, now: datetime) -> client.Outcome:
     delivery = WebhookDelivery.objects.select_related("endpoint", "event").get(id=delivery_id)
     endpoint = delivery.endpoint
     body = delivery_body(delivery.event)
     headers = delivery_headers(
         secret=secret_open(endpoint.secret_sealed), event=delivery.event, body=body, now=now
     )
-    outcome = client.post(endpoint.url, body=body.encode(), headers=headers)
-    return _attempt_record(delivery=delivery, outcome=outcome, now=timezone.now())
+    return client.post(endpoint.url, body=body.encode(), headers=headers)
 
 
 @transaction.atomic
-def _attempt_record(
-    *, delivery: WebhookDelivery, outcome: client.Outcome, now: datetime
-) -> WebhookDelivery:
+def _attempt_record(*, delivery_id: str, outcome: client.Outcome, now: datetime) -> WebhookDelivery:
+    delivery = WebhookDelivery.objects.get(id=delivery_id)
     endpoint = WebhookEndpoint.objects.select_for_update().get(id=delivery.endpoint_id)
     delivery.last_status_code = outcome.status_code
     delivery.last_error = outcome.error[:200]

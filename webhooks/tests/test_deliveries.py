@@ -127,6 +127,35 @@ def test_a_receiver_that_fails_twice_gets_three_attempts_with_one_webhook_id(
 
 
 @pytest.mark.django_db
+def test_an_attempt_that_raises_is_recorded_as_a_failure_and_retried(
+    api_client, registered, receiver, clock, monkeypatch
+):
+    secret = set_webhook(api_client, registered, receiver.url)
+    post = client.post
+
+    def broken(url, **kwargs):
+        raise UnicodeEncodeError("latin-1", f"Host {secret}", 5, 6, "not in range(256)")
+
+    monkeypatch.setattr(client, "post", broken)
+    delivery = deliver(record(registered.agent, "key.leaked"))
+
+    assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("pending", 1, None)
+    assert delivery.last_error == "UnicodeEncodeError"
+    assert delivery.next_attempt_at == clock.now + services.RETRY_DELAYS[0]
+    endpoint = WebhookEndpoint.objects.get(agent=registered.agent)
+    assert endpoint.failing_since == clock.now
+
+    monkeypatch.setattr(client, "post", post)
+    clock.advance(seconds=6)
+    delivery = attempt(delivery.id)
+
+    assert (delivery.status, delivery.attempts, delivery.last_error) == ("succeeded", 2, "")
+    endpoint.refresh_from_db()
+    assert endpoint.failing_since is None
+    assert len(receiver.received) == 1
+
+
+@pytest.mark.django_db
 def test_a_receiver_that_never_answers_is_disabled_after_the_configured_days(
     api_client, registered, settings, clock, monkeypatch
 ):
