@@ -40,6 +40,8 @@ RETRY_DELAYS = [
     timedelta(hours=10),
     timedelta(hours=10),
 ]
+# Every attempt the schedule allows: the first and one after each delay.
+ATTEMPTS_MAX = len(RETRY_DELAYS) + 1
 # A claimed attempt not finished by then (its worker died) is due again.
 ATTEMPT_LEASE = timedelta(seconds=client.TIMEOUT_SECONDS * 6)
 
@@ -117,13 +119,23 @@ def delivery_attempt(*, delivery_id: str) -> WebhookDelivery | None:
     worker, endpoint gone or disabled).
     """
     now = timezone.now()
-    claimed = WebhookDelivery.objects.filter(
+    due = WebhookDelivery.objects.filter(
         Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
         id=delivery_id,
         status=WebhookDelivery.Status.PENDING,
         endpoint__disabled_at__isnull=True,
-    ).update(attempts=F("attempts") + 1, next_attempt_at=now + ATTEMPT_LEASE, updated_at=now)
+    )
+    claimed = due.filter(attempts__lt=ATTEMPTS_MAX).update(
+        attempts=F("attempts") + 1, next_attempt_at=now + ATTEMPT_LEASE, updated_at=now
+    )
     if not claimed:
+        if due.filter(attempts__gte=ATTEMPTS_MAX).exists():
+            # Every attempt was claimed and the last one never recorded (its worker was
+            # killed): the delivery has failed, as after a last failed attempt.
+            interrupted = client.Outcome(
+                succeeded=False, status_code=None, error="attempt interrupted"
+            )
+            return _attempt_record(delivery_id=delivery_id, outcome=interrupted, now=now)
         return None
     try:
         outcome = _attempt_send(delivery_id=delivery_id, now=now)
@@ -148,9 +160,15 @@ def _attempt_send(*, delivery_id: str, now: datetime) -> client.Outcome:
 
 
 @transaction.atomic
-def _attempt_record(*, delivery_id: str, outcome: client.Outcome, now: datetime) -> WebhookDelivery:
-    delivery = WebhookDelivery.objects.get(id=delivery_id)
-    endpoint = WebhookEndpoint.objects.select_for_update().get(id=delivery.endpoint_id)
+def _attempt_record(
+    *, delivery_id: str, outcome: client.Outcome, now: datetime
+) -> WebhookDelivery | None:
+    endpoint_id = WebhookDelivery.objects.values_list("endpoint_id", flat=True).get(id=delivery_id)
+    endpoint = WebhookEndpoint.objects.select_for_update().get(id=endpoint_id)
+    delivery = WebhookDelivery.objects.select_for_update().get(id=delivery_id)
+    if delivery.status != WebhookDelivery.Status.PENDING:
+        # Recorded by another worker, or failed with its endpoint's disabling meanwhile.
+        return None
     delivery.last_status_code = outcome.status_code
     delivery.last_error = outcome.error[:200]
     if outcome.succeeded:

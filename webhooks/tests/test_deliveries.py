@@ -155,6 +155,48 @@ def test_an_attempt_that_raises_is_recorded_as_a_failure_and_retried(
     assert len(receiver.received) == 1
 
 
+class WorkerKilled(BaseException):
+    """The job system killing an attempt's worker: nothing after the claim runs."""
+
+
+@pytest.mark.django_db
+def test_a_delivery_whose_every_attempt_was_killed_fails_instead_of_retrying_forever(
+    api_client, registered, receiver, clock, monkeypatch
+):
+    set_webhook(api_client, registered, receiver.url)
+
+    def killed(url, **kwargs):
+        raise WorkerKilled
+
+    monkeypatch.setattr(client, "post", killed)
+    with transaction.atomic():
+        delivery = services.webhook_deliveries_create(
+            event=record(registered.agent, "usage.near_limit")
+        )
+    assert delivery is not None
+    for _ in range(len(services.RETRY_DELAYS) + 1):
+        with pytest.raises(WorkerKilled):
+            services.delivery_attempt(delivery_id=delivery.id)
+        delivery.refresh_from_db()
+        assert delivery.status == "pending"
+        clock.now = delivery.next_attempt_at  # the lease's end
+
+    assert services.deliveries_resume() == 1
+    failed = attempt(delivery.id)
+
+    assert (failed.status, failed.attempts, failed.next_attempt_at) == (
+        "failed",
+        len(services.RETRY_DELAYS) + 1,
+        None,
+    )
+    assert failed.last_error == "attempt interrupted"
+    endpoint = WebhookEndpoint.objects.get(agent=registered.agent)
+    assert endpoint.failing_since == clock.now
+    assert services.deliveries_resume() == 0
+    assert services.delivery_attempt(delivery_id=delivery.id) is None
+    assert receiver.received == []
+
+
 @pytest.mark.django_db
 def test_a_receiver_that_never_answers_is_disabled_after_the_configured_days(
     api_client, registered, settings, clock, monkeypatch
