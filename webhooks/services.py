@@ -42,8 +42,10 @@ RETRY_DELAYS = [
 ]
 # Every attempt the schedule allows: the first and one after each delay.
 ATTEMPTS_MAX = len(RETRY_DELAYS) + 1
-# A claimed attempt not finished by then (its worker died) is due again.
-ATTEMPT_LEASE = timedelta(seconds=client.TIMEOUT_SECONDS * 6)
+# A claimed attempt not finished by then (its worker died) is due again. Far beyond
+# the attempt's deadline (name resolution and the record come on top of it), and beyond
+# the job system's timeout (60 s), so no attempt still running is claimed a second time.
+ATTEMPT_LEASE = timedelta(minutes=2)
 
 
 @transaction.atomic

@@ -155,6 +155,12 @@ def test_an_attempt_that_raises_is_recorded_as_a_failure_and_retried(
     assert len(receiver.received) == 1
 
 
+def test_an_attempt_is_leased_for_longer_than_a_job_may_run(settings):
+    lease = services.ATTEMPT_LEASE
+    assert lease > timedelta(seconds=client.TIMEOUT_SECONDS * 10)
+    assert lease > timedelta(seconds=settings.Q_CLUSTER["timeout"])
+
+
 class WorkerKilled(BaseException):
     """The job system killing an attempt's worker: nothing after the claim runs."""
 
