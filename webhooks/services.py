@@ -139,6 +139,7 @@ def delivery_attempt(*, delivery_id: str) -> WebhookDelivery | None:
             )
             return _attempt_record(delivery_id=delivery_id, outcome=interrupted, now=now)
         return None
+    outcome: client.Outcome | None
     try:
         outcome = _attempt_send(delivery_id=delivery_id, now=now)
     except Exception as error:
@@ -148,11 +149,17 @@ def delivery_attempt(*, delivery_id: str) -> WebhookDelivery | None:
         # recorded: its message may quote the URL, a header or the secret.
         logger.exception("webhook delivery %s: the attempt raised", delivery_id)
         outcome = client.Outcome(succeeded=False, status_code=None, error=type(error).__name__)
+    if outcome is None:
+        return None
     return _attempt_record(delivery_id=delivery_id, outcome=outcome, now=timezone.now())
 
 
-def _attempt_send(*, delivery_id: str, now: datetime) -> client.Outcome:
-    delivery = WebhookDelivery.objects.select_related("endpoint", "event").get(id=delivery_id)
+def _attempt_send(*, delivery_id: str, now: datetime) -> client.Outcome | None:
+    delivery = (
+        WebhookDelivery.objects.select_related("endpoint", "event").filter(id=delivery_id).first()
+    )
+    if delivery is None:  # removed with its endpoint since the claim
+        return None
     endpoint = delivery.endpoint
     body = delivery_body(delivery.event)
     headers = delivery_headers(
@@ -165,11 +172,12 @@ def _attempt_send(*, delivery_id: str, now: datetime) -> client.Outcome:
 def _attempt_record(
     *, delivery_id: str, outcome: client.Outcome, now: datetime
 ) -> WebhookDelivery | None:
-    endpoint_id = WebhookDelivery.objects.values_list("endpoint_id", flat=True).get(id=delivery_id)
-    endpoint = WebhookEndpoint.objects.select_for_update().get(id=endpoint_id)
-    delivery = WebhookDelivery.objects.select_for_update().get(id=delivery_id)
-    if delivery.status != WebhookDelivery.Status.PENDING:
-        # Recorded by another worker, or failed with its endpoint's disabling meanwhile.
+    endpoint_ids = WebhookDelivery.objects.filter(id=delivery_id).values("endpoint_id")
+    endpoint = WebhookEndpoint.objects.select_for_update().filter(id__in=endpoint_ids).first()
+    delivery = WebhookDelivery.objects.select_for_update().filter(id=delivery_id).first()
+    if endpoint is None or delivery is None or delivery.status != WebhookDelivery.Status.PENDING:
+        # Removed with its endpoint during the attempt (the agent's DELETE /v1/webhook),
+        # recorded by another worker, or failed with its endpoint's disabling meanwhile.
         return None
     delivery.last_status_code = outcome.status_code
     delivery.last_error = outcome.error[:200]

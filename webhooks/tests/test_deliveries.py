@@ -204,6 +204,29 @@ def test_a_delivery_whose_every_attempt_was_killed_fails_instead_of_retrying_for
 
 
 @pytest.mark.django_db
+def test_an_endpoint_deleted_during_an_attempt_ends_it_quietly(
+    api_client, registered, receiver, monkeypatch
+):
+    set_webhook(api_client, registered, receiver.url)
+    with transaction.atomic():
+        delivery = services.webhook_deliveries_create(event=record(registered.agent, "key.leaked"))
+    assert delivery is not None
+    post = client.post
+
+    def post_then_delete(url, **kwargs):
+        outcome = post(url, **kwargs)
+        assert api_client.delete(WEBHOOK, **registered.auth).status_code == 204
+        return outcome
+
+    monkeypatch.setattr(client, "post", post_then_delete)
+
+    assert services.delivery_attempt(delivery_id=delivery.id) is None
+    assert len(receiver.received) == 1
+    assert not WebhookEndpoint.objects.exists()
+    assert not WebhookDelivery.objects.exists()
+
+
+@pytest.mark.django_db
 def test_a_receiver_that_never_answers_is_disabled_after_the_configured_days(
     api_client, registered, settings, clock, monkeypatch
 ):
