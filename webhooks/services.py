@@ -68,10 +68,19 @@ def webhook_set(*, agent: Agent, url: str) -> tuple[WebhookEndpoint, str]:
 
 
 @transaction.atomic
+@transaction.atomic
 def webhook_delete(*, agent: Agent) -> bool:
-    """Remove the agent's endpoint and its deliveries; False if it had none."""
-    deleted, _ = WebhookEndpoint.objects.filter(agent=agent).delete()
-    return deleted > 0
+    """Remove the agent's endpoint and its deliveries; False if it had none.
+
+    The endpoint row is locked first, as recording an attempt locks it (then its
+    delivery): the cascade deletes the deliveries before the endpoint, and in that
+    order alone the two could deadlock on PostgreSQL.
+    """
+    locked = WebhookEndpoint.objects.select_for_update().filter(agent=agent)
+    if locked.values_list("pk", flat=True).first() is None:
+        return False
+    WebhookEndpoint.objects.filter(agent=agent).delete()
+    return True
 
 
 def webhook_deliveries_create(*, event: Event) -> WebhookDelivery | None:
