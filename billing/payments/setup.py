@@ -71,7 +71,7 @@ def billing_setup(*, agent: Agent, payment_method_id: str) -> Agent:
                 agent=agent, payment_method_id=payment_method_id, known=known
             )
         except PaymentProviderError as exc:
-            if "customer_id" not in known:
+            if "customer_id" not in known or stripe_client.answered(exc):
                 raise
             # Stripe may have acted on a call whose answer never came (a lost
             # subscription answer): a job looks at what Stripe holds and applies it.
@@ -80,6 +80,7 @@ def billing_setup(*, agent: Agent, payment_method_id: str) -> Agent:
                     FOLLOW_UP_TASK,
                     str(agent.pk),
                     known["customer_id"],
+                    known.get("replaced_customer_id"),
                     task_name=f"setup_follow_up:{agent.pk}",
                 )
             raise PaymentProviderError(UNSURE_MESSAGE) from exc
@@ -111,6 +112,7 @@ def _setup_on_stripe(
         if customer_id and not customer_known(customer_id):
             # Deleted in Stripe's dashboard, or a local Stripe restarted empty.
             replaced, customer_id = customer_id, None
+            known["replaced_customer_id"] = replaced
         if not customer_id:
             # A new key after a lost customer: the old one would answer the lost one.
             suffix = f"-after-{replaced}" if replaced else ""
@@ -255,7 +257,7 @@ def _subscription_settle(subscription: Any, *, payment_method_id: str) -> Any:
 
 
 @retry_with_backoff
-def setup_follow_up_job(agent_id: str, customer_id: str) -> str:
+def setup_follow_up_job(agent_id: str, customer_id: str, replaced: str | None = None) -> str:
     """After a setup that failed once Stripe knew the customer: apply what Stripe holds.
 
     A subscription call whose answer was lost may still have created the
@@ -285,7 +287,8 @@ def setup_follow_up_job(agent_id: str, customer_id: str) -> str:
                 task_name=f"deleted_agent_subscriptions_end:{customer_id}",
             )
             return "agent deleted"
-        if agent.stripe_customer_id not in (None, customer_id):
+        # The setup may have replaced a customer Stripe no longer knew (``replaced``).
+        if agent.stripe_customer_id not in (None, customer_id, replaced):
             logger.warning(
                 "setup follow-up: agent %s is linked to %s, not %s; left to reconciliation",
                 agent_id,
@@ -293,7 +296,7 @@ def setup_follow_up_job(agent_id: str, customer_id: str) -> str:
                 customer_id,
             )
             return "other customer"
-        Agent.objects.filter(pk=agent.pk, stripe_customer_id__isnull=True).update(
+        Agent.objects.filter(pk=agent.pk).exclude(stripe_customer_id=customer_id).update(
             stripe_customer_id=customer_id, updated_at=timezone.now()
         )
         changed = records.tier_change(

@@ -230,6 +230,15 @@ def translated_errors(
         raise PaymentProviderError() from exc
 
 
+def answered(exc: BaseException) -> bool:
+    """Whether Stripe definitely answered the call behind ``exc`` with a refusal (a 4xx:
+    it did nothing), rather than failing or never answering (a connection error, the
+    deadline, a 5xx), after which it may have acted all the same."""
+    cause = exc.__cause__
+    status = getattr(cause, "http_status", None)
+    return isinstance(cause, stripe.StripeError) and status is not None and 400 <= status < 500
+
+
 def _log_provider_error(action: str, exc: stripe.StripeError) -> None:
     logger.warning(
         "stripe %s failed: %s http_status=%s code=%s",

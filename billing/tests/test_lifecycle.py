@@ -196,7 +196,7 @@ def test_a_setup_whose_subscription_answer_was_lost_is_applied_by_a_job(
 
     def created_then_lost(**kwargs):
         real(**kwargs)  # Stripe creates it; its answer never arrives
-        raise PaymentProviderError()
+        raise PaymentProviderError() from stripe.APIConnectionError("read timed out")
 
     monkeypatch.setattr(stripe_calls, "subscription_create", created_then_lost)
 
@@ -226,6 +226,27 @@ def test_a_setup_whose_subscription_answer_was_lost_is_applied_by_a_job(
     assert setup(api_client, registered, "pm_card_visa").status_code == 200
     assert [s["id"] for s in stripe_subscriptions(agent.stripe_customer_id)] == [subscription["id"]]
     assert agent.events.filter(kind=AgentEvent.Kind.TIER_CHANGED).count() == 1
+
+
+def test_a_refusal_stripe_answered_enqueues_nothing_and_says_nothing_changed(
+    local_stripe_pro, api_client, registered, monkeypatch
+):
+    from billing.payments import stripe_calls
+    from billing.payments.setup import FOLLOW_UP_TASK
+    from billing.tests.helpers import queued_jobs
+
+    def refused(**kwargs):
+        # A 4xx: Stripe did nothing (say, a card attached to another customer).
+        error = stripe.InvalidRequestError("already attached", "payment_method", http_status=400)
+        raise PaymentProviderError() from error
+
+    monkeypatch.setattr(stripe_calls, "payment_method_attach", refused)
+
+    response = setup(api_client, registered, "pm_card_visa")
+
+    assert response.status_code == 502
+    assert response.json()["message"] == PaymentProviderError.default_message
+    assert queued_jobs(FOLLOW_UP_TASK) == 0
 
 
 def test_a_setup_that_failed_before_stripe_knew_a_customer_enqueues_nothing(
