@@ -9,7 +9,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import Agent, AgentEvent, Tier
-from accounts.signals import agent_deletion_requested
+from accounts.signals import agent_deleted, agent_deletion_requested
 from events.services import event_record
 from keys.models import KeyEvent
 from keys.services import api_key_issue, api_keys_revoke_all
@@ -159,6 +159,8 @@ def agent_delete(*, agent: Agent, actor: User | None = None, reason: str = "") -
             reason=reason,
             data={"source": "admin" if actor is not None else "agent"},
         )
+        # A billing setup may have linked a customer since the request above read it.
+        agent_deleted.send(sender=Agent, agent=agent, stripe_customer_id=locked.stripe_customer_id)
     agent.agent_name = agent.owner_identifier = tombstone
     agent.deleted_at = now
     return True

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
+from django_q.tasks import async_task
 
 from accounts.models import Agent, Tier
 from billing.payments import locks, records, stripe_calls, stripe_client
@@ -198,6 +199,24 @@ def deleted_agent_subscriptions_end_job(customer_id: str) -> list[str]:
             cancelled,
         )
     return cancelled
+
+
+def on_agent_deleted(
+    sender: Any, agent: Agent, stripe_customer_id: str | None, **kwargs: Any
+) -> None:
+    """accounts.signals.agent_deleted, in the deletion's transaction: a customer linked
+    then gets the job that ends its live subscriptions at once.
+
+    The request's hook above ended those it knew of; a setup that linked a customer
+    since (its answer lost, or recorded just before the deletion locked the row)
+    would otherwise leave a deleted agent paying. Nothing live: the job ends nothing.
+    """
+    if stripe_customer_id:
+        async_task(
+            DELETED_AGENT_END_TASK,
+            stripe_customer_id,
+            task_name=f"deleted_agent_subscriptions_end:{stripe_customer_id}",
+        )
 
 
 def on_agent_deletion_requested(sender: Any, agent: Agent, **kwargs: Any) -> None:

@@ -265,3 +265,47 @@ def test_a_setup_that_failed_before_stripe_knew_a_customer_enqueues_nothing(
 
     assert response.json()["message"] == PaymentProviderError.default_message
     assert queued_jobs(FOLLOW_UP_TASK) == 0
+
+
+def test_a_setup_recorded_just_before_the_deletion_locks_the_row_is_ended_by_a_job(
+    local_stripe_pro, registered
+):
+    from accounts.services import agent_delete
+    from billing.payments.cancel import DELETED_AGENT_END_TASK
+    from billing.payments.setup import billing_setup
+    from billing.tests.helpers import queued_jobs
+
+    def setup_between(sender, agent, **kwargs):
+        # Billing's hook has just found no customer; a setup then links one and
+        # records Pro before the deletion's transaction locks the row.
+        billing_setup(agent=Agent.objects.get(pk=agent.pk), payment_method_id="pm_card_visa")
+
+    agent_deletion_requested.connect(setup_between, dispatch_uid="test:setup_between")
+    try:
+        assert agent_delete(agent=Agent.objects.get(pk=registered.agent.pk))
+    finally:
+        agent_deletion_requested.disconnect(dispatch_uid="test:setup_between")
+
+    agent = Agent.objects.get(pk=registered.agent.pk)
+    assert agent.deleted_at is not None and agent.stripe_customer_id is not None
+    [subscription] = stripe_subscriptions(agent.stripe_customer_id)
+    assert subscription["status"] == "active"  # until the job runs
+    assert queued_jobs(DELETED_AGENT_END_TASK) == 1
+
+    ran = run_jobs()
+
+    assert (DELETED_AGENT_END_TASK, [subscription["id"]]) in ran
+    [subscription] = stripe_subscriptions(agent.stripe_customer_id)
+    assert subscription["status"] == "canceled"
+
+
+def test_a_deletion_whose_hook_ended_everything_finds_nothing_more_to_end(
+    local_stripe_pro, api_client, registered
+):
+    from accounts.services import agent_delete
+    from billing.payments.cancel import DELETED_AGENT_END_TASK
+
+    assert setup(api_client, registered, "pm_card_visa").status_code == 200
+    assert agent_delete(agent=Agent.objects.get(pk=registered.agent.pk))
+
+    assert (DELETED_AGENT_END_TASK, []) in run_jobs()
