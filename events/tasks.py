@@ -33,10 +33,12 @@ def event_dispatch(event_id: str) -> None:
         event = Event.objects.select_for_update().filter(id=event_id).first()
         if event is None or event.dispatched_at is not None:
             return
-        # A deleted agent hears of its deletion and nothing after (owner e-mail, for
-        # its part, finds only the tombstone where the address was).
-        gone = event.agent is not None and event.agent.deleted_at is not None
-        if not gone or event.type == Event.Type.AGENT_DELETED:
+        # A deleted agent's endpoint hears of what happened before the deletion and
+        # of the deletion, nothing after (owner e-mail, for its part, finds only the
+        # tombstone where the address was once the deletion is committed).
+        deleted_at = event.agent.deleted_at if event.agent is not None else None
+        after = deleted_at is not None and event.created_at > deleted_at
+        if not after or event.type == Event.Type.AGENT_DELETED:
             webhook_deliveries_create(event=event)
         owner_email_enqueue(event=event)
         event.dispatched_at = timezone.now()

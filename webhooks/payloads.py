@@ -68,10 +68,8 @@ EVENT_DATA: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     Event.Type.AGENT_DELETED: (
         "The agent was deleted (by itself or by support); its keys stopped working.",
-        {
-            "agent_name": {"type": "string"},
-            "source": {"type": "string", "enum": ["agent", "admin"]},
-        },
+        # No personal field: the name and owner are what the deletion erases.
+        {"source": {"type": "string", "enum": ["agent", "admin"]}},
     ),
 }
 

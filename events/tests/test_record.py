@@ -79,7 +79,7 @@ def test_event_dispatch_of_an_unknown_event_does_nothing():
 
 
 @pytest.mark.django_db
-def test_a_deleted_agents_webhook_hears_of_its_deletion_and_nothing_after(
+def test_a_deleted_agents_webhook_hears_of_its_deletion_and_nothing_after_it(
     api_client, make_agent, settings
 ):
     from accounts.services import agent_delete
@@ -90,6 +90,9 @@ def test_a_deleted_agents_webhook_hears_of_its_deletion_and_nothing_after(
     settings.LITHTRIX_WEBHOOK_ALLOW_HTTP = True
     agent = make_agent().agent
     webhook_set(agent=agent, url="http://127.0.0.1:9/hook")
+    # Recorded before the deletion, dispatched after it (a queue running late).
+    with transaction.atomic():
+        before = event_record(agent=agent, type="key.leaked", data={"prefix": "ltx_abcd"})
     assert agent_delete(agent=agent)
     # Stripe's end of its subscription, say, recorded after the deletion.
     with transaction.atomic():
@@ -100,9 +103,9 @@ def test_a_deleted_agents_webhook_hears_of_its_deletion_and_nothing_after(
         )
     deleted = Event.objects.get(agent=agent, type="agent.deleted")
 
-    event_dispatch(deleted.id)
-    event_dispatch(later.id)
+    for event in (before, deleted, later):
+        event_dispatch(event.id)
 
     delivered = WebhookDelivery.objects.values_list("event_id", flat=True)
-    assert list(delivered) == [deleted.id]
+    assert sorted(delivered) == sorted([before.id, deleted.id])
     assert Event.objects.get(id=later.id).dispatched_at is not None

@@ -36,7 +36,7 @@ EVENT_DATA: dict[str, dict[str, Any]] = {
         "next_payment_attempt": None,
         "next": "subscription_ends_unless_card_updated",
     },
-    "agent.deleted": {"agent_name": "my-agent", "source": "agent"},
+    "agent.deleted": {"source": "agent"},
 }
 
 
