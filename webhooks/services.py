@@ -68,7 +68,6 @@ def webhook_set(*, agent: Agent, url: str) -> tuple[WebhookEndpoint, str]:
 
 
 @transaction.atomic
-@transaction.atomic
 def webhook_delete(*, agent: Agent) -> bool:
     """Remove the agent's endpoint and its deliveries; False if it had none.
 
