@@ -173,7 +173,12 @@ def not_found_view(request: HttpRequest, exception: Exception | None = None) -> 
 
 
 def server_error_view(request: HttpRequest) -> HttpResponse:
-    return api_error_response(InternalError(), request)
+    """handler500: an exception no view turned into an answer (one raised in a
+    middleware, a probe, a page outside /v1). Django logs it with its traceback
+    once this answer is made, unless the answer says it was logged already."""
+    response = api_error_response(InternalError(), request)
+    del response._has_been_logged  # type: ignore[attr-defined]  # Django's private flag
+    return response
 
 
 def bad_request_view(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

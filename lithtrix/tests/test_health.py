@@ -41,6 +41,7 @@ def test_readyz_is_503_envelope_when_the_cache_is_unreachable(client, settings):
     assert response.status_code == 503
     assert response["Content-Type"] == "application/json"
     assert response["X-Request-Id"]
+    assert response["Retry-After"] == "5"
     assert response.json() == {
         "status": "error",
         "error_code": "SERVICE_UNAVAILABLE",
@@ -82,3 +83,23 @@ def test_probes_refuse_other_methods_with_the_envelope(client, path):
 
 def test_readiness_checks_cover_database_and_cache():
     assert set(probes.READINESS_CHECKS) == {"database", "cache"}
+
+
+def test_an_exception_no_view_answered_is_logged_with_its_traceback(settings, caplog, monkeypatch):
+    from django.test import Client
+
+    from lithtrix.core import probes
+
+    def broken(request):
+        raise RuntimeError("probe broke")
+
+    # ProbeMiddleware calls the probe itself: no view's error handling is around it.
+    monkeypatch.setattr(probes, "healthz", broken)
+    settings.DEBUG = False
+
+    response = Client(raise_request_exception=False).get("/healthz")
+
+    assert response.status_code == 500
+    assert response.json()["error_code"] == "INTERNAL_ERROR"
+    [record] = [r for r in caplog.records if r.name == "django.request" and r.levelname == "ERROR"]
+    assert record.exc_info is not None and "probe broke" in str(record.exc_info[1])
