@@ -14,8 +14,8 @@ try:
     for _network in LITHTRIX_METRICS_ALLOWED_NETWORKS.split(","):
         if _network.strip():
             ipaddress.ip_network(_network.strip(), strict=False)
-except ValueError as error:
+except ValueError as _bad:
     # Refused at start, not as a 500 on every scrape.
-    raise ImproperlyConfigured(f"LITHTRIX_METRICS_ALLOWED_NETWORKS: {error}.") from error
+    raise ImproperlyConfigured(f"LITHTRIX_METRICS_ALLOWED_NETWORKS: {_bad}.") from _bad
 # Anyone else needs `Authorization: Bearer <this>`; unset: nobody else.
 LITHTRIX_METRICS_TOKEN = os.environ.get("LITHTRIX_METRICS_TOKEN", "")
