@@ -10,6 +10,12 @@ import shutil
 from gunicorn import glogging
 
 wsgi_app = "lithtrix.wsgi:application"
+# The processes that serve requests bound every PostgreSQL statement and lock wait
+# (lithtrix/settings/database.py): a table locked by a migration or a stuck query
+# answers 503 in seconds instead of holding workers until gunicorn kills them (an
+# HTML 500). Set before the app is loaded; migrate and the job worker keep no bound.
+os.environ.setdefault("LITHTRIX_DB_STATEMENT_TIMEOUT_MS", "10000")
+os.environ.setdefault("LITHTRIX_DB_LOCK_TIMEOUT_MS", "3000")
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WORKERS", os.environ.get("GUNICORN_WORKERS", "4")))
 # sync by default, chosen by measurement behind deploy/nginx/lithtrix.conf (docs/

@@ -55,6 +55,28 @@ if _default["ENGINE"] == "lithtrix.core.postgresql":
     )
     if DATABASE_POOLING == "pgbouncer":
         _default["DISABLE_SERVER_SIDE_CURSORS"] = True
+    # Bounds on every statement and every lock wait, sent at connect (libpq options):
+    # past them PostgreSQL cancels the statement and the request gets the 503
+    # envelope, well inside gunicorn's worker timeout, instead of a worker held until
+    # it is killed. deploy/gunicorn.conf.py sets them for the processes that serve
+    # requests; migrate and the job worker run unbounded. 0 or unset: no bound.
+    # PgBouncer 1.18 refuses the options startup parameter: behind it, set them on
+    # the database role (docs/operations.md).
+    _bounds = {
+        "statement_timeout": os.environ.get("LITHTRIX_DB_STATEMENT_TIMEOUT_MS", "0"),
+        "lock_timeout": os.environ.get("LITHTRIX_DB_LOCK_TIMEOUT_MS", "0"),
+    }
+    for _name, _value in _bounds.items():
+        if not _value.strip().isdigit():
+            from django.core.exceptions import ImproperlyConfigured
+
+            raise ImproperlyConfigured(
+                f"LITHTRIX_DB_{_name.upper()}_MS must be a whole number of milliseconds."
+            )
+    _sent = " ".join(f"-c {n}={v.strip()}" for n, v in _bounds.items() if int(v) > 0)
+    if _sent and DATABASE_POOLING != "pgbouncer":
+        _given = _default["OPTIONS"].get("options", "")
+        _default["OPTIONS"]["options"] = f"{_given} {_sent}".strip()
 
 DATABASES = {"default": _default}
 

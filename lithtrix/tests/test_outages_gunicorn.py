@@ -196,3 +196,48 @@ def test_metrics_add_up_every_workers_counts(redis_url, tmp_path):
     )
     assert float(line.rsplit(" ", 1)[1]) == 40
     assert len(pids) == 2  # served by both workers, and counted together
+
+
+def test_a_table_locked_too_long_is_503_in_the_lock_bound_not_a_killed_worker(redis_url, tmp_path):
+    import psycopg
+
+    env = server_env(redis_url, LITHTRIX_DB_LOCK_TIMEOUT_MS="500")
+    db = connection.settings_dict
+    with running_gunicorn(workers=1, env=env, log_path=tmp_path / "gunicorn.log") as server:
+        created = requests.post(
+            f"{server.url}/v1/register",
+            json={"agent_name": "locked-out", "owner_identifier": "o@example.com"},
+            timeout=30,
+        ).json()
+        auth = {"Authorization": f"Bearer {created['api_key']}"}
+        assert requests.get(f"{server.url}/v1/me", headers=auth, timeout=30).status_code == 200
+        # What a migration's ALTER TABLE holds, here for longer than any bound.
+        holder = psycopg.connect(
+            host=db["HOST"] or "127.0.0.1",
+            port=int(db["PORT"] or 5432),
+            user=db["USER"],
+            password=db["PASSWORD"] or None,
+            dbname=db["NAME"],
+        )
+        try:
+            holder.execute(f"LOCK TABLE {Agent._meta.db_table} IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            answers = [
+                requests.get(f"{server.url}{path}", headers=auth, timeout=30)
+                for path in ("/v1/me", "/v1/authorize")
+            ]
+            elapsed = time.monotonic() - started
+        finally:
+            holder.close()
+        after = requests.get(f"{server.url}/v1/me", headers=auth, timeout=30)
+
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error_code"] == "SERVICE_UNAVAILABLE"
+        assert answer.headers["Retry-After"] == "5"
+    # Two lock waits of 0.5 s each, far below gunicorn's 30 s worker timeout.
+    assert elapsed < 10, elapsed
+    assert after.status_code == 200
+    # The /v1/authorize refused under the lock counted nothing.
+    assert Agent.objects.get(agent_name="locked-out").calls_total == 0
+    assert "WORKER TIMEOUT" not in server.log()
