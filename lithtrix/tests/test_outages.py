@@ -208,3 +208,22 @@ def test_counting_goes_on_exactly_when_redis_forgets_its_scripts(
     ]
 
     assert remaining == ["59", "58", "57"]
+
+
+@pytest.mark.requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_database_back_is_logged_by_the_next_connection_whatever_the_request(caplog):
+    from django.db import connection
+
+    from lithtrix.core import outages
+
+    outages.report_failure("database", OperationalError("gone"), action="503")
+    connection.close()
+    caplog.clear()
+
+    with caplog.at_level(logging.INFO, logger="lithtrix.outages"):
+        # Any request's first query opens a connection: /readyz need not be the one.
+        assert Agent.objects.count() == 0
+
+    back = [r.getMessage() for r in caplog.records if r.name == "lithtrix.outages"]
+    assert back == ["database available again after 1 failed requests"]

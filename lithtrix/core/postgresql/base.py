@@ -15,6 +15,8 @@ import select
 
 from django.db.backends.postgresql import base
 
+from lithtrix.core import outages
+
 
 class DatabaseWrapper(base.DatabaseWrapper):
     # Django's own attributes (BaseDatabaseWrapper), missing from its type stubs.
@@ -32,6 +34,13 @@ class DatabaseWrapper(base.DatabaseWrapper):
             self.health_check_done = True
             return
         super().close_if_health_check_failed()
+
+    def get_new_connection(self, conn_params):
+        connection = super().get_new_connection(conn_params)
+        # PostgreSQL answers: a database outage this process logged is over (one
+        # line, lithtrix.core.outages), whichever request or probe met it first.
+        outages.report_success("database")
+        return connection
 
 
 def _idle_and_quiet(connection) -> bool:
