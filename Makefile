@@ -114,7 +114,8 @@ docs-serve: $(BIN)/.installed-docs
 # required setting is checked first, all named in one message
 # (deploy/serve_check.py); then a missing PostgreSQL database is created
 # (deploy/createdb.py).
-WORKERS ?= 4
+# GUNICORN_WORKERS works too, as in deploy/gunicorn.conf.py.
+WORKERS ?= $(or $(GUNICORN_WORKERS),4)
 .PHONY: serve worker fuzz bench bench-redis capacity profile drills
 serve: venv
 	@$(BIN)/python deploy/serve_check.py
