@@ -5,6 +5,12 @@ import os
 
 from django.core.exceptions import ImproperlyConfigured
 
+# prometheus_client turns multiprocess mode on when the name is merely present, and
+# an empty value then writes its files into the working directory: empty is unset,
+# as everywhere else here. Settings load before the app imports prometheus_client.
+if "PROMETHEUS_MULTIPROC_DIR" in os.environ and not os.environ["PROMETHEUS_MULTIPROC_DIR"].strip():
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
 # Clients in these networks scrape without a token (the client address as the rate
 # limits see it: REMOTE_ADDR unless that peer is in LITHTRIX_TRUSTED_PROXIES).
 LITHTRIX_METRICS_ALLOWED_NETWORKS = os.environ.get(
