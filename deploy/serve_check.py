@@ -54,7 +54,23 @@ def problems() -> list[str]:
         django.setup()
     except (ImproperlyConfigured, ValueError) as exc:
         return [str(exc)]
-    return []
+    return bad_rates()
+
+
+def bad_rates() -> list[str]:
+    """Each rate variable whose value is not a rate (it would fail only at its first
+    use, or at migrate with a traceback)."""
+    from django.conf import settings
+
+    from lithtrix.core.ratelimit import parse_rate
+
+    found = []
+    for scope, (name, _default) in settings.THROTTLE_RATE_VARIABLES.items():
+        try:
+            parse_rate(settings.THROTTLE_RATES[scope])
+        except ValueError as exc:
+            found.append(f"{name}: {exc}")
+    return found
 
 
 def main() -> int:

@@ -61,18 +61,24 @@ LITHTRIX_SECRET_SCANNING_KEYS_FILE = os.environ.get("LITHTRIX_SECRET_SCANNING_KE
 # Every rate limit, by DRF throttle scope ("N/period": s, m, h, d or a multiple,
 # 100/5m). Per agent by tier (agent_free, agent_pro); every other scope per client
 # IP, an IPv6 client by its /64 (lithtrix/core/ratelimit.py).
-THROTTLE_RATES = {
-    "agent_free": os.environ.get("LITHTRIX_FREE_RATE", "60/m"),
-    "agent_pro": os.environ.get("LITHTRIX_PRO_RATE", "600/m"),
-    "register": os.environ.get("LITHTRIX_REGISTER_RATE", "10/m"),
+# Each scope's variable, read once (deploy/serve_check.py names it when its value is
+# not a rate).
+THROTTLE_RATE_VARIABLES = {
+    "agent_free": ("LITHTRIX_FREE_RATE", "60/m"),
+    "agent_pro": ("LITHTRIX_PRO_RATE", "600/m"),
+    "register": ("LITHTRIX_REGISTER_RATE", "10/m"),
     # Reading the docs or the billing config does not use up registrations.
-    "openapi": os.environ.get("LITHTRIX_OPENAPI_RATE", "30/m"),
-    "billing_config": os.environ.get("LITHTRIX_BILLING_CONFIG_RATE", "30/m"),
+    "openapi": ("LITHTRIX_OPENAPI_RATE", "30/m"),
+    "billing_config": ("LITHTRIX_BILLING_CONFIG_RATE", "30/m"),
     # Scanners report in bursts.
-    "secret_scanning": os.environ.get("LITHTRIX_SECRET_SCANNING_RATE", "600/m"),
+    "secret_scanning": ("LITHTRIX_SECRET_SCANNING_RATE", "600/m"),
     # Failed key authentications; past it, keys this service has not seen
     # authenticate recently get 429 without a database query (keys/authentication.py).
-    "auth_failures": os.environ.get("LITHTRIX_AUTH_FAILURE_RATE", "30/m"),
+    "auth_failures": ("LITHTRIX_AUTH_FAILURE_RATE", "30/m"),
+}
+THROTTLE_RATES = {
+    scope: os.environ.get(name, default)
+    for scope, (name, default) in THROTTLE_RATE_VARIABLES.items()
 }
 # django-ratelimit (the per-IP scopes): the count is None only when its key expired
 # between its two cache calls; then the request goes on uncounted. Cache errors

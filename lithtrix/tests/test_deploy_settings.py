@@ -115,3 +115,31 @@ def test_trusted_proxies_are_a_network_list():
     # The count's old "none" stays harmless.
     env = {**PRODUCTION, "LITHTRIX_TRUSTED_PROXY_COUNT": "0"}
     assert settings_value("LITHTRIX_TRUSTED_PROXIES", env) == "[]"
+
+
+def test_make_serve_names_each_rate_variable_whose_value_is_not_a_rate():
+    from testing.servers import app_environment
+
+    checked = subprocess.run(
+        [sys.executable, "deploy/serve_check.py"],
+        cwd=BASE_DIR,
+        env=app_environment(
+            {
+                "DATABASE_URL": "sqlite:///unused.sqlite3",
+                "DJANGO_SECRET_KEY": "x" * 50,
+                "LITHTRIX_SINGLE_PROCESS": "on",
+                "EMAIL_URL": "console:",
+                "LITHTRIX_FREE_RATE": "abc",
+                "LITHTRIX_REGISTER_RATE": "10/x",
+            }
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert checked.returncode == 2, checked.stderr
+    assert "LITHTRIX_FREE_RATE: not a rate: 'abc'" in checked.stderr
+    assert "LITHTRIX_REGISTER_RATE: not a rate: '10/x'" in checked.stderr
+    assert "Traceback" not in checked.stderr
