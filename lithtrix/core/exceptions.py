@@ -169,12 +169,21 @@ class BillingUnavailableError(ApiError):
     default_message = "Billing is not configured on this deployment."
 
 
+# Seconds a client is asked to wait when a dependency is down (unless a 503 says more).
+UNAVAILABLE_RETRY_AFTER = 5
+
+
 class ServiceUnavailableError(ApiError):
-    """A dependency (database, cache) cannot be reached; /readyz names which."""
+    """A dependency (database, cache) cannot be reached; /readyz names which. Every one
+    says when to retry (Retry-After)."""
 
     status_code = 503
     error_code = "SERVICE_UNAVAILABLE"
     default_message = "The service is not ready."
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.headers.setdefault("Retry-After", str(UNAVAILABLE_RETRY_AFTER))
 
 
 class StripeCallsBusyError(ServiceUnavailableError):
@@ -184,10 +193,6 @@ class StripeCallsBusyError(ServiceUnavailableError):
         "Too many billing requests are waiting on the payment provider. Nothing was "
         "changed; retry in a few seconds."
     )
-
-    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
-        self.headers.setdefault("Retry-After", "5")
 
 
 # --- Django-level handlers (urls.py handler404 / handler500, catch-all routes) ---

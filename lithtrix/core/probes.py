@@ -22,12 +22,7 @@ from lithtrix.core import outages
 from lithtrix.core.exceptions import NotFoundError, PermissionDeniedError, ServiceUnavailableError
 from lithtrix.core.http import bearer_token, client_ip
 from lithtrix.core.metrics import exposition
-from lithtrix.core.responses import (
-    UNAVAILABLE_RETRY_AFTER,
-    api_error_response,
-    json_response,
-    refuse_method,
-)
+from lithtrix.core.responses import api_error_response, json_response, refuse_method
 
 
 def require_safe(view: Callable[[HttpRequest], HttpResponse]) -> Callable:
@@ -81,10 +76,7 @@ def readyz(request: HttpRequest) -> HttpResponse:
     failed = [name for name, result in checks.items() if result != "ok"]
     if failed:
         error = ServiceUnavailableError(
-            f"Not ready: {', '.join(failed)} unreachable.",
-            extra={"checks": checks},
-            # As every 503 of the service: when to look again.
-            headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
+            f"Not ready: {', '.join(failed)} unreachable.", extra={"checks": checks}
         )
         return api_error_response(error, request)
     return json_response({"status": "ok", "checks": checks})

@@ -47,10 +47,6 @@ def json_response(data: Any, *, status: int = 200) -> HttpResponse:
 logger = logging.getLogger("lithtrix.errors")
 
 
-# Seconds a client is asked to wait when a dependency is down.
-UNAVAILABLE_RETRY_AFTER = 5
-
-
 def is_database_outage(exc: BaseException) -> bool:
     """The database could not be reached or dropped the connection (not a bad query)."""
     return isinstance(exc, DatabaseOperationalError | DatabaseInterfaceError)
@@ -59,10 +55,7 @@ def is_database_outage(exc: BaseException) -> bool:
 def database_unavailable(exc: BaseException) -> ServiceUnavailableError:
     """The 503 for a database outage, reported once per incident (no traceback)."""
     outages.report_failure("database", exc, action="requests answer 503")
-    return ServiceUnavailableError(
-        "The database is unavailable; retry later.",
-        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
-    )
+    return ServiceUnavailableError("The database is unavailable; retry later.")
 
 
 def _flatten_details(detail: Any) -> dict[str, list[str]]:
