@@ -201,6 +201,16 @@ def deleted_agent_subscriptions_end_job(customer_id: str) -> list[str]:
     return cancelled
 
 
+def deleted_agent_subscriptions_end_enqueue(*, customer_id: str) -> None:
+    """The job that ends a deleted agent's customer's live subscriptions, in the
+    caller's transaction (the one that found the agent deleted)."""
+    async_task(
+        DELETED_AGENT_END_TASK,
+        customer_id,
+        task_name=f"deleted_agent_subscriptions_end:{customer_id}",
+    )
+
+
 def on_agent_deleted(
     sender: Any, agent: Agent, stripe_customer_id: str | None, **kwargs: Any
 ) -> None:
@@ -212,11 +222,7 @@ def on_agent_deleted(
     would otherwise leave a deleted agent paying. Nothing live: the job ends nothing.
     """
     if stripe_customer_id:
-        async_task(
-            DELETED_AGENT_END_TASK,
-            stripe_customer_id,
-            task_name=f"deleted_agent_subscriptions_end:{stripe_customer_id}",
-        )
+        deleted_agent_subscriptions_end_enqueue(customer_id=stripe_customer_id)
 
 
 def on_agent_deletion_requested(sender: Any, agent: Agent, **kwargs: Any) -> None:

@@ -16,7 +16,7 @@ from django_q.tasks import async_task
 
 from accounts.models import Agent, AgentEvent, Tier
 from billing.payments import locks, records, stripe_calls, stripe_client
-from billing.payments.cancel import DELETED_AGENT_END_TASK
+from billing.payments.cancel import deleted_agent_subscriptions_end_enqueue
 from billing.payments.mirror import (
     customer_known,
     mirror,
@@ -160,11 +160,7 @@ def _setup_record(*, agent: Agent, facts: dict, subscription: Any, resumed: bool
             .first()
         )
         if live is None:
-            async_task(
-                DELETED_AGENT_END_TASK,
-                customer_id,
-                task_name=f"deleted_agent_subscriptions_end:{customer_id}",
-            )
+            deleted_agent_subscriptions_end_enqueue(customer_id=customer_id)
             logger.warning(
                 "agent %s was deleted during its billing setup: customer %s's "
                 "subscriptions are ended by a job",
@@ -281,11 +277,7 @@ def setup_follow_up_job(agent_id: str, customer_id: str, replaced: str | None = 
     with transaction.atomic(durable=True):
         agent = Agent.objects.select_for_update(no_key=True).filter(pk=agent_id).first()
         if agent is None or agent.deleted_at is not None:
-            async_task(
-                DELETED_AGENT_END_TASK,
-                customer_id,
-                task_name=f"deleted_agent_subscriptions_end:{customer_id}",
-            )
+            deleted_agent_subscriptions_end_enqueue(customer_id=customer_id)
             return "agent deleted"
         # The setup may have replaced a customer Stripe no longer knew (``replaced``).
         if agent.stripe_customer_id not in (None, customer_id, replaced):
