@@ -97,15 +97,9 @@ class _HTTPConnection(urllib3.connection.HTTPConnection):
         return sock
 
 
-class _HTTPSConnection(urllib3.connection.HTTPSConnection):
-    def __init__(self, *args: Any, deadline: _Deadline, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._deadline = deadline
-
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        self._deadline.watch(sock)
-        return sock
+# The same watch before urllib3's TLS (its HTTPSConnection is an HTTPConnection).
+class _HTTPSConnection(_HTTPConnection, urllib3.connection.HTTPSConnection):
+    pass
 
 
 class _HTTPConnectionPool(urllib3.HTTPConnectionPool):
