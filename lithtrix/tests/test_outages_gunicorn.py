@@ -18,7 +18,7 @@ from django.db import connection
 from accounts.models import Agent
 from lithtrix.tests.faults import TcpProxy
 from lithtrix.tests.test_multiprocess_limits import all_workers_serving, server_env
-from testing.servers import running_gunicorn
+from testing.servers import database_url, running_gunicorn
 
 pytestmark = [
     pytest.mark.slow,
@@ -208,7 +208,6 @@ def test_a_table_locked_too_long_is_503_in_the_lock_bound_not_a_killed_worker(re
     import psycopg
 
     env = server_env(redis_url, LITHTRIX_DB_LOCK_TIMEOUT_MS="500")
-    db = connection.settings_dict
     with running_gunicorn(workers=1, env=env, log_path=tmp_path / "gunicorn.log") as server:
         created = requests.post(
             f"{server.url}/v1/register",
@@ -218,13 +217,7 @@ def test_a_table_locked_too_long_is_503_in_the_lock_bound_not_a_killed_worker(re
         auth = {"Authorization": f"Bearer {created['api_key']}"}
         assert requests.get(f"{server.url}/v1/me", headers=auth, timeout=30).status_code == 200
         # What a migration's ALTER TABLE holds, here for longer than any bound.
-        holder = psycopg.connect(
-            host=db["HOST"] or "127.0.0.1",
-            port=int(db["PORT"] or 5432),
-            user=db["USER"],
-            password=db["PASSWORD"] or None,
-            dbname=db["NAME"],
-        )
+        holder = psycopg.connect(database_url(connection.settings_dict))
         try:
             holder.execute(f"LOCK TABLE {Agent._meta.db_table} IN ACCESS EXCLUSIVE MODE")
             started = time.monotonic()
