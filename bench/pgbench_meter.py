@@ -88,8 +88,9 @@ def statement_and_tables(env: dict[str, str]) -> tuple[str, list[str]]:
 
     django.setup()
     from accounts.models import Agent
-    from billing.metering.services import _postgresql_sql
+    from billing.metering.services import _postgresql_sql, near_limit_mark
     from billing.models import DailyUsage
+    from events.models import Event
     from keys.models import ApiKey
 
     sql = _postgresql_sql(with_key=True)
@@ -102,9 +103,15 @@ def statement_and_tables(env: dict[str, str]) -> tuple[str, list[str]]:
         "tier": "'free'",
         "free": "'free'",
         "free_limit": "1000000000",
+        "near_mark": str(near_limit_mark(1000000000)),
+        "near_limit": f"'{Event.Type.USAGE_NEAR_LIMIT.value}'",
+        "limit_reached": f"'{Event.Type.USAGE_LIMIT_REACHED.value}'",
     }.items():
         sql = sql.replace(f"%({name})s", value)
-    tables = [m._meta.db_table for m in (Agent, ApiKey, DailyUsage)]
+    if "%(" in sql:
+        raise RuntimeError(f"a parameter the script does not fill: {sql}")
+    # DailyUsage last: its partitions are dumped by its name.
+    tables = [m._meta.db_table for m in (Agent, ApiKey, Event, DailyUsage)]
     return " ".join(sql.split()) + ";\n", tables
 
 
@@ -139,7 +146,7 @@ def prepare_database(admin_url: str, schema_url: str, tables: list[str], agents:
         text=True,
     ).stdout
     psql(url, dump)
-    agent, key, _usage = tables
+    agent, key, *_written = tables
     psql(
         url,
         f"""
