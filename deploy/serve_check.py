@@ -54,7 +54,7 @@ def problems() -> list[str]:
         django.setup()
     except (ImproperlyConfigured, ValueError) as exc:
         return [str(exc)]
-    return bad_rates()
+    return bad_rates() + bad_gunicorn_numbers()
 
 
 def bad_rates() -> list[str]:
@@ -70,6 +70,32 @@ def bad_rates() -> list[str]:
             parse_rate(settings.THROTTLE_RATES[scope])
         except ValueError as exc:
             found.append(f"{name}: {exc}")
+    return found
+
+
+# deploy/gunicorn.conf.py's numbers, and the least each may be.
+GUNICORN_NUMBERS = {
+    "WORKERS": 1,
+    "GUNICORN_WORKERS": 1,
+    "GUNICORN_THREADS": 1,
+    "GUNICORN_TIMEOUT": 0,
+    "GUNICORN_MAX_REQUESTS": 0,
+}
+
+
+def bad_gunicorn_numbers() -> list[str]:
+    """Each of gunicorn's variables that is not a number it can use (gunicorn would
+    stop on it with a traceback)."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from lithtrix.settings.env import env_int
+
+    found = []
+    for name, minimum in GUNICORN_NUMBERS.items():
+        try:
+            env_int(name, minimum, minimum=minimum)
+        except ImproperlyConfigured as exc:
+            found.append(str(exc))
     return found
 
 

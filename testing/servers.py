@@ -322,6 +322,29 @@ def manage(*args: str, env: Mapping[str, str]) -> None:
     subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=dict(env), check=True)
 
 
+def serve_check(overrides: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    """make serve's first step (deploy/serve_check.py) on a production-mode environment
+    with ``overrides``: everything it needs set, on a SQLite file it never opens."""
+    env = app_environment(
+        {
+            "DATABASE_URL": "sqlite:///unused.sqlite3",
+            "DJANGO_SECRET_KEY": "x" * 50,
+            "LITHTRIX_SINGLE_PROCESS": "on",
+            "EMAIL_URL": "console:",
+            **overrides,
+        }
+    )
+    return subprocess.run(
+        [sys.executable, "deploy/serve_check.py"],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 class _FromAddress(requests.adapters.HTTPAdapter):
     def __init__(self, address: str) -> None:
         self.address = address

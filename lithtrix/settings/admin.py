@@ -1,12 +1,11 @@
 """The staff admin: login throttling (django-axes) and the staff session's lifetime."""
 
-import os
 from datetime import timedelta
 
+from lithtrix.settings.env import env_int
+
 # A staff session lasts a working day, not Django's default two weeks.
-LITHTRIX_ADMIN_SESSION_SECONDS = int(
-    os.environ.get("LITHTRIX_ADMIN_SESSION_SECONDS", str(8 * 3600))
-)
+LITHTRIX_ADMIN_SESSION_SECONDS = env_int("LITHTRIX_ADMIN_SESSION_SECONDS", 8 * 3600)
 SESSION_COOKIE_AGE = LITHTRIX_ADMIN_SESSION_SECONDS
 
 # After AXES_FAILURE_LIMIT wrong passwords for one user name from one client
@@ -14,13 +13,11 @@ SESSION_COOKIE_AGE = LITHTRIX_ADMIN_SESSION_SECONDS
 # right password too; after LITHTRIX_ADMIN_LOGIN_ADDRESS_FAILURE_LIMIT from one
 # address over any user names, that address is refused for every name. A user
 # name alone is never locked: whoever knows it could keep its owner out.
-AXES_FAILURE_LIMIT = int(os.environ.get("LITHTRIX_ADMIN_LOGIN_FAILURE_LIMIT", "5"))
-LITHTRIX_ADMIN_LOGIN_ADDRESS_FAILURE_LIMIT = int(
-    os.environ.get("LITHTRIX_ADMIN_LOGIN_ADDRESS_FAILURE_LIMIT", "20")
+AXES_FAILURE_LIMIT = env_int("LITHTRIX_ADMIN_LOGIN_FAILURE_LIMIT", 5)
+LITHTRIX_ADMIN_LOGIN_ADDRESS_FAILURE_LIMIT = env_int(
+    "LITHTRIX_ADMIN_LOGIN_ADDRESS_FAILURE_LIMIT", 20
 )
-AXES_COOLOFF_TIME = timedelta(
-    seconds=int(os.environ.get("LITHTRIX_ADMIN_LOGIN_COOLOFF_SECONDS", str(15 * 60)))
-)
+AXES_COOLOFF_TIME = timedelta(seconds=env_int("LITHTRIX_ADMIN_LOGIN_COOLOFF_SECONDS", 15 * 60))
 # The pair, then the address: lithtrix.admin_lockout gives each its own limit.
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]
 AXES_HANDLER = "lithtrix.admin_lockout.AdminLoginHandler"

@@ -5,15 +5,13 @@ import os
 
 from django.core.exceptions import ImproperlyConfigured
 
-from lithtrix.settings.env import env_list
+from lithtrix.settings.env import env_int, env_list
 
 # --- Tiers and limits (see billing/metering/tiers.py) ----------------------------
-LITHTRIX_FREE_CALL_LIMIT = int(os.environ.get("LITHTRIX_FREE_CALL_LIMIT", "300"))
+LITHTRIX_FREE_CALL_LIMIT = env_int("LITHTRIX_FREE_CALL_LIMIT", 300)
 # A key that authenticated within this many seconds is never refused by the
 # auth_failures limit (THROTTLE_RATES below).
-LITHTRIX_AUTH_SEEN_VALID_SECONDS = int(
-    os.environ.get("LITHTRIX_AUTH_SEEN_VALID_SECONDS", str(7 * 24 * 3600))
-)
+LITHTRIX_AUTH_SEEN_VALID_SECONDS = env_int("LITHTRIX_AUTH_SEEN_VALID_SECONDS", 7 * 24 * 3600)
 
 # Networks of our own proxies (nginx, the metering gateway, a load balancer), comma
 # separated. X-Forwarded-For is believed only from a peer in them, and only past
@@ -34,19 +32,19 @@ if os.environ.get("LITHTRIX_TRUSTED_PROXY_COUNT", "0").strip() not in {"", "0"}:
 
 # Metered path (README, "Benchmark"): key -> agent hints kept per process (0: off),
 # and whether a metered call's commit waits for its WAL flush (on: durable).
-LITHTRIX_KEY_HINTS = int(os.environ.get("LITHTRIX_KEY_HINTS", "10000"))
+LITHTRIX_KEY_HINTS = env_int("LITHTRIX_KEY_HINTS", 10000)
 LITHTRIX_METER_SYNCHRONOUS_COMMIT = os.environ.get("LITHTRIX_METER_SYNCHRONOUS_COMMIT", "on")
 # --- Account lifecycle ----------------------------------------------------------
 # Keys of one agent that work at once, overlaps included: a rotation past it ends
 # the oldest overlap first (keys/services.py).
-LITHTRIX_MAX_WORKING_KEYS = int(os.environ.get("LITHTRIX_MAX_WORKING_KEYS", "5"))
+LITHTRIX_MAX_WORKING_KEYS = env_int("LITHTRIX_MAX_WORKING_KEYS", 5)
 # How long an answer is kept for replay under its Idempotency-Key (idempotency/).
-LITHTRIX_IDEMPOTENCY_TTL_HOURS = int(os.environ.get("LITHTRIX_IDEMPOTENCY_TTL_HOURS", "24"))
+LITHTRIX_IDEMPOTENCY_TTL_HOURS = env_int("LITHTRIX_IDEMPOTENCY_TTL_HOURS", 24)
 # Idempotency-Keys one agent (or, for register, one client address) holds at once,
 # kept answers and running requests alike; past it a new key is 429. Far above a
 # day of rotations, billing calls or one host's registrations; it caps what a
 # flood of keys can store.
-LITHTRIX_IDEMPOTENCY_MAX_KEYS = int(os.environ.get("LITHTRIX_IDEMPOTENCY_MAX_KEYS", "1000"))
+LITHTRIX_IDEMPOTENCY_MAX_KEYS = env_int("LITHTRIX_IDEMPOTENCY_MAX_KEYS", 1000)
 # The function idempotency asks which agent a spent key was issued to (a rotation,
 # revocation or deletion retried with the key it killed gets its first answer back).
 LITHTRIX_IDEMPOTENCY_CREDENTIAL_OWNER = "keys.authentication.spent_key_owner"

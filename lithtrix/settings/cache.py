@@ -8,14 +8,14 @@ from redis.connection import parse_url
 from redis.retry import Retry
 
 from lithtrix.settings.django import DEBUG
-from lithtrix.settings.env import env_bool
+from lithtrix.settings.env import env_bool, env_float
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 # Prefix of every cache key, so several deployments can share one Redis database.
 LITHTRIX_CACHE_PREFIX = os.environ.get("LITHTRIX_CACHE_PREFIX", "lithtrix")
 # Connect and read timeout of every Redis call: a stalled Redis costs a request at
 # most this long (and then, thanks to the breaker below, nothing for a while).
-LITHTRIX_CACHE_TIMEOUT_SECONDS = float(os.environ.get("LITHTRIX_CACHE_TIMEOUT_SECONDS", "0.25"))
+LITHTRIX_CACHE_TIMEOUT_SECONDS = env_float("LITHTRIX_CACHE_TIMEOUT_SECONDS", 0.25)
 # REDIS_URL names a node of a Redis Cluster (or several, comma-separated): every
 # Redis call goes through redis-py's cluster client.
 LITHTRIX_REDIS_CLUSTER = env_bool("LITHTRIX_REDIS_CLUSTER")
@@ -70,6 +70,4 @@ LITHTRIX_RATE_LIMIT_ON_FAILURE = os.environ.get("LITHTRIX_RATE_LIMIT_ON_FAILURE"
 if LITHTRIX_RATE_LIMIT_ON_FAILURE not in ("open", "closed"):
     raise ImproperlyConfigured("LITHTRIX_RATE_LIMIT_ON_FAILURE must be 'open' or 'closed'.")
 # After a cache failure, rate limits skip the cache for this long (a circuit breaker).
-LITHTRIX_RATE_LIMIT_BREAKER_SECONDS = float(
-    os.environ.get("LITHTRIX_RATE_LIMIT_BREAKER_SECONDS", "5")
-)
+LITHTRIX_RATE_LIMIT_BREAKER_SECONDS = env_float("LITHTRIX_RATE_LIMIT_BREAKER_SECONDS", 5)

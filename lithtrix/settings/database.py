@@ -5,11 +5,11 @@ import os
 
 import dj_database_url
 
-from lithtrix.settings.env import BASE_DIR, env_bool
+from lithtrix.settings.env import BASE_DIR, env_bool, env_int
 
 _default = dj_database_url.parse(
     os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
-    conn_max_age=int(os.environ.get("DJANGO_CONN_MAX_AGE", "60")),
+    conn_max_age=env_int("DJANGO_CONN_MAX_AGE", 60),
     conn_health_checks=True,
 )
 if _default["ENGINE"] == "django.db.backends.sqlite3":
@@ -28,8 +28,8 @@ elif _default["ENGINE"] == "django.db.backends.postgresql":
     _default["ENGINE"] = "lithtrix.core.postgresql"
     # An unreachable database fails a request within seconds (503), not after the
     # operating system's TCP timeout.
-    _default.setdefault("OPTIONS", {})["connect_timeout"] = int(
-        os.environ.get("LITHTRIX_DB_CONNECT_TIMEOUT_SECONDS", "3")
+    _default.setdefault("OPTIONS", {})["connect_timeout"] = env_int(
+        "LITHTRIX_DB_CONNECT_TIMEOUT_SECONDS", 3
     )
 
 # DATABASE_POOLING=pgbouncer: DATABASE_URL points at PgBouncer in transaction pooling
@@ -95,8 +95,8 @@ if DATABASE_REPLICA_URL:
         from django.core.exceptions import ImproperlyConfigured
 
         raise ImproperlyConfigured("DATABASE_REPLICA_URL needs a PostgreSQL DATABASE_URL.")
-    _replica["OPTIONS"]["connect_timeout"] = int(
-        os.environ.get("LITHTRIX_DB_REPLICA_CONNECT_TIMEOUT_SECONDS", "2")
+    _replica["OPTIONS"]["connect_timeout"] = env_int(
+        "LITHTRIX_DB_REPLICA_CONNECT_TIMEOUT_SECONDS", 2
     )
     # Tests never create a database on a read-only standby: the replica alias reads
     # the test database.

@@ -4,7 +4,7 @@ import os
 
 from django.core.exceptions import ImproperlyConfigured
 
-from lithtrix.settings.env import BASE_DIR, env_bool, env_list
+from lithtrix.settings.env import BASE_DIR, env_bool, env_int, env_list
 
 DEBUG = env_bool("DJANGO_DEBUG")
 
@@ -123,7 +123,7 @@ STORAGES = {
 
 # --- Request bodies ----------------------------------------------------------
 # Largest accepted request body; larger ones get 413 PAYLOAD_TOO_LARGE.
-LITHTRIX_MAX_BODY_BYTES = int(os.environ.get("LITHTRIX_MAX_BODY_BYTES", str(64 * 1024)))
+LITHTRIX_MAX_BODY_BYTES = env_int("LITHTRIX_MAX_BODY_BYTES", 64 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = LITHTRIX_MAX_BODY_BYTES
 
 # --- HTTPS ---------------------------------------------------------------------
@@ -134,9 +134,7 @@ HTTPS = env_bool("DJANGO_HTTPS")
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", HTTPS)
 # Probes often speak plain http from inside the network.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
-SECURE_HSTS_SECONDS = int(
-    os.environ.get("DJANGO_SECURE_HSTS_SECONDS", str(365 * 24 * 3600 if HTTPS else 0))
-)
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 365 * 24 * 3600 if HTTPS else 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", HTTPS)
 SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", HTTPS)
 SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", HTTPS)

@@ -10,19 +10,19 @@ import os
 
 from django.core.exceptions import ImproperlyConfigured
 
-from lithtrix.settings.env import env_bool
+from lithtrix.settings.env import env_bool, env_int
 
 Q_CLUSTER = {
     "name": "lithtrix",
     # The ORM broker: jobs live in the project's database (SQLite under make run,
     # PostgreSQL in production), written in the caller's transaction.
     "orm": "default",
-    "workers": int(os.environ.get("LITHTRIX_JOB_WORKERS", "2")),
+    "workers": env_int("LITHTRIX_JOB_WORKERS", 2),
     # A job may run this long; one not acknowledged within `retry` seconds (its worker
     # was killed) is handed out again.
-    "timeout": int(os.environ.get("LITHTRIX_JOB_TIMEOUT", "60")),
-    "retry": int(os.environ.get("LITHTRIX_JOB_RETRY", "90")),
-    "max_attempts": int(os.environ.get("LITHTRIX_JOB_MAX_ATTEMPTS", "10")),
+    "timeout": env_int("LITHTRIX_JOB_TIMEOUT", 60),
+    "retry": env_int("LITHTRIX_JOB_RETRY", 90),
+    "max_attempts": env_int("LITHTRIX_JOB_MAX_ATTEMPTS", 10),
     # Failed jobs stay in the database: the staff console lists them and resubmits.
     "save_limit": 1000,
     "ack_failures": True,
@@ -36,13 +36,13 @@ Q_CLUSTER = {
 # (events.jobs.retry_with_backoff); the last failure is a django-q2 failed task, the
 # dead letter staff see and resubmit in the admin. The defaults try for about 2 hours
 # (1, 2, 4 ... 32, 60 minutes apart).
-LITHTRIX_JOB_TRIES = int(os.environ.get("LITHTRIX_JOB_TRIES", "8"))
-LITHTRIX_JOB_BACKOFF_SECONDS = int(os.environ.get("LITHTRIX_JOB_BACKOFF_SECONDS", "60"))
-LITHTRIX_JOB_BACKOFF_MAX_SECONDS = int(os.environ.get("LITHTRIX_JOB_BACKOFF_MAX_SECONDS", "3600"))
+LITHTRIX_JOB_TRIES = env_int("LITHTRIX_JOB_TRIES", 8)
+LITHTRIX_JOB_BACKOFF_SECONDS = env_int("LITHTRIX_JOB_BACKOFF_SECONDS", 60)
+LITHTRIX_JOB_BACKOFF_MAX_SECONDS = env_int("LITHTRIX_JOB_BACKOFF_MAX_SECONDS", 3600)
 
 # How often every agent whose tier depends on Stripe is re-read from it and repaired
 # (billing.payments.reconciliation).
-LITHTRIX_RECONCILE_MINUTES = int(os.environ.get("LITHTRIX_RECONCILE_MINUTES", "60"))
+LITHTRIX_RECONCILE_MINUTES = env_int("LITHTRIX_RECONCILE_MINUTES", 60)
 
 # Daily usage older than this many whole months before the current one is dropped
 # (billing.metering.partitions); unset keeps it forever.

@@ -3,6 +3,8 @@ each with the request id; secrets are scrubbed by the formatter."""
 
 import os
 
+from lithtrix.settings.env import env_float
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -38,6 +40,4 @@ LOGGING = {
 
 # A failing dependency (database, cache) is logged at most once per this many
 # seconds per process, with the count of failures in between (lithtrix/core/outages.py).
-LITHTRIX_OUTAGE_LOG_INTERVAL_SECONDS = float(
-    os.environ.get("LITHTRIX_OUTAGE_LOG_INTERVAL_SECONDS", "60")
-)
+LITHTRIX_OUTAGE_LOG_INTERVAL_SECONDS = env_float("LITHTRIX_OUTAGE_LOG_INTERVAL_SECONDS", 60)

@@ -8,7 +8,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from lithtrix.settings.api import LITHTRIX_PUBLIC_URL
 from lithtrix.settings.django import DEBUG
-from lithtrix.settings.env import BASE_DIR
+from lithtrix.settings.env import BASE_DIR, env_int
 
 SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 # scheme -> (TLS mode, default port). smtps is TLS from the first byte (RFC 8314);
@@ -82,7 +82,7 @@ EMAIL_FILE_PATH = _email.get("EMAIL_FILE_PATH", "")
 
 LITHTRIX_EMAIL_FROM = os.environ.get("LITHTRIX_EMAIL_FROM", "Lithtrix <no-reply@localhost>")
 # Owner e-mails per address per UTC day; key.leaked is never held back by it.
-LITHTRIX_OWNER_EMAILS_PER_DAY = int(os.environ.get("LITHTRIX_OWNER_EMAILS_PER_DAY", "10"))
+LITHTRIX_OWNER_EMAILS_PER_DAY = env_int("LITHTRIX_OWNER_EMAILS_PER_DAY", 10)
 
 # Where unsubscribe links point (RFC 8058 asks for https): LITHTRIX_PUBLIC_URL when it is
 # absolute. Mail that leaves the machine must carry a link that works, so an SMTP

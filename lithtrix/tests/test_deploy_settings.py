@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from testing.servers import BASE_DIR
+from testing.servers import BASE_DIR, serve_check
 
 # Servers or Python in subprocesses, or a browser: seconds each, not milliseconds.
 pytestmark = pytest.mark.slow
@@ -118,28 +118,42 @@ def test_trusted_proxies_are_a_network_list():
 
 
 def test_make_serve_names_each_rate_variable_whose_value_is_not_a_rate():
-    from testing.servers import app_environment
-
-    checked = subprocess.run(
-        [sys.executable, "deploy/serve_check.py"],
-        cwd=BASE_DIR,
-        env=app_environment(
-            {
-                "DATABASE_URL": "sqlite:///unused.sqlite3",
-                "DJANGO_SECRET_KEY": "x" * 50,
-                "LITHTRIX_SINGLE_PROCESS": "on",
-                "EMAIL_URL": "console:",
-                "LITHTRIX_FREE_RATE": "abc",
-                "LITHTRIX_REGISTER_RATE": "10/x",
-            }
-        ),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    checked = serve_check({"LITHTRIX_FREE_RATE": "abc", "LITHTRIX_REGISTER_RATE": "10/x"})
 
     assert checked.returncode == 2, checked.stderr
     assert "LITHTRIX_FREE_RATE: not a rate: 'abc'" in checked.stderr
     assert "LITHTRIX_REGISTER_RATE: not a rate: '10/x'" in checked.stderr
     assert "Traceback" not in checked.stderr
+
+
+NOT_A_NUMBER = [
+    ("LITHTRIX_FREE_CALL_LIMIT", "3OO", "must be a whole number, not '3OO'"),
+    ("LITHTRIX_FREE_CALL_LIMIT", "1000", None),
+    ("LITHTRIX_JOB_TRIES", "-1", "must be at least 0, not '-1'"),
+    ("STRIPE_TIMEOUT_SECONDS", "20s", "must be a number, not '20s'"),
+    ("LITHTRIX_CACHE_TIMEOUT_SECONDS", "nan", "must be at least 0"),
+    ("DJANGO_CONN_MAX_AGE", " 30 ", None),
+    # deploy/gunicorn.conf.py's own, which gunicorn would refuse with a traceback.
+    ("GUNICORN_WORKERS", "four", "must be a whole number, not 'four'"),
+    ("GUNICORN_THREADS", "0", "must be at least 1, not '0'"),
+    ("GUNICORN_TIMEOUT", "30", None),
+]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    NOT_A_NUMBER,
+    ids=[
+        "not-a-number", "fine", "negative", "unit-suffix", "nan", "spaces",
+        "gunicorn-word", "gunicorn-zero", "gunicorn-fine",
+    ],
+)  # fmt: skip
+def test_make_serve_names_a_numeric_variable_whose_value_is_not_a_number(variable, value, message):
+    checked = serve_check({variable: value})
+
+    assert "Traceback" not in checked.stderr, checked.stderr
+    if message is None:
+        assert checked.returncode == 0, checked.stderr
+    else:
+        assert checked.returncode == 2, checked.stderr
+        assert f"{variable} {message}" in checked.stderr

@@ -44,6 +44,7 @@ from testing.servers import (
     database_url,
     free_port,
     running_gunicorn,
+    serve_check,
     start_runserver,
 )
 
@@ -340,23 +341,7 @@ def test_cluster_flag_refuses_a_url_it_cannot_use(url, message):
 
 
 def test_make_serve_names_the_refused_database_without_a_traceback():
-    checked = subprocess.run(
-        [sys.executable, "deploy/serve_check.py"],
-        cwd=BASE_DIR,
-        env=app_environment(
-            {
-                "REDIS_URL": "redis://127.0.0.1:7000/3",
-                "LITHTRIX_REDIS_CLUSTER": "on",
-                "DATABASE_URL": "sqlite:///unused.sqlite3",
-                "DJANGO_SECRET_KEY": "x" * 50,
-                "LITHTRIX_SINGLE_PROCESS": "on",
-            }
-        ),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    checked = serve_check({"REDIS_URL": "redis://127.0.0.1:7000/3", "LITHTRIX_REDIS_CLUSTER": "on"})
     assert checked.returncode == 2
     assert "REDIS_URL must name database 0" in checked.stderr, checked.stderr
     assert "Traceback" not in checked.stderr, checked.stderr
