@@ -3,14 +3,19 @@
 A name is resolved once per attempt, every address it resolves to must be public,
 and the connection goes to the address that was checked: no second resolution, so a
 name that answers a public address first and a private one next (DNS rebinding)
-reaches nothing private.
+reaches nothing private. A lookup costs its caller at most the time it gives: the
+system resolver has no timeout of its own that a caller can set.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
+import threading
+import time
 from dataclasses import dataclass
+from typing import Any
 
 import idna
 
@@ -44,6 +49,54 @@ class NameDoesNotResolve(AddressRefused):
 
 class HostNotValid(AddressRefused):
     """The URL's host is no host name that IDNA can write in ASCII."""
+
+
+class NameLookupTimedOut(NameDoesNotResolve):
+    """The resolver did not answer for the URL's host name in the time given."""
+
+
+# Each lookup runs on a daemon thread of its own, so its caller can stop waiting: a
+# lookup that hangs keeps its thread until the system resolver gives up (resolv.conf's
+# timeout and attempts), and never holds up the process's exit. At most
+# _LOOKUP_THREADS at once per process; past them a lookup waits for a slot, within
+# its own time. A forked process (a job or gunicorn worker) starts with all of its
+# slots: none of its parent's threads came with it.
+_LOOKUP_THREADS = 4
+_slots = threading.BoundedSemaphore(_LOOKUP_THREADS)
+
+
+def _fresh_slots() -> None:
+    global _slots
+    _slots = threading.BoundedSemaphore(_LOOKUP_THREADS)
+
+
+os.register_at_fork(after_in_child=_fresh_slots)
+
+
+def _addresses(host: str, port: int, timeout: float) -> list:
+    """socket.getaddrinfo(host, port), or NameLookupTimedOut after ``timeout`` seconds."""
+    ends = time.monotonic() + timeout
+    slots = _slots
+    if not slots.acquire(timeout=timeout):
+        raise NameLookupTimedOut(f"{host} did not resolve within {timeout:g} s")
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def lookup() -> None:
+        try:
+            outcome["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except BaseException as error:  # handed to the caller
+            outcome["error"] = error
+        finally:
+            slots.release()
+            done.set()
+
+    threading.Thread(target=lookup, name="webhook-dns", daemon=True).start()
+    if not done.wait(max(0.0, ends - time.monotonic())):
+        raise NameLookupTimedOut(f"{host} did not resolve within {timeout:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["infos"]
 
 
 def host_ascii(host: str) -> str:
@@ -90,9 +143,9 @@ class Destination:
     address: str
 
 
-def resolve(host: str, port: int, *, allow_private: bool) -> Destination:
+def resolve(host: str, port: int, *, allow_private: bool, timeout: float) -> Destination:
     """The one address a delivery connects to, checked, with the host in ASCII;
-    AddressRefused otherwise."""
+    AddressRefused otherwise (NameLookupTimedOut after ``timeout`` seconds)."""
     host = host_ascii(host)
     try:
         literal: IPAddress | None = ipaddress.ip_address(host.strip("[]"))
@@ -102,7 +155,7 @@ def resolve(host: str, port: int, *, allow_private: bool) -> Destination:
         candidates = [literal]
     else:
         try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            infos = _addresses(host, port, timeout)
         except (socket.gaierror, UnicodeError) as error:
             raise NameDoesNotResolve(f"{host} does not resolve") from error
         candidates = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -111,19 +112,25 @@ class _HTTPSConnectionPool(urllib3.HTTPSConnectionPool):
 
 
 def post(url: str, *, body: bytes, headers: dict[str, str]) -> Outcome:
+    started = time.monotonic()
     parts = urlsplit(url)
     https = parts.scheme == "https"
     port = parts.port or (443 if https else 80)
     try:
         destination = resolve(
-            parts.hostname or "", port, allow_private=settings.LITHTRIX_WEBHOOK_ALLOW_PRIVATE
+            parts.hostname or "",
+            port,
+            allow_private=settings.LITHTRIX_WEBHOOK_ALLOW_PRIVATE,
+            timeout=TIMEOUT_SECONDS,
         )
     except AddressRefused as error:
         return Outcome(succeeded=False, status_code=None, error=str(error))
     # The name in ASCII (IDNA for an internationalized one) for TLS and the Host header.
     host = destination.host
-    timeout = urllib3.Timeout(total=TIMEOUT_SECONDS)
-    deadline = _Deadline(TIMEOUT_SECONDS)
+    # The lookup's time counts: the whole attempt ends within TIMEOUT_SECONDS.
+    left = max(0.05, TIMEOUT_SECONDS - (time.monotonic() - started))
+    timeout = urllib3.Timeout(total=left)
+    deadline = _Deadline(left)
     pool: urllib3.HTTPConnectionPool
     if https:
         pool = _HTTPSConnectionPool(

@@ -7,10 +7,19 @@ from rest_framework import serializers
 
 from events.models import Event
 from lithtrix.core.serializers import StrictCharField
-from webhooks.addresses import AddressRefused, HostNotValid, NameDoesNotResolve, resolve
+from webhooks.addresses import (
+    AddressRefused,
+    HostNotValid,
+    NameDoesNotResolve,
+    NameLookupTimedOut,
+    resolve,
+)
 from webhooks.models import WebhookDelivery
 
 EVENT_TYPES = [choice.value for choice in Event.Type]
+# How long PUT /v1/webhooks waits for the URL's host name to resolve (the request holds
+# a worker meanwhile).
+LOOKUP_SECONDS = 3.0
 
 
 class WebhookSetSerializer(serializers.Serializer):
@@ -38,9 +47,15 @@ class WebhookSetSerializer(serializers.Serializer):
                 parts.hostname,
                 port or (443 if parts.scheme == "https" else 80),
                 allow_private=settings.LITHTRIX_WEBHOOK_ALLOW_PRIVATE,
+                timeout=LOOKUP_SECONDS,
             )
         except HostNotValid as error:
             raise serializers.ValidationError("Must name a valid host.") from error
+        except NameLookupTimedOut as error:
+            raise serializers.ValidationError(
+                f"The host name did not resolve within {LOOKUP_SECONDS:g} s: retry once "
+                "its DNS answers."
+            ) from error
         except NameDoesNotResolve as error:
             raise serializers.ValidationError(
                 "The host name does not resolve: check it, or retry once it is published."

@@ -1,9 +1,18 @@
 import ipaddress
 import socket
+import threading
+import time
 
 import pytest
 
-from webhooks.addresses import AddressRefused, NameDoesNotResolve, address_is_public, resolve
+from webhooks import addresses
+from webhooks.addresses import (
+    AddressRefused,
+    NameDoesNotResolve,
+    NameLookupTimedOut,
+    address_is_public,
+    resolve,
+)
 
 
 @pytest.mark.parametrize(
@@ -46,7 +55,7 @@ from webhooks.addresses import AddressRefused, NameDoesNotResolve, address_is_pu
 def test_address_not_public_is_refused(address):
     assert not address_is_public(ipaddress.ip_address(address))
     with pytest.raises(AddressRefused):
-        resolve(address, 443, allow_private=False)
+        resolve(address, 443, allow_private=False, timeout=5)
 
 
 @pytest.mark.parametrize(
@@ -61,7 +70,7 @@ def test_address_not_public_is_refused(address):
 )
 def test_public_address_is_accepted(address):
     assert address_is_public(ipaddress.ip_address(address))
-    assert resolve(address, 443, allow_private=False).address == address
+    assert resolve(address, 443, allow_private=False, timeout=5).address == address
 
 
 def _getaddrinfo(*addresses):
@@ -77,7 +86,7 @@ def _getaddrinfo(*addresses):
 def test_name_with_any_private_address_is_refused(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", _getaddrinfo("93.184.215.14", "127.0.0.1"))
     with pytest.raises(AddressRefused):
-        resolve("mixed.example", 443, allow_private=False)
+        resolve("mixed.example", 443, allow_private=False, timeout=5)
 
 
 def test_name_resolves_once_and_the_checked_address_is_the_destination(monkeypatch):
@@ -89,12 +98,12 @@ def test_name_resolves_once_and_the_checked_address_is_the_destination(monkeypat
         return _getaddrinfo(*next(answers))(host, port)
 
     monkeypatch.setattr(socket, "getaddrinfo", rebinding)
-    destination = resolve("rebind.example", 443, allow_private=False)
+    destination = resolve("rebind.example", 443, allow_private=False, timeout=5)
     assert destination.address == "93.184.215.14"
     assert calls == ["rebind.example"]
     # The next resolution (a later attempt) answers loopback: refused, not followed.
     with pytest.raises(AddressRefused):
-        resolve("rebind.example", 443, allow_private=False)
+        resolve("rebind.example", 443, allow_private=False, timeout=5)
 
 
 def test_name_that_does_not_resolve_is_refused(monkeypatch):
@@ -103,8 +112,51 @@ def test_name_that_does_not_resolve_is_refused(monkeypatch):
 
     monkeypatch.setattr(socket, "getaddrinfo", fail)
     with pytest.raises(NameDoesNotResolve):
-        resolve("nowhere.invalid", 443, allow_private=False)
+        resolve("nowhere.invalid", 443, allow_private=False, timeout=5)
 
 
 def test_private_addresses_allowed_when_configured():
-    assert resolve("127.0.0.1", 8080, allow_private=True).address == "127.0.0.1"
+    assert resolve("127.0.0.1", 8080, allow_private=True, timeout=5).address == "127.0.0.1"
+
+
+@pytest.fixture
+def hanging_resolver(monkeypatch):
+    """socket.getaddrinfo that answers no lookup until the test ends (a resolver that
+    never answers); the names asked are in the list it yields."""
+    released = threading.Event()
+    asked = []
+
+    def hang(host, *args, **kwargs):
+        asked.append(host)
+        released.wait(30)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hang)
+    yield asked
+    released.set()
+
+
+def test_a_lookup_that_hangs_is_given_up_after_its_time(hanging_resolver):
+    started = time.monotonic()
+    with pytest.raises(NameLookupTimedOut, match=r"slow\.example did not resolve within 0\.5 s"):
+        resolve("slow.example", 443, allow_private=False, timeout=0.5)
+    elapsed = time.monotonic() - started
+
+    assert 0.45 < elapsed < 1.5
+    assert hanging_resolver == ["slow.example"]
+
+
+def test_lookups_past_the_hanging_ones_wait_for_a_slot_within_their_own_time(
+    hanging_resolver,
+):
+    # Every lookup thread hangs; the next lookup waits for one, never starts, and
+    # still ends at its own time.
+    for n in range(addresses._LOOKUP_THREADS):
+        with pytest.raises(NameLookupTimedOut):
+            resolve(f"slow{n}.example", 443, allow_private=False, timeout=0.05)
+    started = time.monotonic()
+    with pytest.raises(NameLookupTimedOut):
+        resolve("next.example", 443, allow_private=False, timeout=0.3)
+
+    assert time.monotonic() - started < 1.5
+    assert "next.example" not in hanging_resolver

@@ -1,9 +1,12 @@
 import socket
+import threading
+import time
 import uuid
 
 import pytest
 
 from testing.assertions import NOT_A_JSON_OBJECT, assert_envelope
+from webhooks import serializers
 from webhooks.models import WebhookEndpoint
 
 WEBHOOK = "/v1/webhook"
@@ -168,6 +171,33 @@ def test_put_says_when_the_host_name_does_not_resolve(api_client, registered, mo
     assert body["details"]["url"] == [
         "The host name does not resolve: check it, or retry once it is published."
     ]
+    assert not WebhookEndpoint.objects.exists()
+
+
+@pytest.mark.django_db
+def test_put_answers_within_its_time_when_the_host_name_lookup_hangs(
+    api_client, registered, monkeypatch
+):
+    monkeypatch.setattr(serializers, "LOOKUP_SECONDS", 0.5)
+    released = threading.Event()
+
+    def hang(*args, **kwargs):
+        released.wait(30)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hang)
+    try:
+        started = time.monotonic()
+        response = put(api_client, registered, "https://hooks.example/x")
+        elapsed = time.monotonic() - started
+    finally:
+        released.set()
+
+    body = assert_envelope(response, 400, "VALIDATION_ERROR")
+    assert body["details"]["url"] == [
+        "The host name did not resolve within 0.5 s: retry once its DNS answers."
+    ]
+    assert elapsed < 1.5
     assert not WebhookEndpoint.objects.exists()
 
 

@@ -1,4 +1,5 @@
 import socket
+import threading
 import time
 
 import pytest
@@ -112,6 +113,56 @@ def test_post_ends_at_the_deadline_however_slowly_the_receiver_drips(
 
     assert outcome == client.Outcome(succeeded=False, status_code=None, error="deadline exceeded")
     assert elapsed < client.TIMEOUT_SECONDS + 1.5
+
+
+def test_post_counts_the_name_lookup_in_its_deadline(settings, monkeypatch):
+    # A lookup that takes most of the time leaves the connection only the rest: the
+    # attempt ends at TIMEOUT_SECONDS, not a lookup's time plus TIMEOUT_SECONDS.
+    settings.LITHTRIX_WEBHOOK_ALLOW_PRIVATE = True
+    monkeypatch.setattr(client, "TIMEOUT_SECONDS", 2.0)
+    hole = BlackHole()
+
+    def slow_lookup(host, port, *args, **kwargs):
+        if host == "slow.example":  # not the connection's own lookup of the address
+            time.sleep(1.5)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_lookup)
+    try:
+        started = time.monotonic()
+        outcome = client.post(f"http://slow.example:{hole.port}/hook", body=b"{}", headers={})
+        elapsed = time.monotonic() - started
+    finally:
+        hole.close()
+
+    assert outcome == client.Outcome(succeeded=False, status_code=None, error="deadline exceeded")
+    assert hole.accepted == 1
+    # 2 s; the lookup's 1.5 s plus a whole TIMEOUT_SECONDS would be 3.5 s.
+    assert 1.9 < elapsed < 3
+
+
+def test_post_gives_up_on_a_name_that_does_not_resolve_in_time(monkeypatch):
+    monkeypatch.setattr(client, "TIMEOUT_SECONDS", 0.5)
+    released = threading.Event()
+
+    def hang(*args, **kwargs):
+        released.wait(30)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hang)
+    try:
+        started = time.monotonic()
+        outcome = client.post("https://hooks.example/hook", body=b"{}", headers={})
+        elapsed = time.monotonic() - started
+    finally:
+        released.set()
+
+    assert outcome == client.Outcome(
+        succeeded=False,
+        status_code=None,
+        error="hooks.example did not resolve within 0.5 s",
+    )
+    assert elapsed < 1.5
 
 
 @pytest.mark.parametrize(
