@@ -151,3 +151,62 @@ def test_job_worker_killed_mid_job(postgres, tmp_path, kill_point):
         assert after_kill is not None and dispatched_at() == after_kill
     else:
         assert after_kill is None and dispatched_at() is not None
+
+
+# Long enough for django-q2's own broker to have killed its pusher twice (it sleeps
+# 10 s after a failed poll, then exits with a traceback for the cluster to restart it).
+OUTAGE_SECONDS = 25
+
+
+def test_job_worker_rides_out_a_database_outage(postgres, tmp_path):
+    env = job_env(postgres)
+    log = tmp_path / "worker.log"
+    worker = start_worker(env, log)
+    try:
+        wait_for(lambda: "Q Cluster" in log.read_text() and "running" in log.read_text(), 60,
+                 "the worker running")  # fmt: skip
+        postgres.stop("fast")
+        try:
+            time.sleep(OUTAGE_SECONDS)
+            assert worker.poll() is None, log.read_text()
+        finally:
+            postgres.start()
+        restarted = time.monotonic()
+        script = (
+            "from django_q.tasks import async_task; "
+            "async_task('math.floor', 1.5, task_name='drill:after-outage')"
+        )
+        subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", script], cwd=BASE_DIR, env=env, check=True
+        )
+        done_after = wait_for(
+            lambda: (
+                postgres.query(
+                    "SELECT count(*) FROM django_q_task WHERE name = %s AND success",
+                    "drill:after-outage",
+                )[0][0]
+                == 1
+            ),
+            60,
+            "a job enqueued once the database is back, done",
+        )
+        recovered_after = time.monotonic() - restarted
+    finally:
+        stop_worker(worker)
+
+    text = log.read_text()
+    outage_lines = text.count("database unavailable (OperationalError)")
+    ROWS.append(
+        {
+            "drill": "database stopped under the job worker",
+            "broken": f"PostgreSQL stopped {OUTAGE_SECONDS} s",
+            "clients saw": f"{outage_lines} outage line(s), no traceback, no pusher restart",
+            "recovery": f"next job done {recovered_after:.1f} s after the restart "
+            f"({done_after:.1f} s after it was enqueued)",
+        }
+    )
+    assert "Traceback" not in text, text
+    assert "reincarnated" not in text, text
+    # The pusher's, and the sentinel's scheduler's: once each in the log interval.
+    assert 1 <= outage_lines <= 2, text
+    assert "database available again" in text, text

@@ -5,6 +5,8 @@ bury the log (and the disk) in identical lines, so each process logs a failing
 dependency at most once per LITHTRIX_OUTAGE_LOG_INTERVAL_SECONDS, with the count
 of failures it did not log, and once more when the dependency answers again.
 Every failure is counted in the metrics (lithtrix_dependency_failures_total).
+A library's logger that logs each failure with its traceback (the job worker's
+django-q) goes through DependencyOutageLogFilter to the same one line.
 """
 
 from __future__ import annotations
@@ -71,6 +73,37 @@ def report_success(dependency: str) -> None:
             incident.failures,
             extra={"dependency": dependency},
         )
+
+
+def _failed_dependency(exc: BaseException | None) -> str | None:
+    """ "database" or "cache" when ``exc`` (or an exception it was raised from) is
+    that dependency failing to answer; None for anything else."""
+    from django.db import utils as db_utils
+    from redis import exceptions as redis_exceptions
+
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, db_utils.OperationalError | db_utils.InterfaceError):
+            return "database"
+        if isinstance(exc, redis_exceptions.ConnectionError | redis_exceptions.TimeoutError):
+            return "cache"
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+class DependencyOutageLogFilter(logging.Filter):
+    """A record whose exception is the database or Redis not answering becomes the
+    outage's warning (report_failure: one line per interval, the rest counted), not
+    a traceback each time the library retries. Every other record passes as it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        dependency = _failed_dependency(exc)
+        if dependency is None or exc is None:
+            return True
+        report_failure(dependency, exc, action=f"{record.name}: {record.getMessage()}")
+        return False
 
 
 def reset() -> None:

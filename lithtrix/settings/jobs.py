@@ -17,6 +17,9 @@ Q_CLUSTER = {
     # The ORM broker: jobs live in the project's database (SQLite under make run,
     # PostgreSQL in production), written in the caller's transaction.
     "orm": "default",
+    # ... through a broker that waits out a database outage instead of a pusher that
+    # dies of it every 10 s (events/broker.py).
+    "broker_class": "events.broker.OutageTolerantORM",
     "workers": env_int("LITHTRIX_JOB_WORKERS", 2),
     # A job may run this long; one not acknowledged within `retry` seconds (its worker
     # was killed) is handed out again.

@@ -8,7 +8,10 @@ from lithtrix.settings.env import env_float
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "lithtrix.core.request_id.RequestIdLogFilter"}},
+    "filters": {
+        "request_id": {"()": "lithtrix.core.request_id.RequestIdLogFilter"},
+        "dependency_outages": {"()": "lithtrix.core.outages.DependencyOutageLogFilter"},
+    },
     "formatters": {
         "json": {"()": "lithtrix.core.logs.JsonFormatter"},
         "plain": {
@@ -35,6 +38,10 @@ LOGGING = {
         # The dev server's own line per request repeats the access line above, with
         # the query string in clear: off.
         "django.server": {"handlers": [], "level": "CRITICAL", "propagate": False},
+        # The job worker (django-q2) logs each failed poll of its broker with a
+        # traceback, every 10 s per process while the database is down: one warning
+        # per outage interval instead (lithtrix/core/outages.py).
+        "django-q": {"filters": ["dependency_outages"]},
     },
 }
 

@@ -227,3 +227,42 @@ def test_the_database_back_is_logged_by_the_next_connection_whatever_the_request
 
     back = [r.getMessage() for r in caplog.records if r.name == "lithtrix.outages"]
     assert back == ["database available again after 1 failed requests"]
+
+
+def _failed_poll(logger: logging.Logger, error: BaseException) -> None:
+    """What django-q2's pusher does when its broker's query fails."""
+    try:
+        raise error
+    except Exception:
+        logger.exception("Failed to pull task from broker")
+
+
+def test_the_job_worker_logs_a_database_outage_once_not_a_traceback_per_poll(caplog):
+    job_worker = logging.getLogger("django-q")
+    with caplog.at_level(logging.INFO):
+        for _ in range(5):  # a poll every 10 s: 50 s of outage, within the interval
+            _failed_poll(job_worker, OperationalError("connection refused"))
+
+    (line,) = outage_lines(caplog, "database")
+    assert line.getMessage() == (
+        "database unavailable (OperationalError): django-q: Failed to pull task from broker"
+    )
+    assert_no_tracebacks(caplog)
+
+
+def test_the_job_worker_keeps_every_other_error_with_its_traceback(caplog):
+    job_worker = logging.getLogger("django-q")
+    with caplog.at_level(logging.INFO):
+        _failed_poll(job_worker, ValueError("a task that does not unpickle"))
+        # A connection failure wrapped by the library is still the database's.
+        try:
+            try:
+                raise OperationalError("server closed the connection unexpectedly")
+            except OperationalError as db_error:
+                raise RuntimeError("broker failed") from db_error
+        except RuntimeError:
+            job_worker.exception("Failed to pull task from broker")
+
+    (kept,) = [r for r in caplog.records if r.exc_info]
+    assert kept.exc_info[0] is ValueError
+    assert len(outage_lines(caplog, "database")) == 1
