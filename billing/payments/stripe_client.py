@@ -33,7 +33,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from lithtrix.core import metrics
+from lithtrix.core import metrics, outages
 from lithtrix.core.exceptions import (
     BillingUnavailableError,
     PaymentFailedError,
@@ -132,14 +132,17 @@ class LoggingRequestsClient(stripe.RequestsClient):
         path = urlsplit(url).path
         left = time_left()
         if left is not None and left < _MIN_ATTEMPT_SECONDS:
-            logger.warning("stripe %s %s not sent: request deadline passed", method.upper(), path)
+            logger.info("stripe %s %s not sent: request deadline passed", method.upper(), path)
             raise DeadlineExceeded("The Stripe request deadline passed.", should_retry=False)
         started = time.monotonic()
         try:
             body, status, response_headers = super().request(method, url, headers, post_data)
         except Exception as exc:
             metrics.observe_stripe_call("network_error", time.monotonic() - started)
-            logger.warning(
+            # Stripe unreachable fails every attempt of every billing request alike: one
+            # warning per outage interval (with the count), not one per attempt.
+            outages.report_failure("stripe", exc, action="billing requests answer 502")
+            logger.info(
                 "stripe %s %s failed after %.0f ms: %s",
                 method.upper(),
                 path,
@@ -147,6 +150,7 @@ class LoggingRequestsClient(stripe.RequestsClient):
                 type(exc).__name__,
             )
             raise
+        outages.report_success("stripe")
         metrics.observe_stripe_call(f"{status // 100}xx", time.monotonic() - started)
         logger.info(
             "stripe %s %s -> %s in %.0f ms (request id %s)",
@@ -240,7 +244,11 @@ def answered(exc: BaseException) -> bool:
 
 
 def _log_provider_error(action: str, exc: stripe.StripeError) -> None:
-    logger.warning(
+    # No answer at all (connection refused, timeouts, the deadline): the outage line
+    # (lithtrix.core.outages) warns of it; an answer Stripe gave is a warning each.
+    unanswered = isinstance(exc, stripe.APIConnectionError) and exc.http_status is None
+    logger.log(
+        logging.INFO if unanswered else logging.WARNING,
         "stripe %s failed: %s http_status=%s code=%s",
         action,
         type(exc).__name__,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -268,6 +269,24 @@ def test_setup_when_stripe_is_unreachable_is_502_and_changes_nothing(
         "message": "The payment provider could not be reached. Nothing was changed; retry later.",
     }
     assert_agent_untouched(registered.agent)
+
+
+def test_stripe_unreachable_is_one_warning_per_outage_not_lines_per_attempt(
+    local_stripe, settings, api_client, registered, closed_port, caplog
+):
+    settings.STRIPE_API_BASE = f"http://127.0.0.1:{closed_port}"
+    settings.STRIPE_MAX_NETWORK_RETRIES = 1
+
+    with caplog.at_level(logging.INFO):
+        statuses = [setup(api_client, registered, "pm_card_visa").status_code for _ in range(3)]
+
+    assert statuses == [502, 502, 502]
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    # Three requests of two attempts each: six failures, one line.
+    assert [r.getMessage() for r in warnings] == [
+        "stripe unavailable (APIConnectionError): billing requests answer 502"
+    ]
+    assert not [r for r in caplog.records if r.exc_info]
 
 
 def test_setup_when_stripe_times_out_is_502_and_changes_nothing(
