@@ -57,11 +57,13 @@ class NameLookupTimedOut(NameDoesNotResolve):
 
 # Each lookup runs on a daemon thread of its own, so its caller can stop waiting: a
 # lookup that hangs keeps its thread until the system resolver gives up (resolv.conf's
-# timeout and attempts), and never holds up the process's exit. At most
-# _LOOKUP_THREADS at once per process; past them a lookup waits for a slot, within
-# its own time. A forked process (a job or gunicorn worker) starts with all of its
-# slots: none of its parent's threads came with it.
-_LOOKUP_THREADS = 4
+# timeout and attempts), and never holds up the process's exit. A process makes one
+# lookup at a time (a sync gunicorn worker, a job worker) and waits at most 5 s for
+# it, so hanging lookups pile up only as fast as one per few seconds; the cap stops a
+# resolver that never gives up from piling up threads without end. Past it a lookup
+# waits for a slot, within its own time. A forked process (a job or gunicorn worker)
+# starts with all of its slots: none of its parent's threads came with it.
+_LOOKUP_THREADS = 32
 _slots = threading.BoundedSemaphore(_LOOKUP_THREADS)
 
 
