@@ -16,8 +16,21 @@ wsgi_app = "lithtrix.wsgi:application"
 # HTML 500). Set before the app is loaded; migrate and the job worker keep no bound.
 os.environ.setdefault("LITHTRIX_DB_STATEMENT_TIMEOUT_MS", "10000")
 os.environ.setdefault("LITHTRIX_DB_LOCK_TIMEOUT_MS", "3000")
+
+
+def _number(*names: str, default: int) -> int:
+    """The first of ``names`` set to something, as a whole number; ``default`` when none
+    is (empty is unset). make serve's deploy/serve_check.py has refused a value that is
+    not a number before gunicorn reads this file."""
+    for name in names:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return int(value)
+    return default
+
+
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("WORKERS", os.environ.get("GUNICORN_WORKERS", "4")))
+workers = _number("WORKERS", "GUNICORN_WORKERS", default=4)
 # sync by default, chosen by measurement behind deploy/nginx/lithtrix.conf (docs/
 # operations.md, "Worker class, measured"): p99 stays near p50 where gthread 4x4's
 # does not. nginx buffers requests and answers, so a slow client never holds a
@@ -31,8 +44,8 @@ workers = int(os.environ.get("WORKERS", os.environ.get("GUNICORN_WORKERS", "4"))
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
 # gunicorn turns a sync worker with more than one thread into gthread: threads only
 # for gthread, so GUNICORN_WORKER_CLASS=sync really is sync.
-threads = int(os.environ.get("GUNICORN_THREADS", "4")) if worker_class == "gthread" else 1
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+threads = _number("GUNICORN_THREADS", default=4) if worker_class == "gthread" else 1
+timeout = _number("GUNICORN_TIMEOUT", default=30)
 graceful_timeout = 30
 keepalive = 5
 # The app is loaded once, in the arbiter, and every worker is forked from it
@@ -42,7 +55,7 @@ keepalive = 5
 # seconds at every recycle (README, "Benchmark").
 preload_app = os.environ.get("GUNICORN_PRELOAD", "on").lower() not in {"0", "off", "false", "no"}
 # Recycle workers now and then so a slow leak cannot grow without bound.
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "10000"))
+max_requests = _number("GUNICORN_MAX_REQUESTS", default=10000)
 max_requests_jitter = 1000
 # Behind a proxy of ours only; the app decides what to trust from X-Forwarded-*.
 forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")

@@ -73,25 +73,25 @@ def bad_rates() -> list[str]:
     return found
 
 
-# deploy/gunicorn.conf.py's numbers, and the least each may be.
-GUNICORN_NUMBERS = {
-    "WORKERS": 1,
-    "GUNICORN_WORKERS": 1,
-    "GUNICORN_THREADS": 1,
-    "GUNICORN_TIMEOUT": 0,
-    "GUNICORN_MAX_REQUESTS": 0,
-}
-
-
 def bad_gunicorn_numbers() -> list[str]:
-    """Each of gunicorn's variables that is not a number it can use (gunicorn would
-    stop on it with a traceback)."""
+    """Each number deploy/gunicorn.conf.py will read that is not one it can use
+    (gunicorn would stop on it with a traceback): the worker count it takes (WORKERS,
+    else GUNICORN_WORKERS), threads when it runs gthread, the timeout and recycling."""
     from django.core.exceptions import ImproperlyConfigured
 
     from lithtrix.settings.env import env_int
 
+    least: dict[str, int] = {}
+    workers = next(
+        (n for n in ("WORKERS", "GUNICORN_WORKERS") if os.environ.get(n, "").strip()), None
+    )
+    if workers:
+        least[workers] = 1
+    if os.environ.get("GUNICORN_WORKER_CLASS", "sync") == "gthread":
+        least["GUNICORN_THREADS"] = 1
+    least.update(GUNICORN_TIMEOUT=0, GUNICORN_MAX_REQUESTS=0)
     found = []
-    for name, minimum in GUNICORN_NUMBERS.items():
+    for name, minimum in least.items():
         try:
             env_int(name, minimum, minimum=minimum)
         except ImproperlyConfigured as exc:

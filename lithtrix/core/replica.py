@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.utils import DatabaseError, InterfaceError, OperationalError
 
 REPLICA = "replica"
-RETRY_SECONDS = float(os.environ.get("LITHTRIX_REPLICA_RETRY_SECONDS", "10"))
+RETRY_SECONDS = settings.LITHTRIX_REPLICA_RETRY_SECONDS
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

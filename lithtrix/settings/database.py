@@ -5,7 +5,7 @@ import os
 
 import dj_database_url
 
-from lithtrix.settings.env import BASE_DIR, env_bool, env_int
+from lithtrix.settings.env import BASE_DIR, env_bool, env_float, env_int
 
 _default = dj_database_url.parse(
     os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
@@ -85,6 +85,8 @@ DATABASES = {"default": _default}
 # connect timeout: a replica that is down costs a read that long once, then the
 # primary answers (libpq waits at least 2 s whatever is asked).
 DATABASE_REPLICA_URL = os.environ.get("DATABASE_REPLICA_URL", "").strip()
+# After a failed read there, each process sends reads to the primary this long.
+LITHTRIX_REPLICA_RETRY_SECONDS = env_float("LITHTRIX_REPLICA_RETRY_SECONDS", 10)
 if DATABASE_REPLICA_URL:
     _parsed = dj_database_url.parse(DATABASE_REPLICA_URL)
     _replica = copy.deepcopy(_default)

@@ -1,5 +1,6 @@
 """Reading the environment: the helpers every settings module uses."""
 
+import math
 import os
 from pathlib import Path
 
@@ -43,6 +44,8 @@ def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
         number = float(value)
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from None
-    if not number >= minimum:  # NaN too
+    if not math.isfinite(number):
+        raise ImproperlyConfigured(f"{name} must be a finite number, not {value!r}")
+    if number < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum:g}, not {value!r}")
     return number

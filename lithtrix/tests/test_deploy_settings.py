@@ -127,33 +127,39 @@ def test_make_serve_names_each_rate_variable_whose_value_is_not_a_rate():
 
 
 NOT_A_NUMBER = [
-    ("LITHTRIX_FREE_CALL_LIMIT", "3OO", "must be a whole number, not '3OO'"),
-    ("LITHTRIX_FREE_CALL_LIMIT", "1000", None),
-    ("LITHTRIX_JOB_TRIES", "-1", "must be at least 0, not '-1'"),
-    ("STRIPE_TIMEOUT_SECONDS", "20s", "must be a number, not '20s'"),
-    ("LITHTRIX_CACHE_TIMEOUT_SECONDS", "nan", "must be at least 0"),
-    ("DJANGO_CONN_MAX_AGE", " 30 ", None),
+    ({"LITHTRIX_FREE_CALL_LIMIT": "3OO"}, "LITHTRIX_FREE_CALL_LIMIT must be a whole number"),
+    ({"LITHTRIX_FREE_CALL_LIMIT": "1000"}, None),
+    ({"LITHTRIX_JOB_TRIES": "-1"}, "LITHTRIX_JOB_TRIES must be at least 0, not '-1'"),
+    ({"STRIPE_TIMEOUT_SECONDS": "20s"}, "STRIPE_TIMEOUT_SECONDS must be a number, not '20s'"),
+    ({"LITHTRIX_CACHE_TIMEOUT_SECONDS": "nan"}, "LITHTRIX_CACHE_TIMEOUT_SECONDS must be"),
+    ({"LITHTRIX_RATE_LIMIT_BREAKER_SECONDS": "inf"}, "LITHTRIX_RATE_LIMIT_BREAKER_SECONDS must"),
+    ({"LITHTRIX_REPLICA_RETRY_SECONDS": "10s"}, "LITHTRIX_REPLICA_RETRY_SECONDS must be a"),
+    ({"DJANGO_CONN_MAX_AGE": " 30 "}, None),
     # deploy/gunicorn.conf.py's own, which gunicorn would refuse with a traceback.
-    ("GUNICORN_WORKERS", "four", "must be a whole number, not 'four'"),
-    ("GUNICORN_THREADS", "0", "must be at least 1, not '0'"),
-    ("GUNICORN_TIMEOUT", "30", None),
+    ({"GUNICORN_WORKERS": "four"}, "GUNICORN_WORKERS must be a whole number, not 'four'"),
+    ({"WORKERS": "2", "GUNICORN_WORKERS": "four"}, None),  # WORKERS is the one read
+    ({"WORKERS": "", "GUNICORN_WORKERS": "0"}, "GUNICORN_WORKERS must be at least 1"),
+    ({"GUNICORN_THREADS": "0", "GUNICORN_WORKER_CLASS": "gthread"}, "GUNICORN_THREADS must"),
+    ({"GUNICORN_THREADS": "0"}, None),  # sync: no threads read
+    ({"GUNICORN_TIMEOUT": " "}, None),
 ]
 
 
 @pytest.mark.parametrize(
-    ("variable", "value", "message"),
+    ("env", "message"),
     NOT_A_NUMBER,
     ids=[
-        "not-a-number", "fine", "negative", "unit-suffix", "nan", "spaces",
-        "gunicorn-word", "gunicorn-zero", "gunicorn-fine",
+        "not-a-number", "fine", "negative", "unit-suffix", "nan", "infinite", "replica-retry",
+        "spaces", "gunicorn-word", "workers-wins", "no-workers", "gthread-zero-threads",
+        "sync-ignores-threads", "gunicorn-empty",
     ],
 )  # fmt: skip
-def test_make_serve_names_a_numeric_variable_whose_value_is_not_a_number(variable, value, message):
-    checked = serve_check({variable: value})
+def test_make_serve_names_a_numeric_variable_whose_value_is_not_a_number(env, message):
+    checked = serve_check(env)
 
     assert "Traceback" not in checked.stderr, checked.stderr
     if message is None:
         assert checked.returncode == 0, checked.stderr
     else:
         assert checked.returncode == 2, checked.stderr
-        assert f"{variable} {message}" in checked.stderr
+        assert message in checked.stderr

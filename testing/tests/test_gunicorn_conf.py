@@ -8,6 +8,8 @@ tests load the file the way gunicorn does and fail on every name it would skip.
 from __future__ import annotations
 
 import datetime
+import os
+import runpy
 import types
 from pathlib import Path
 
@@ -92,3 +94,21 @@ def test_a_name_gunicorn_does_not_know_is_reported(tmp_path, line, name):
 
     # A known server hook, an import and a private name are fine; the misspelling is not.
     assert unknown == [name]
+
+
+def test_an_empty_number_is_unset(monkeypatch):
+    """As make serve's serve_check reads them: an empty variable takes the default
+    (int('') would stop gunicorn with a traceback)."""
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # the file sets defaults in it
+    for name in ("WORKERS", "GUNICORN_WORKERS", "GUNICORN_TIMEOUT", "GUNICORN_MAX_REQUESTS"):
+        os.environ[name] = ""
+    os.environ.update(GUNICORN_WORKER_CLASS="gthread", GUNICORN_THREADS=" ")
+
+    conf = runpy.run_path(str(GUNICORN_CONF))
+
+    assert (conf["workers"], conf["threads"], conf["timeout"], conf["max_requests"]) == (
+        4,
+        4,
+        30,
+        10000,
+    )
