@@ -2,10 +2,12 @@
 
 django-q2's pusher takes any exception from a poll as the broker's death: it logs
 the traceback, sleeps 10 s and exits, for the cluster to start another, which does
-the same while the database is down. Here a poll that cannot reach the database is
-an empty queue: the outage is logged once per LITHTRIX_OUTAGE_LOG_INTERVAL_SECONDS
-(lithtrix.core.outages, "available again" when a connection opens), and the same
-pusher polls again after OUTAGE_POLL_SECONDS. Q_CLUSTER["broker_class"] names it.
+the same while the database is down. Here a poll that cannot reach the database
+(lithtrix.core.outages.is_connection_failure) is an empty queue: the outage is
+logged once per LITHTRIX_OUTAGE_LOG_INTERVAL_SECONDS (lithtrix.core.outages,
+"available again" when a connection opens), and the same pusher polls again after
+OUTAGE_POLL_SECONDS. Any other error is django-q2's to log, in full. Q_CLUSTER's
+"broker_class" names this class.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class OutageTolerantORM(ORM):
         try:
             return super().dequeue()
         except (OperationalError, InterfaceError) as exc:
+            if not outages.is_connection_failure(exc):
+                raise  # a missing table, a refused password: django-q2 logs it in full
             # The broken connection is closed by the next poll's close_old_connections.
             outages.report_failure(
                 "database", exc, action=f"jobs wait; polled again every {OUTAGE_POLL_SECONDS:g} s"

@@ -12,6 +12,7 @@ django-q) goes through DependencyOutageLogFilter to the same one line.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 
@@ -75,19 +76,44 @@ def report_success(dependency: str) -> None:
         )
 
 
-def _failed_dependency(exc: BaseException | None) -> str | None:
-    """ "database" or "cache" when ``exc`` (or an exception it was raised from) is
-    that dependency failing to answer; None for anything else."""
+# SQLSTATEs of a server that went away or is not taking connections (the client's
+# own connection failures carry none): class 08, and admin/crash shutdown, and
+# "cannot connect now" (starting up, or a standby not yet open).
+_GONE_SQLSTATES = ("57P01", "57P02", "57P03")
+# SQLite's for a database another process holds (make run's job worker beside it).
+_BUSY_SQLITE = ("SQLITE_BUSY", "SQLITE_LOCKED")
+
+
+def is_connection_failure(exc: BaseException) -> bool:
+    """Whether a database error is the database not answering (refused, dropped,
+    shutting down, busy), not a query or a configuration it refused (a missing
+    table, a failed password, a deadlock), which must be seen with its text."""
     from django.db import utils as db_utils
+
+    if isinstance(exc, db_utils.InterfaceError):
+        return True
+    if not isinstance(exc, db_utils.OperationalError):
+        return False
+    driver = exc.__cause__
+    if isinstance(driver, sqlite3.Error):
+        return getattr(driver, "sqlite_errorname", None) in _BUSY_SQLITE
+    sqlstate = getattr(driver, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith("08") or sqlstate in _GONE_SQLSTATES
+
+
+def _failed_dependency(exc: BaseException | None) -> str | None:
+    """ "database" or "cache" when ``exc``, or an exception it was raised from, is that
+    dependency not answering; None for anything else (an error raised while handling
+    one, its __context__, is not one)."""
     from redis import exceptions as redis_exceptions
 
     seen = 0
     while exc is not None and seen < 5:
-        if isinstance(exc, db_utils.OperationalError | db_utils.InterfaceError):
+        if is_connection_failure(exc):
             return "database"
         if isinstance(exc, redis_exceptions.ConnectionError | redis_exceptions.TimeoutError):
             return "cache"
-        exc = exc.__cause__ or exc.__context__
+        exc = exc.__cause__
         seen += 1
     return None
 

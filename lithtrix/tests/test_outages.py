@@ -266,3 +266,19 @@ def test_the_job_worker_keeps_every_other_error_with_its_traceback(caplog):
     (kept,) = [r for r in caplog.records if r.exc_info]
     assert kept.exc_info[0] is ValueError
     assert len(outage_lines(caplog, "database")) == 1
+
+
+def test_an_error_raised_while_handling_an_outage_keeps_its_traceback(caplog):
+    job_worker = logging.getLogger("django-q")
+    with caplog.at_level(logging.INFO):
+        try:
+            try:
+                raise OperationalError("server closed the connection unexpectedly")
+            except OperationalError:
+                raise KeyError("a bug in the handler") from None
+        except KeyError:
+            job_worker.exception("Failed to pull task from broker")
+
+    (kept,) = [r for r in caplog.records if r.exc_info]
+    assert kept.exc_info[0] is KeyError
+    assert outage_lines(caplog, "database") == []
