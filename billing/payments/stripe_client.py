@@ -133,7 +133,10 @@ class LoggingRequestsClient(stripe.RequestsClient):
         left = time_left()
         if left is not None and left < _MIN_ATTEMPT_SECONDS:
             logger.info("stripe %s %s not sent: request deadline passed", method.upper(), path)
-            raise DeadlineExceeded("The Stripe request deadline passed.", should_retry=False)
+            exceeded = DeadlineExceeded("The Stripe request deadline passed.", should_retry=False)
+            # Stripe too slow to answer within the deadline is an outage like a refusal.
+            outages.report_failure("stripe", exceeded, action="billing requests answer 502")
+            raise exceeded
         started = time.monotonic()
         try:
             body, status, response_headers = super().request(method, url, headers, post_data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -45,17 +46,21 @@ def test_setup_against_a_hanging_stripe_is_502_within_the_deadline(
     assert_agent_untouched(registered.agent)
 
 
-def test_no_stripe_call_once_the_deadline_passed(local_stripe, settings, monkeypatch):
+def test_no_stripe_call_once_the_deadline_passed(local_stripe, settings, monkeypatch, caplog):
     calls = []
     client = stripe_client.LoggingRequestsClient(timeout=(5, 20))
     monkeypatch.setattr(client, "request", lambda *a, **k: calls.append(a))  # never reached
 
-    with stripe_client.deadline(0.01):
+    with stripe_client.deadline(0.01), caplog.at_level(logging.INFO):
         time.sleep(0.02)
         with pytest.raises(stripe_client.DeadlineExceeded):
             stripe_client.LoggingRequestsClient.request(client, "get", "http://x/v1/a", {})
         assert client._should_retry(None, stripe_client.DeadlineExceeded("x"), 0, 5) is False
     assert calls == []
+    # A Stripe too slow for the deadline is the outage's warning, like one that refuses.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "stripe unavailable (DeadlineExceeded): billing requests answer 502"
+    ]
 
 
 def test_attempt_timeouts_are_cut_to_the_time_left(local_stripe):
