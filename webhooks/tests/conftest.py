@@ -121,3 +121,20 @@ def dripping(settings) -> Iterator[Callable[[bytes, bytes], int]]:
 
 DRIP_PAUSE = 0.05
 DRIP_SECONDS = 5.0
+
+
+@pytest.fixture
+def hanging_resolver(monkeypatch):
+    """socket.getaddrinfo that answers no lookup until the test ends (a resolver that
+    never answers); the names asked are in the list it yields."""
+    released = threading.Event()
+    asked = []
+
+    def hang(host, *args, **kwargs):
+        asked.append(host)
+        released.wait(30)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hang)
+    yield asked
+    released.set()

@@ -1,6 +1,5 @@
 import ipaddress
 import socket
-import threading
 import time
 
 import pytest
@@ -117,23 +116,6 @@ def test_name_that_does_not_resolve_is_refused(monkeypatch):
 
 def test_private_addresses_allowed_when_configured():
     assert resolve("127.0.0.1", 8080, allow_private=True, timeout=5).address == "127.0.0.1"
-
-
-@pytest.fixture
-def hanging_resolver(monkeypatch):
-    """socket.getaddrinfo that answers no lookup until the test ends (a resolver that
-    never answers); the names asked are in the list it yields."""
-    released = threading.Event()
-    asked = []
-
-    def hang(host, *args, **kwargs):
-        asked.append(host)
-        released.wait(30)
-        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
-
-    monkeypatch.setattr(socket, "getaddrinfo", hang)
-    yield asked
-    released.set()
 
 
 def test_a_lookup_that_hangs_is_given_up_after_its_time(hanging_resolver):
