@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Agent
@@ -251,3 +252,53 @@ def test_a_pro_agents_200_has_no_calls_remaining(api_client, registered):
     response = api_client.get(AUTHORIZE, **registered.auth)
     assert response.status_code == 200
     assert "X-Calls-Remaining" not in response
+
+
+@pytest.mark.django_db
+def test_authorize_is_answered_before_the_consoles_middleware(api_client, registered, settings):
+    response = api_client.get(AUTHORIZE, **registered.auth, HTTP_X_REQUEST_ID="req-auth-1")
+
+    assert response.status_code == 200
+    # billing.metering.middleware drew it: no URL was resolved, and the console's
+    # middleware (sessions, CSRF, X-Frame-Options) never ran...
+    assert response.wsgi_request.resolver_match is None
+    assert "X-Frame-Options" not in response
+    assert not response.cookies
+    # ...while the answer carries what every metered API answer carries.
+    assert response["Cache-Control"] == "no-store"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["X-Request-Id"] == "req-auth-1"
+    assert rate_headers(response)[:2] == (60, 59)
+    assert response["X-Calls-Remaining"] == str(settings.LITHTRIX_FREE_CALL_LIMIT - 1)
+
+
+@pytest.mark.django_db
+def test_authorize_error_the_view_lets_out_is_the_envelope(
+    api_client, registered, monkeypatch, caplog
+):
+    def broken(request, *, authorization):
+        raise RuntimeError("boom: secret detail")
+
+    monkeypatch.setattr("billing.metering.views.meter_presented_key", broken)
+    caplog.set_level(logging.ERROR)
+    response = api_client.get(AUTHORIZE, **registered.auth)
+
+    assert_envelope(response, 500, "INTERNAL_ERROR")
+    assert "secret detail" not in response.content.decode()
+    assert response["Cache-Control"] == "no-store"
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == ["Unhandled error in GET /v1/authorize"]
+    assert errors[0].exc_info is not None
+    assert calls_total(registered.agent) == 0
+
+
+@pytest.mark.django_db
+def test_authorize_database_outage_is_503(api_client, registered, monkeypatch):
+    def outage(request, *, authorization):
+        raise OperationalError("connection to server at 127.0.0.1 failed: Connection refused")
+
+    monkeypatch.setattr("billing.metering.views.meter_presented_key", outage)
+    response = api_client.get(AUTHORIZE, **registered.auth)
+
+    assert_envelope(response, 503, "SERVICE_UNAVAILABLE")
+    assert int(response["Retry-After"]) > 0

@@ -146,7 +146,14 @@ def observe_stripe_call(outcome: str, seconds: float) -> None:
 
 # --- requests -----------------------------------------------------------------
 
-_UNROUTED_ENDPOINTS = {"/healthz": "healthz", "/readyz": "readyz", "/metrics": "metrics"}
+# Paths a middleware answers before URLs are resolved (ProbeMiddleware, and
+# billing.metering.middleware's /v1/authorize, labelled as its route would be).
+_MIDDLEWARE_ENDPOINTS = {
+    "/healthz": "healthz",
+    "/readyz": "readyz",
+    "/metrics": "metrics",
+    "/v1/authorize": "/v1/authorize",
+}
 
 
 def _endpoint(request: HttpRequest) -> str:
@@ -156,7 +163,7 @@ def _endpoint(request: HttpRequest) -> str:
         return "unrouted"
     if match is not None and match.route:
         return "/" + match.route.lstrip("^").rstrip("$")
-    return _UNROUTED_ENDPOINTS.get(request.path, "unrouted")
+    return _MIDDLEWARE_ENDPOINTS.get(request.path, "unrouted")
 
 
 class MetricsMiddleware:

@@ -90,17 +90,28 @@ class ApiEdgeMiddleware:
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        return exception_response(request, exception)
 
-        if is_database_outage(exception):
-            return api_error_response(database_unavailable(exception), request)
-        if not _is_api_path(request.path):
-            return None
-        error = to_api_error(exception)
-        if isinstance(error, InternalError):
-            logging.getLogger("lithtrix.errors").error(
-                "Unhandled error in %s %s", request.method, request.path, exc_info=exception
-            )
-        return api_error_response(error, request)
+
+def exception_response(request: HttpRequest, exception: Exception) -> HttpResponse | None:
+    """ApiEdgeMiddleware's answer to an exception a view let out: the envelope on /v1
+    (and a database outage's 503 on every path); None leaves it to Django."""
+    if not _is_api_path(request.path) and not is_database_outage(exception):
+        return None
+    return api_exception_response(request, exception)
+
+
+def api_exception_response(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """The envelope for an exception an API view let out: 503 with Retry-After for a
+    database outage; otherwise its API error, a 500 logged with its traceback once."""
+    if is_database_outage(exception):
+        return api_error_response(database_unavailable(exception), request)
+    error = to_api_error(exception)
+    if isinstance(error, InternalError):
+        logging.getLogger("lithtrix.errors").error(
+            "Unhandled error in %s %s", request.method, request.path, exc_info=exception
+        )
+    return api_error_response(error, request)
 
 
 # Answered before the Host header is checked: load balancers and orchestrators

@@ -73,12 +73,18 @@ class RateLimitHeadersMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
-        notes = RequestNotes.peek(request)
-        if notes is None:
-            return response
-        if notes.rate_limit is not None:
-            for name, value in notes.rate_limit.headers().items():
-                response[name] = value
-        if notes.calls_remaining is not None and response.status_code == 200:
-            response["X-Calls-Remaining"] = str(notes.calls_remaining)
+        add_rate_limit_headers(request, response)
         return response
+
+
+def add_rate_limit_headers(request: HttpRequest, response: HttpResponse) -> None:
+    """RateLimitHeadersMiddleware's headers, for an answer drawn before it runs
+    (billing.metering.middleware's /v1/authorize)."""
+    notes = RequestNotes.peek(request)
+    if notes is None:
+        return
+    if notes.rate_limit is not None:
+        for name, value in notes.rate_limit.headers().items():
+            response[name] = value
+    if notes.calls_remaining is not None and response.status_code == 200:
+        response["X-Calls-Remaining"] = str(notes.calls_remaining)

@@ -56,6 +56,8 @@ MIDDLEWARE = [
     "lithtrix.core.middleware.HostValidationMiddleware",
     "lithtrix.core.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # /v1/authorize, answered here: nothing below serves it (billing.metering.middleware).
+    "billing.metering.middleware.AuthorizeMiddleware",
     # The admin's static files, served from STATIC_ROOT (collectstatic).
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
