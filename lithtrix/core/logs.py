@@ -15,25 +15,39 @@ from datetime import UTC, datetime
 
 _REDACTED = "[redacted]"
 
-_SECRET_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+# Each pattern with its clues: lower-case strings one of which every match contains,
+# once lower-cased. On ASCII text a pattern runs only where a clue appears: running
+# all of them took ~45 us per access-log line, most of it in the patterns that start
+# with \b, and every request writes one. (On other text, where case-insensitive
+# matching goes beyond str.lower(), every pattern runs.)
+_SECRET_PATTERNS: list[tuple[re.Pattern[str], str, tuple[str, ...]]] = [
     # ltx_ API keys, whole or truncated.
-    (re.compile(r"ltx_[0-9A-Za-z]+"), f"ltx_{_REDACTED}"),
+    (re.compile(r"ltx_[0-9A-Za-z]+"), f"ltx_{_REDACTED}", ("ltx_",)),
     # Authorization header values (Bearer, Basic, Token...).
     (
         re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=_-]+"),
         rf"\1 {_REDACTED}",
+        ("bearer", "basic", "token"),
     ),
     # Stripe secret/restricted keys and webhook secrets.
-    (re.compile(r"\b(sk|rk)_(test|live)_[0-9A-Za-z]+"), rf"\1_\2_{_REDACTED}"),
-    (re.compile(r"\bwhsec_[0-9A-Za-z]+"), f"whsec_{_REDACTED}"),
+    (
+        re.compile(r"\b(sk|rk)_(test|live)_[0-9A-Za-z]+"),
+        rf"\1_\2_{_REDACTED}",
+        ("k_test_", "k_live_"),
+    ),
+    (re.compile(r"\bwhsec_[0-9A-Za-z]+"), f"whsec_{_REDACTED}", ("whsec_",)),
     # Passwords in URLs (postgres://user:secret@host, redis://:secret@host).
-    (re.compile(r"(://[^:/@\s]*):[^@/\s]+@"), rf"\1:{_REDACTED}@"),
+    (re.compile(r"(://[^:/@\s]*):[^@/\s]+@"), rf"\1:{_REDACTED}@", ("://",)),
 ]
 
 
 # Card numbers: 13-19 digits in a row, or groups of four split by spaces or dashes;
 # replaced when they pass the Luhn check (so ids and timestamps are left alone).
 _CARD_NUMBER = re.compile(r"\b(?:\d{13,19}|\d{4}([ -])\d{4}\1\d{4}\1\d{1,7})\b")
+# Its clues, in ASCII text with every digit made 0: 13 digits in a row, or three
+# groups of four split the same way.
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_CARD_CLUES = (b"0" * 13, b"0000 0000 0000", b"0000-0000-0000")
 
 
 def _luhn_valid(digits: str) -> bool:
@@ -53,9 +67,19 @@ def _redact_card(match: re.Match[str]) -> str:
 
 def scrub(text: str) -> str:
     """``text`` with every secret-looking substring replaced."""
-    for pattern, replacement in _SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return _CARD_NUMBER.sub(_redact_card, text)
+    if not text.isascii():
+        for pattern, replacement, _clues in _SECRET_PATTERNS:
+            text = pattern.sub(replacement, text)
+        return _CARD_NUMBER.sub(_redact_card, text)
+    # Replacements are ASCII and add no clue of a later pattern: one lower() holds.
+    lowered = text.lower()
+    for pattern, replacement, clues in _SECRET_PATTERNS:
+        if any(clue in lowered for clue in clues):
+            text = pattern.sub(replacement, text)
+    digits = text.encode("ascii").translate(_DIGITS_AS_ZERO)
+    if any(clue in digits for clue in _CARD_CLUES):
+        text = _CARD_NUMBER.sub(_redact_card, text)
+    return text
 
 
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and is

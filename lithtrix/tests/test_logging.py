@@ -3,10 +3,18 @@ import json
 import logging
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from accounts.views import MeViewSet
 from lithtrix import plain
-from lithtrix.core.logs import JsonFormatter, scrub
+from lithtrix.core.logs import (
+    _CARD_NUMBER,
+    _SECRET_PATTERNS,
+    JsonFormatter,
+    _redact_card,
+    scrub,
+)
 from lithtrix.core.request_id import RequestIdLogFilter
 
 CARD = "4242424242424242"
@@ -139,6 +147,38 @@ def test_logs_never_contain_keys_authorization_cards_or_secrets(api_client, monk
 )
 def test_scrub_redacts_secrets_and_keeps_the_rest(raw, expected):
     assert scrub(raw) == expected
+
+
+def _scrub_every_pattern(text: str) -> str:
+    """scrub without its clues: every pattern run on the whole text."""
+    for pattern, replacement, _clues in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return _CARD_NUMBER.sub(_redact_card, text)
+
+
+# Pieces of secrets and their near misses, joined by anything.
+_FRAGMENTS = st.sampled_from(
+    [
+        "ltx_", "ltx_a1", "LTX_", "Bearer ", "bEaReR\tx.y", "basic ", "TOKEN  ", "token:",
+        "sk_test_", "sk_test_4eC3", "rk_live_", "rk_live_Zz9", "sk_Test_", "xsk_test_", "whsec_",
+        "whsec_w1", "://", "://u:", "://u:pw@h", "@", "p@ss", " ",
+        "-", "0", "4242", "4242 4242 4242 4242", "4000-0566-5566-5556", "4111111111111111",
+        "1234567890123", "2026-12-06T01:22:33", "a", "Z", "_", "/",
+        # Non-ASCII: long s and the Kelvin sign match s and k case-insensitively;
+        # Arabic-Indic digits are \d.
+        "\u017f", "\u212a", "\u00e9", "\u0664\u0662\u0664\u0662",
+    ]
+)  # fmt: skip
+
+
+# Filler mostly ASCII: text with any other character takes scrub's path without clues.
+_FILLER = st.text(st.characters(max_codepoint=127), max_size=6)
+
+
+@settings(max_examples=400)
+@given(st.lists(st.one_of(_FRAGMENTS, _FILLER), max_size=24).map("".join))
+def test_scrub_clues_never_skip_a_secret(text):
+    assert scrub(text) == _scrub_every_pattern(text)
 
 
 def test_json_formatter_emits_one_object_with_extras():
