@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 _REDACTED = "[redacted]"
 
 # Each pattern with its clues: lower-case strings one of which every match contains,
-# once lower-cased. On ASCII text a pattern runs only where a clue appears: running
-# all of them took ~45 us per access-log line, most of it in the patterns that start
-# with \b, and every request writes one. (On other text, where case-insensitive
-# matching goes beyond str.lower(), every pattern runs.)
+# once lower-cased. On ASCII text a pattern runs only where a clue appears: every
+# request writes a line, and re tries a pattern that starts with \b at every
+# position of it. (On other text, where case-insensitive matching goes beyond
+# str.lower(), every pattern runs.)
 _SECRET_PATTERNS: list[tuple[re.Pattern[str], str, tuple[str, ...]]] = [
     # ltx_ API keys, whole or truncated.
     (re.compile(r"ltx_[0-9A-Za-z]+"), f"ltx_{_REDACTED}", ("ltx_",)),

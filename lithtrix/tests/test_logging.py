@@ -171,7 +171,7 @@ _FRAGMENTS = st.sampled_from(
 )  # fmt: skip
 
 
-# Filler mostly ASCII: text with any other character takes scrub's path without clues.
+# ASCII filler: text with any other character takes scrub's path without clues.
 _FILLER = st.text(st.characters(max_codepoint=127), max_size=6)
 
 
