@@ -65,12 +65,17 @@ def _redact_card(match: re.Match[str]) -> str:
     return "[card redacted]" if 13 <= len(digits) <= 19 and _luhn_valid(digits) else match.group(0)
 
 
+def scrub_with_every_pattern(text: str) -> str:
+    """``text`` with every secret-looking substring replaced, every pattern run."""
+    for pattern, replacement, _clues in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return _CARD_NUMBER.sub(_redact_card, text)
+
+
 def scrub(text: str) -> str:
     """``text`` with every secret-looking substring replaced."""
     if not text.isascii():
-        for pattern, replacement, _clues in _SECRET_PATTERNS:
-            text = pattern.sub(replacement, text)
-        return _CARD_NUMBER.sub(_redact_card, text)
+        return scrub_with_every_pattern(text)
     # Replacements are ASCII and add no clue of a later pattern: one lower() holds.
     lowered = text.lower()
     for pattern, replacement, clues in _SECRET_PATTERNS:
